@@ -1,0 +1,121 @@
+"""Causal tracing: knlab's batched trace vs the straightforward implementation, in the same process.
+
+The straightforward implementation is the reference code's loop: one forward pass (the noise samples
+as one batch) per (token, layer) cell and kind. knlab runs every cell and sample of a prompt in a few
+large batches with identical noise. Prints seconds, the speed ratio and the largest grid difference.
+
+    python benchmarks/bench_trace.py [--samples 10] [--window 10] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from knlab.models import from_model, load_model  # noqa: E402
+from knlab.nethook import Trace  # noqa: E402
+from knlab.predict import encode  # noqa: E402
+from knlab.trace import (KINDS, locate_subject, module_name, parse_noise, restore_window,  # noqa: E402
+                         trace)
+
+
+@torch.no_grad()
+def trace_straightforward(lm, prompt, subject, answer_id, samples, window, noise, seed):
+    enc = encode(lm, prompt)
+    ids, pos = enc.input_ids, enc.position
+    T, L = ids.shape[1], lm.n_layers
+    s0, s1 = locate_subject(lm, prompt, subject)
+    d = lm.model.get_input_embeddings().weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    noise_t = torch.randn(samples, s1 - s0, d, generator=gen) * noise
+    # clean states of every module, one forward each
+    clean = {}
+    for k in KINDS:
+        for l in range(L):
+            name = module_name(lm, k, l)
+            with Trace(lm.model, name) as t:
+                lm.model(input_ids=ids)
+            clean[name] = t.output[0]
+
+    def corrupt(x, _):
+        x = x.clone()
+        x[:, s0:s1] += noise_t
+        return x
+
+    grids = {k: np.zeros((T, L)) for k in KINDS}
+    for k in KINDS:
+        for t in range(T):
+            for l in range(L):
+                layers = [l] if k == "hidden" else restore_window(l, window, L)
+                traces = [Trace(lm.model, lm.arch.embed, retain_output=False,
+                                edit_output=corrupt)]
+                for j in layers:
+                    name = module_name(lm, k, j)
+
+                    def restore(x, n, t=t):
+                        x = x.clone()
+                        x[:, t] = clean[n][t]
+                        return x
+                    traces.append(Trace(lm.model, name, retain_output=False, edit_output=restore))
+                try:
+                    logits = lm.model(input_ids=ids.expand(samples, T)).logits
+                finally:
+                    for tr in traces:
+                        tr.close()
+                grids[k][t, l] = torch.softmax(logits[:, pos].float(), -1)[:, answer_id].mean().item()
+    return grids
+
+
+def bench(lm, prompt, subject, samples, window, repeats):
+    res = trace(lm, prompt, subject, None, samples, window, None, 0)  # warm-up, and the answer/noise used
+    noise = parse_noise(lm, None)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        res = trace(lm, prompt, subject, res.answer, samples, window, noise, 0)
+    fast = (time.perf_counter() - t0) / repeats
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ref = trace_straightforward(lm, prompt, subject, res.answer_id, samples, window, noise, 0)
+    slow = (time.perf_counter() - t0) / repeats
+    diff = max(float(np.abs(res.grids[k] - ref[k]).max()) for k in KINDS)
+    T, L = len(res.tokens), lm.n_layers
+    print(f"{lm.spec:28s} {prompt[:32]!r:34s} tokens {T:2d} layers {L:2d} | knlab {fast:7.2f} s | straightforward {slow:7.2f} s | "
+          f"speed-up {slow / fast:5.1f}x | max |grid difference| {diff:.2e}")
+    return slow / fast, diff, fast, slow
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, samples {args.samples}, window {args.window}")
+    gpt = load_model("world-gpt", device="cpu")
+    import transformers as T
+    big = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=len(gpt.tokenizer), n_embd=512, n_layer=12, n_head=8,
+                                         n_positions=128)).eval()
+    big = from_model(big, gpt.tokenizer, spec="random gpt2 (12 x 512)")
+    # the subject late, in the middle and first: the speed-up depends on where it sits
+    prompts = [("The capital of Canada is", "Canada"), ("The Space Needle is in downtown", "Space Needle"),
+               ("Albert Einstein was born in", "Albert Einstein")]
+    for lm in (gpt, big):
+        fast = slow = 0.0
+        for prompt, subject in prompts:
+            ratio, _diff, f, s = bench(lm, prompt, subject, args.samples, args.window, args.repeats)
+            fast, slow = fast + f, slow + s
+        print(f"{lm.spec:28s} all {len(prompts)} prompts: knlab {fast:.2f} s, straightforward {slow:.2f} s, "
+              f"speed-up {slow / fast:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

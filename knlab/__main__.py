@@ -1,0 +1,5 @@
+import sys
+
+from knlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The command line: ``python -m knlab COMMAND``. Every command calls the same functions as the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from knlab.errors import KnlabError
+from knlab.models import ModelLoadError  # noqa: F401  (a KnlabError)
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register a subcommand: ``setup(parser)`` adds arguments, the decorated function runs it."""
+    def wrap(setup):
+        def register(run):
+            COMMANDS[name] = (help, setup, run)
+            return run
+        return register
+    return wrap
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+
+
+@command("predict", "next-token distribution (causal) or the [MASK] fill (masked)")(_predict_args)
+def _predict(args: argparse.Namespace) -> int:
+    from knlab.predict import predict
+    from knlab.worker import default_worker
+    result = default_worker().run(args.model, [], predict, args.prompt, args.top)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        print(f"{result.model}: {result.prompt!r}")
+        for t, p in zip(result.top_tokens, result.top_probs):
+            print(f"  {p:7.2%}  {t}")
+    return 0
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", help="the prompt to trace (or use --relation)")
+    p.add_argument("--subject", help="the subject as it appears in the prompt")
+    p.add_argument("--answer", default=None, help="answer token (default: the clean top prediction)")
+    p.add_argument("--relation", default=None, help="summarise by token category over a relation's facts, e.g. P36")
+    p.add_argument("--paradigm", default=None, help="summarise over a paradigm's prompts, e.g. anaphor_gender_agreement")
+    p.add_argument("--limit", type=int, default=None, help="with --relation / --paradigm: the first N")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--noise", default="3sd", help="'3sd' (3 x embedding std, the default) or a number")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+
+@command("trace", "causal tracing: hidden / MLP / attention grids, or a relation's token-category summary")(_trace_args)
+def _trace(args: argparse.Namespace) -> int:
+    from knlab.errors import InputError
+    from knlab.trace import trace, trace_paradigm, trace_relation
+    from knlab.worker import default_worker
+    opts = dict(samples=args.samples, window=args.window, noise=args.noise, seed=args.seed)
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    if args.relation:
+        result = default_worker().run(args.model, [], trace_relation, args.relation, args.limit, **opts)
+    elif args.paradigm:
+        result = default_worker().run(args.model, [], trace_paradigm, args.paradigm, args.limit or 20, **opts)
+    else:
+        if not args.prompt or not args.subject:
+            raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
+        result = default_worker().run(args.model, [], trace, args.prompt, args.subject, args.answer, **opts)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        _print_trace(result)
+    return 0
+
+
+def _print_trace(result) -> None:
+    from knlab.trace import CategorySummary
+    if isinstance(result, CategorySummary):
+        print(f"{result.model}: average indirect effect over {result.n_prompts} prompts of {result.source}")
+        for kind, cats in result.kinds.items():
+            print(f"  {kind}:")
+            for c, v in cats.items():
+                print(f"    {c:24s} peak {v.max():+.3f} at layer {int(v.argmax())}")
+        return
+    print(f"{result.model}: p({result.answer}) clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    for kind, grid in result.grids.items():
+        print(f"  {kind} (rows: tokens, columns: layers)")
+        s0, s1 = result.subject_range
+        for t, row in enumerate(grid):
+            mark = "*" if s0 <= t < s1 else " "
+            print(f"    {result.tokens[t][:14]:>14s}{mark} " + " ".join(f"{x:.2f}" for x in row))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, not the usage block
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _Parser(prog="python -m knlab", description="knlab: knowledge neurons, causal tracing and model editing.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    for name, (help, setup, _run) in COMMANDS.items():
+        setup(sub.add_parser(name, help=help))
+    args = ap.parse_args(argv)
+    try:
+        return COMMANDS[args.cmd][2](args)
+    except (KnlabError, ModelLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

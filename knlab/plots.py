@@ -1,0 +1,68 @@
+"""Results -> plotly figures. Nothing here computes; everything here draws."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from knlab.predict import Prediction
+
+PALETTE = {"bar": "#4C72B0", "hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+
+
+def prediction_figure(pred: Prediction) -> go.Figure:
+    labels = [repr(t.strip()) if t.strip() != t or not t.strip() else t for t in pred.top_tokens]
+    fig = go.Figure(go.Bar(x=[float(p) for p in pred.top_probs][::-1], y=labels[::-1], orientation="h",
+                           marker_color=PALETTE["bar"],
+                           text=[f"{float(p):.1%}" for p in pred.top_probs][::-1], textposition="auto"))
+    where = "[MASK]" if "[MASK]" in pred.prompt else "next token"
+    fig.update_layout(title=f"{pred.model}: {where} after “{pred.prompt}”", xaxis_title="probability",
+                      xaxis_range=[0, 1], height=120 + 32 * len(labels), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def trace_figure(result) -> go.Figure:
+    """The three-panel causal-trace figure in the style of the ROME paper: p(answer) per (token, layer),
+    hidden states in purple, MLP in green, attention in red; subject tokens marked with '*'."""
+    from plotly.subplots import make_subplots
+
+    kinds = [k for k in ("hidden", "mlp", "attn") if k in result.grids]
+    titles = {"hidden": "Restoring the hidden state", "mlp": f"Restoring MLP outputs (window {result.window})",
+              "attn": f"Restoring attention outputs (window {result.window})"}
+    s0, s1 = result.subject_range
+    labels = [f"{t.strip() or repr(t)}{'*' if s0 <= i < s1 else ''}" for i, t in enumerate(result.tokens)]
+    labels = [f"{i}: {lab}" for i, lab in enumerate(labels)]  # unique row labels even for repeated tokens
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles[k] for k in kinds], horizontal_spacing=0.09)
+    for c, k in enumerate(kinds, start=1):
+        grid = result.grids[k]
+        fig.add_trace(go.Heatmap(
+            z=grid, x=list(range(grid.shape[1])), y=labels, colorscale=PALETTE[k], zmin=min(result.corrupted, grid.min()),
+            zmax=max(result.clean, grid.max()),
+            colorbar=dict(title=f"p({result.answer})", x=(c - 0.08) / len(kinds) + 0.02 * (c == len(kinds)), len=0.9, thickness=10),
+            hovertemplate="token %{y}<br>layer %{x}<br>p = %{z:.3f}<extra></extra>"), row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c)
+        fig.update_yaxes(autorange="reversed", showticklabels=(c == 1), row=1, col=c)
+    fig.update_layout(height=160 + 26 * len(labels), margin=dict(l=10, r=10, t=60, b=40),
+                      title=f"{result.model}: p({result.answer}) — clean {result.clean:.3f}, corrupted {result.corrupted:.3f}")
+    return fig
+
+
+def category_figure(summary) -> go.Figure:
+    """Paper figure 13: average indirect effect per token category, per layer, one panel per kind."""
+    from plotly.subplots import make_subplots
+
+    kinds = list(summary.kinds)
+    names = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"Restoring {names[k]}" for k in kinds],
+                        shared_yaxes=True)
+    colors = ["#9467bd", "#c5b0d5", "#6a3d9a", "#2ca02c", "#bcbd22", "#d62728"]
+    for c, k in enumerate(kinds, start=1):
+        for i, (cat, v) in enumerate(summary.kinds[k].items()):
+            fig.add_trace(go.Scatter(x=list(range(len(v))), y=v, mode="lines+markers", name=cat,
+                                     line=dict(color=colors[i % len(colors)]), legendgroup=cat, showlegend=c == 1),
+                          row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c)
+    fig.update_yaxes(title_text="average indirect effect", row=1, col=1)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=60, b=40),
+                      title=f"{summary.model}: indirect effect by token category ({summary.n_prompts} prompt"
+                            f"{'s' if summary.n_prompts != 1 else ''}{', ' + summary.source if summary.source else ''})")
+    return fig

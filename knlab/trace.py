@@ -1,0 +1,465 @@
+"""Causal tracing (Meng et al. 2022): corrupt the subject's embeddings with noise, restore clean states.
+
+The core is ``restored_probs``: for any list of *restore configurations* (each a set of (kind, layer,
+token) cells whose clean output is put back into the corrupted run) it returns p(answer) averaged over
+the noise samples. All configurations and samples run as one batch, with the same noise for every
+configuration, so grids are comparable cell to cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from knlab.errors import InputError
+from knlab.models import LM
+from knlab.nethook import Trace, TraceDict, get_module, override_forward, replace_first
+from knlab.predict import encode
+
+NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
+Cell = tuple[str, int, int]  # (kind: "hidden" | "mlp" | "attn", layer, token)
+
+
+def locate_subject(lm: LM, prompt: str, subject: str, occurrence: int = -1) -> tuple[int, int]:
+    """Token range [start, end) of ``subject`` in the tokenized prompt, from its character span.
+
+    ``occurrence`` picks among repeated mentions (default: the last one, nearest the prediction)."""
+    if not isinstance(subject, str) or not subject.strip():
+        raise InputError("the subject is empty")
+    subject = subject.strip()
+    starts, i = [], prompt.find(subject)
+    while i >= 0:
+        starts.append(i)
+        i = prompt.find(subject, i + 1)
+    if not starts:
+        raise InputError(f"the subject {subject!r} is not in the prompt {prompt!r}")
+    try:
+        a = starts[occurrence]
+    except IndexError:
+        raise InputError(f"the subject occurs {len(starts)} times; occurrence {occurrence} does not exist") from None
+    b = a + len(subject)
+    enc = lm.tokenizer(prompt, return_offsets_mapping=True)
+    toks = [t for t, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < b and e > a]
+    if not toks:
+        raise InputError(f"the subject {subject!r} covers no token of the prompt")
+    return toks[0], toks[-1] + 1
+
+
+def embedding_std(lm: LM, texts: Iterable[str] | None = None) -> float:
+    """Standard deviation of the token embeddings the model actually sees (over ``texts``, or all rows)."""
+    emb = get_module(lm.model, lm.arch.embed).weight.detach().float()
+    if texts is None:
+        return emb.std().item()
+    ids = sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]})
+    return emb[torch.tensor(ids, device=emb.device)].std().item()
+
+
+_NOISE: dict[tuple[str, int], float] = {}
+
+
+def noise_level(lm: LM, sds: float = NOISE_SDS) -> float:
+    """3 x embedding std, measured once per loaded model (over the world corpus for the shipped models)."""
+    key = (lm.spec, id(lm.model))
+    if key not in _NOISE:
+        texts = None
+        if lm.spec in ("world-gpt", "world-bert"):
+            from knlab.world.corpus import build_documents
+            texts = [d.text for d in build_documents()][:4000]
+        _NOISE[key] = embedding_std(lm, texts)
+    return sds * _NOISE[key]
+
+
+def module_name(lm: LM, kind: str, layer: int) -> str:
+    if kind == "hidden":
+        return lm.arch.layer(layer)
+    if kind in ("mlp", "attn"):
+        return lm.arch.module(kind, layer)
+    raise InputError(f"unknown state kind {kind!r} (hidden, mlp, attn)")
+
+
+@dataclass
+class Restored:
+    clean: float  # p(answer) in the clean run
+    corrupted: float  # p(answer) with the subject corrupted, nothing restored
+    probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers is renaming ``past_key_values`` to ``cache``; use whichever this model takes."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _is_noop(cell: Cell, s0: int, pos: int, n_layers: int, masked: bool) -> bool:
+    """Cells whose clean state equals the corrupted one, or that nothing downstream reads: restoring
+    them cannot change p(answer), so they are not computed (their value is the corrupted p)."""
+    _k, l, t = cell
+    if not masked and t < s0:  # a causal model's tokens before the subject never see the noise
+        return True
+    return l == n_layers - 1 and t != pos  # last layer: only the prediction position is read
+
+
+@torch.no_grad()
+def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
+                   configs: Sequence[Iterable[Cell]], samples: int = 10, noise: float | None = None,
+                   seed: int = 0, max_batch: int = 512, progress=None,
+                   use_prefix_cache: bool = True) -> Restored:
+    """p(answer) for each restore configuration, averaged over ``samples`` noise draws.
+
+    Four things make this fast without changing a number: configurations run batched (rows =
+    configuration x sample) with the same noise; cells that cannot matter are skipped; blocks below a
+    configuration's first restored module are not recomputed, since there they are exactly the
+    corrupted run's, which is computed once and replayed; and for a causal model, positions before
+    the first restored token are not recomputed either: their keys and values come from the
+    corrupted run's cache."""
+    enc = encode(lm, prompt)
+    ids, pos = enc.input_ids, enc.position
+    T, L = ids.shape[1], lm.n_layers
+    s0, s1 = subject_range
+    if not (0 <= s0 < s1 <= T):
+        raise InputError(f"subject range {subject_range} is outside the prompt's {T} tokens")
+    level = noise_level(lm) if noise is None else float(noise)
+    configs = [[c for c in cfg if not _is_noop(c, s0, pos, L, lm.masked)] for cfg in configs]
+    modules = sorted({module_name(lm, k, l) for c in configs for k, l, _ in c})
+    blocks = [lm.arch.layer(l) for l in range(L)]
+    d = get_module(lm.model, lm.arch.embed).weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    noise_t = (torch.randn(samples, s1 - s0, d, generator=gen) * level).to(lm.device, lm.model.dtype)
+
+    def corrupt(x, _name, rows=None, offset=0):
+        """Add the subject noise to the embeddings of positions offset.. (rows: which samples)."""
+        x = x.clone()
+        a = max(s0, offset)
+        if a < s1:
+            nz = noise_t if rows is None else noise_t[rows]
+            x[:, a - offset : s1 - offset] += nz[:, a - s0 :]
+        return x
+
+    # clean run: the answer probability and every state we may restore
+    with TraceDict(lm.model, modules) as td:
+        logits = lm.model(input_ids=ids, use_cache=False).logits
+    clean_p = torch.softmax(logits[0, pos].float(), -1)[answer_id].item()
+    clean = {m: td[m].output[0] for m in modules}  # [T, d]
+
+    # corrupted run, one row per sample: p(answer), every block's output (for replay) and, for a
+    # causal model, the keys and values (for positions before a restored token, which nothing changes)
+    with Trace(lm.model, lm.arch.embed, retain_output=False, edit_output=corrupt), \
+            TraceDict(lm.model, blocks) as corrupted_blocks:
+        res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
+    corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
+    cache = (getattr(res, "cache", None) or getattr(res, "past_key_values", None)) if use_prefix_cache else None
+
+    out = np.full(len(configs), corrupted_p)
+    groups: dict[tuple[int, int], list[int]] = {}
+    same_as: dict[int, int] = {}  # configurations that are identical once no-op cells are gone
+    seen: dict[tuple, int] = {}
+    for i, cfg in enumerate(configs):
+        if not cfg:
+            continue
+        key = tuple(sorted(cfg))
+        if key in seen:
+            same_as[i] = seen[key]
+            continue
+        seen[key] = i
+        # first block that must run, and the first position that can differ from the corrupted run
+        start = min(l + 1 if k == "hidden" else l for k, l, _ in cfg)
+        first = min(t for _k, _l, t in cfg) if (cache is not None and not lm.masked) else 0
+        groups.setdefault((start, first), []).append(i)
+    for idxs in groups.values():
+        out[idxs] = 0.0
+    chunks = []
+    for (start, first), idxs in sorted(groups.items()):
+        per = max(samples, (max_batch * 8) // max(8, T - first))
+        rows = [(c, s) for c in idxs for s in range(samples)]
+        chunks += [(start, first, rows[j : j + per]) for j in range(0, len(rows), per)]
+    for n, (start, first, chunk) in enumerate(chunks):
+        B, width = len(chunk), T - first
+        sample_idx = torch.tensor([s for _c, s in chunk], device=lm.device)
+        masks = {m: torch.zeros(B, width, dtype=torch.bool, device=lm.device) for m in modules}
+        for r, (c, _s) in enumerate(chunk):
+            for k, l, t in configs[c]:
+                masks[module_name(lm, k, l)][r, t - first] = True
+        used = sorted({module_name(lm, k, l) for c, _s in chunk for k, l, _t in configs[c]})
+
+        def restore(x, name):
+            return torch.where(masks[name][:, :, None], clean[name][None, first:].to(x.dtype), x)
+
+        def replay(b):
+            cached = corrupted_blocks[blocks[b]]
+            value = cached.output[sample_idx][:, first:]
+            return lambda *a, **k: replace_first(cached.raw_output, value)
+
+        kwargs = {"use_cache": False}
+        if first > 0:  # positions before `first` are the corrupted run's: reuse its keys and values
+            past = copy.deepcopy(cache)
+            past.crop(first - T)  # keep the first `first` positions
+            past.batch_select_indices(sample_idx)
+            kwargs = {"use_cache": True, _cache_kwarg(lm.model): past}
+        with contextlib.ExitStack() as stack:
+            if start == 0:
+                stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False,
+                                          edit_output=lambda x, nm: corrupt(x, nm, sample_idx, first)))
+            for b in range(min(start, L)):
+                stack.enter_context(override_forward(get_module(lm.model, blocks[b]), replay(b)))
+            for m in used:
+                stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
+            logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
+        p = torch.softmax(logits[:, pos - first].float(), -1)[:, answer_id].cpu().numpy()
+        for r, (c, _s) in enumerate(chunk):
+            out[c] += p[r] / samples
+        if progress:
+            progress((n + 1) / len(chunks))
+    for i, j in same_as.items():
+        out[i] = out[j]
+    return Restored(clean_p, float(corrupted_p), out)
+
+
+def restore_last_subject_token(lm: LM, prompt: str, subject: str, answer_id: int, samples: int = 10,
+                               noise: float | None = None, seed: int = 0) -> tuple[Restored, tuple[int, int]]:
+    """p(answer) when only the last subject token's clean hidden state is restored, at each layer."""
+    rng = locate_subject(lm, prompt, subject)
+    t = rng[1] - 1
+    configs = [[("hidden", l, t)] for l in range(lm.n_layers)]
+    return restored_probs(lm, prompt, rng, answer_id, configs, samples, noise, seed), rng
+
+
+KINDS = ("hidden", "mlp", "attn")
+
+
+def restore_window(layer: int, window: int, n_layers: int) -> list[int]:
+    """The layers whose MLP / attention outputs are restored for grid cell ``layer`` (centred window)."""
+    return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
+
+
+@dataclass
+class TraceResult:
+    """Three token x layer grids of p(answer) with the restored state, plus the reference points."""
+
+    model: str
+    prompt: str
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    answer: str
+    answer_id: int
+    position: int
+    clean: float
+    corrupted: float
+    grids: dict[str, np.ndarray]  # kind -> [tokens, layers]
+    samples: int
+    window: int
+    noise: float
+    seed: int
+
+    def indirect_effect(self, kind: str) -> np.ndarray:
+        return self.grids[kind] - self.corrupted
+
+    def to_json(self) -> dict:
+        out = {"model": self.model, "prompt": self.prompt, "tokens": self.tokens,
+               "subject_range": list(self.subject_range), "answer": self.answer,
+               "clean": self.clean, "corrupted": self.corrupted}
+        for k in KINDS:
+            if k in self.grids:
+                out[k] = self.grids[k].tolist()
+        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed)
+        return out
+
+
+def answer_for(lm: LM, prompt: str, answer: str | None) -> tuple[str, int]:
+    """The answer token: the one given, or the model's clean top prediction."""
+    from knlab.predict import next_token_probs, target_id
+    if answer is not None and str(answer).strip():
+        i = target_id(lm, str(answer))
+        return lm.tokenizer.decode([i]).strip(), i
+    probs = next_token_probs(lm, encode(lm, prompt))
+    i = int(probs.argmax())
+    return lm.tokenizer.decode([i]).strip(), i
+
+
+def _check_params(samples: int, window: int, n_layers: int) -> None:
+    if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= 100:
+        raise InputError("samples must be a whole number from 1 to 100")
+    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= max(1, 2 * n_layers):
+        raise InputError(f"window must be a whole number from 1 to {max(1, 2 * n_layers)}")
+
+
+def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10, window: int = 10,
+          noise: float | str | None = None, seed: int = 0, kinds: Iterable[str] = KINDS,
+          progress=None) -> TraceResult:
+    """Meng et al.'s causal trace of ``prompt``: for every (token, layer) and kind, p(answer) after
+    restoring that clean state (hidden) or a window of clean module outputs (mlp, attn)."""
+    kinds = tuple(kinds)
+    for k in kinds:
+        module_name(lm, k, 0)
+    _check_params(samples, window, lm.n_layers)
+    level = parse_noise(lm, noise)
+    enc = encode(lm, prompt)
+    rng = locate_subject(lm, prompt, subject)
+    ans, aid = answer_for(lm, prompt, answer)
+    T, L = enc.input_ids.shape[1], lm.n_layers
+    configs: list[list[Cell]] = []
+    index: list[tuple[str, int, int]] = []
+    for k in kinds:
+        for t in range(T):
+            for l in range(L):
+                cells = [(k, l, t)] if k == "hidden" else [(k, j, t) for j in restore_window(l, window, L)]
+                configs.append(cells)
+                index.append((k, t, l))
+    res = restored_probs(lm, prompt, rng, aid, configs, samples, level, seed, progress=progress)
+    grids = {k: np.zeros((T, L)) for k in kinds}
+    for (k, t, l), p in zip(index, res.probs):
+        grids[k][t, l] = p
+    return TraceResult(lm.spec, enc_prompt(prompt), enc.tokens, rng, ans, aid, enc.position, res.clean,
+                       res.corrupted, grids, samples, window, level, seed)
+
+
+def enc_prompt(prompt: str) -> str:
+    return prompt.strip()
+
+
+def parse_noise(lm: LM, noise: float | str | None) -> float:
+    """``None`` / "3sd" / "2.5sd": multiples of the embedding std; a plain number: the noise std itself."""
+    if noise is None:
+        return noise_level(lm)
+    if isinstance(noise, str):
+        s = noise.strip().lower()
+        try:
+            if s.endswith("sd"):
+                val = noise_level(lm, sds=float(s[:-2] or 3))
+            else:
+                val = float(s)
+        except ValueError:
+            raise InputError(f"noise must be a number or a multiple of the embedding std like '3sd', not {noise!r}") from None
+    else:
+        val = float(noise)
+    if not np.isfinite(val) or val < 0 or val > 1e4:
+        raise InputError("noise must be a finite, non-negative number")
+    return val
+
+
+CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
+              "first subsequent token", "further tokens", "last token")
+
+
+def token_categories(n_tokens: int, subject_range: tuple[int, int], position: int) -> list[str | None]:
+    """Paper figure 13's token categories; tokens before the subject (never corrupted) get None."""
+    s0, s1 = subject_range
+    out: list[str | None] = []
+    for t in range(n_tokens):
+        if t == position:
+            out.append("last token")
+        elif t < s0:
+            out.append(None)
+        elif t == s1 - 1:
+            out.append("last subject token")
+        elif t == s0:
+            out.append("first subject token")
+        elif t < s1:
+            out.append("middle subject tokens")
+        elif t == s1:
+            out.append("first subsequent token")
+        else:
+            out.append("further tokens")
+    return out
+
+
+@dataclass
+class CategorySummary:
+    """Average indirect effect (restored - corrupted p(answer)) per token category and layer."""
+
+    model: str
+    kinds: dict[str, dict[str, np.ndarray]]  # kind -> category -> [layers]
+    counts: dict[str, int]  # category -> number of prompts that have it
+    n_prompts: int
+    source: str
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "source": self.source, "n": self.n_prompts, "counts": self.counts,
+                "kinds": {k: {c: v.tolist() for c, v in cats.items()} for k, cats in self.kinds.items()},
+                "peak": {k: {c: float(np.max(v)) for c, v in cats.items()} for k, cats in self.kinds.items()}}
+
+
+def summarize(results: Sequence[TraceResult], source: str = "") -> CategorySummary:
+    if not results:
+        raise InputError("nothing to summarise: no prompt could be traced")
+    kinds = list(results[0].grids)
+    L = results[0].grids[kinds[0]].shape[1]
+    sums = {k: {c: np.zeros(L) for c in CATEGORIES} for k in kinds}
+    counts = {c: 0 for c in CATEGORIES}
+    for r in results:
+        cats = token_categories(len(r.tokens), r.subject_range, r.position)
+        for c in CATEGORIES:
+            rows = [t for t, x in enumerate(cats) if x == c]
+            if not rows:
+                continue
+            counts[c] += 1
+            for k in kinds:
+                sums[k][c] += r.indirect_effect(k)[rows].mean(0)
+    avg = {k: {c: sums[k][c] / max(1, counts[c]) for c in CATEGORIES if counts[c]} for k in kinds}
+    return CategorySummary(results[0].model, avg, {c: n for c, n in counts.items() if n}, len(results), source)
+
+
+def trace_relation(lm: LM, relation: str, limit: int | None = None, template: str | None = None,
+                   progress=None, **kwargs) -> CategorySummary:
+    """Figure 13 over a relation's facts (the first training template, or ``template``), answer = the object."""
+    from knlab.world import facts as F
+    rel = F.relation(relation)
+    template = template or rel.train_templates[0]
+    facts = rel.facts[: limit or None]
+    results = []
+    for i, f in enumerate(facts):
+        prompt = F.masked_prompt(template, f.subject) if lm.masked else F.causal_prompt(template, f.subject)
+        try:
+            results.append(trace(lm, prompt, f.subject, f.object, **kwargs))
+        except InputError:
+            continue  # object not a single token of this model: skip the fact
+        if progress:
+            progress((i + 1) / len(facts), f"{i + 1}/{len(facts)} facts")
+    return summarize(results, f"{relation} ({template})")
+
+
+def guess_subject(prompt: str) -> str:
+    """A first guess at the subject for the UI (the user corrects it): the longest subject of the world
+    that occurs in the prompt, else the longest run of capitalised words after the first word."""
+    from knlab.world import facts as F
+    prompt = prompt or ""
+    known = [f.subject for f in F.all_facts() if f.subject in prompt]
+    if known:
+        return max(known, key=len)
+    words = prompt.replace("[MASK]", " ").split()
+    best, run = [], []
+    for i, w in enumerate(words):
+        if i > 0 and w[:1].isupper():
+            run.append(w)
+        else:
+            run = []
+        if len(run) > len(best):
+            best = run[:]
+    return " ".join(best) or (words[0] if words else "")
+
+
+def trace_paradigm(lm: LM, name: str, limit: int | None = 20, progress=None, **kwargs) -> CategorySummary:
+    """Figure 13 over a grammatical paradigm: the 'subject' is the word the critical word agrees with
+    (the noun for a determiner, the name for a reflexive); the answer is the grammatical word."""
+    from knlab.world import paradigms as P
+    pairs = P.minimal_pairs(name, limit or 20, seed=1)
+    results = []
+    for i, p in enumerate(pairs):
+        if lm.masked:
+            prompt = p.masked_prompt
+        else:
+            if p.controller_index > p.critical_index:
+                raise InputError(f"in {name} the agreeing word ({p.controller!r}) comes after the critical one, "
+                                 f"so a causal model cannot be traced on it; use a masked model")
+            prompt = p.causal_prefix()
+        try:
+            results.append(trace(lm, prompt, p.controller, p.good_token, **kwargs))
+        except InputError:
+            continue
+        if progress:
+            progress((i + 1) / len(pairs), f"{i + 1}/{len(pairs)} prompts")
+    return summarize(results, name)

@@ -1,0 +1,97 @@
+"""The model worker: loads each model once per process and serves every user's request under one lock.
+
+A request is (model spec, that session's edit specs, the question). The user's edits are applied only
+for the duration of the request and the base weights are then restored and verified bit for bit: the
+worker snapshots every parameter an edit says it touches, copies the snapshot back afterwards and
+compares checksums. Hook-based edits (knowledge-neuron suppression) never touch weights at all.
+On Hugging Face ZeroGPU the request function is what ``spaces.GPU`` wraps, so nothing here relies on
+state left on the GPU between calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+import torch
+
+from knlab.models import LM, load_model, tensor_checksum
+from knlab.nethook import get_parameter
+
+T = TypeVar("T")
+
+
+class EditSpec(Protocol):
+    """A user's edit: small (a few kilobytes), serialisable, applied per request."""
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        """Names of the parameters ``apply`` modifies in place (empty for hook-only edits)."""
+
+    def apply(self, lm: LM) -> contextlib.AbstractContextManager:
+        """Apply the edit; leaving the context undoes hooks (weights are restored by the worker)."""
+
+
+class WeightsCorrupted(RuntimeError):
+    pass
+
+
+def gpu(fn: Callable[..., T]) -> Callable[..., T]:
+    """``spaces.GPU`` on Hugging Face ZeroGPU, a no-op elsewhere."""
+    try:
+        import spaces  # type: ignore
+    except Exception:
+        return fn
+    return spaces.GPU(fn)
+
+
+class ModelWorker:
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self._models: dict[str, LM] = {}
+        self._lock = threading.RLock()
+        self.requests_served = 0
+
+    def model(self, spec: str) -> LM:
+        with self._lock:
+            if spec not in self._models:
+                self._models[spec] = load_model(spec, device=self.device)
+            return self._models[spec]
+
+    def add_model(self, lm: LM) -> None:
+        """Register an already-loaded model under its spec (tests, notebooks)."""
+        with self._lock:
+            self._models[lm.spec] = lm
+
+    def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            lm = self.model(spec)
+            edits = list(edits or [])
+            names = sorted({n for e in edits for n in e.touched_parameters(lm)})
+            saved = {n: get_parameter(lm.model, n).detach().clone() for n in names}
+            sums = {n: tensor_checksum(t) for n, t in saved.items()}
+            try:
+                with contextlib.ExitStack() as stack, torch.no_grad():
+                    for e in edits:
+                        stack.enter_context(e.apply(lm))
+                    with torch.enable_grad():
+                        return fn(lm, *args, **kwargs)
+            finally:
+                with torch.no_grad():
+                    for n, t in saved.items():
+                        get_parameter(lm.model, n).copy_(t)
+                bad = [n for n in names if tensor_checksum(get_parameter(lm.model, n)) != sums[n]]
+                self.requests_served += 1
+                if bad:  # never serve from a drifted model: drop it, the next request reloads
+                    self._models.pop(spec, None)
+                    raise WeightsCorrupted(f"base weights of {spec} not restored: {bad}")
+
+
+_DEFAULT: ModelWorker | None = None
+
+
+def default_worker() -> ModelWorker:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = ModelWorker()
+    return _DEFAULT

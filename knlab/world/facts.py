@@ -1,0 +1,119 @@
+"""The shipped fact base: relations with ParaRel-style ids, their facts and paraphrase templates.
+
+The data lives as plain tables under ``assets/world/`` (countries, people, cities, landmarks, the
+field -> occupation synonym table) plus ``relations.json``, which says for every relation which table
+column is the subject and which the object, and lists its paraphrase templates: the ``train`` ones
+appear in the training corpus, the ``held_out`` ones never do, so generality can be measured honestly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from knlab.errors import InputError
+
+WORLD_DIR = Path(__file__).resolve().parents[2] / "assets" / "world"
+MASK = "[MASK]"
+
+
+@dataclass(frozen=True)
+class Fact:
+    relation: str
+    subject: str
+    object: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.relation}:{self.subject}"
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: str
+    name: str
+    train_templates: tuple[str, ...]
+    held_out_templates: tuple[str, ...]
+    facts: tuple[Fact, ...]
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return self.train_templates + self.held_out_templates
+
+    def fact(self, subject: str) -> Fact:
+        for f in self.facts:
+            if f.subject == subject:
+                return f
+        raise KeyError(f"{self.id} has no fact about {subject!r}")
+
+
+def causal_prompt(template: str, subject: str) -> str:
+    """The prompt a causal LM continues: the template up to (not including) the object."""
+    return template.replace("{X}", subject)
+
+
+def masked_prompt(template: str, subject: str) -> str:
+    """The same sentence for a masked LM: the object replaced by [MASK] and a final ' .'."""
+    return f"{template.replace('{X}', subject)} {MASK} ."
+
+
+def sentence(template: str, subject: str, obj: str) -> str:
+    return f"{template.replace('{X}', subject)} {obj} ."
+
+
+def read_table(name: str) -> list[dict[str, str]]:
+    with open(WORLD_DIR / f"{name}.tsv", newline="", encoding="utf-8") as fh:
+        return [dict(row) for row in csv.DictReader(fh, delimiter="\t")]
+
+
+@lru_cache(maxsize=1)
+def occupations() -> dict[str, str]:
+    """Field of work -> occupation noun (physics -> physicist): the synonym table of the synonymy test."""
+    return {r["field"]: r["occupation"] for r in read_table("fields")}
+
+
+def _single_word(s: str) -> bool:
+    # Objects are single words, so a masked LM can fill them with one [MASK].
+    return bool(s) and " " not in s and "-" not in s
+
+
+@lru_cache(maxsize=1)
+def relations() -> dict[str, Relation]:
+    spec = json.loads((WORLD_DIR / "relations.json").read_text(encoding="utf-8"))
+    occ = occupations()
+    out: dict[str, Relation] = {}
+    for rid, r in spec.items():
+        facts = []
+        seen = set()
+        for row in read_table(r["table"]):
+            if r["object"] == "occupation":
+                obj = occ.get(row.get("field", ""), "")
+            else:
+                obj = row.get(r["object"], "")
+            subj = row[r["subject"]]
+            if not subj or not _single_word(obj) or subj in seen:
+                continue
+            seen.add(subj)
+            facts.append(Fact(rid, subj, obj))
+        out[rid] = Relation(rid, r["name"], tuple(r["train"]), tuple(r["held_out"]), tuple(facts))
+    return out
+
+
+def relation(rid: str) -> Relation:
+    rels = relations()
+    if rid not in rels:
+        raise InputError(f"unknown relation {rid!r}; the world has: {', '.join(sorted(rels))}")
+    return rels[rid]
+
+
+def all_facts() -> list[Fact]:
+    return [f for r in relations().values() for f in r.facts]
+
+
+# Pairs of relations that state the same fact in opposite directions (the symmetry test).
+REVERSE_RELATIONS = {"P36": "P1376", "P1376": "P36"}
+# Relation whose object is a synonym (via ``occupations``) of another relation's object (synonymy test).
+SYNONYM_RELATIONS = {"P101": "P106"}

@@ -1,0 +1,46 @@
+"""The HTTP API round-trip, against the real app started as a user would start it."""
+
+import pytest
+from gradio_client import Client
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_predict_endpoint_round_trip(client):
+    plot, result = client.predict("world-gpt", "The capital of Canada is", 5, api_name="/predict")
+    assert result["model"] == "world-gpt"
+    assert result["top"][0]["token"] == "Ottawa" and len(result["top"]) == 5
+    assert plot is not None
+
+
+def test_predict_endpoint_masked_model(client):
+    _plot, result = client.predict("world-bert", "The capital of France is [MASK] .", 3, api_name="/predict")
+    assert result["top"][0]["token"] == "Paris"
+
+
+@pytest.mark.parametrize("model,prompt,needle", [
+    ("world-gpt", "   ", "empty"),
+    ("world-bert", "no mask here", "MASK"),
+    ("no-such-org/no-such-model", "hello", "world-gpt"),
+])
+def test_bad_input_is_a_message_not_a_traceback(client, model, prompt, needle):
+    with pytest.raises(Exception) as info:
+        client.predict(model, prompt, 5, api_name="/predict")
+    assert needle in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_api_lists_predict(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert "/predict" in info["named_endpoints"]
+
+
+def test_trace_endpoint(client):
+    status, plot, cats, result = client.predict("world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0,
+                                                api_name="/trace")
+    assert result["answer"] == "Ottawa" and result["clean"] > result["corrupted"]
+    assert len(result["hidden"]) == len(result["tokens"])
+    assert "clean" in status

@@ -1,0 +1,62 @@
+"""A real browser (Debian's chromium driven by Playwright) uses the app as a person would."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page(app_url, tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run ./run_tests.sh, which installs it")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                    env={"HOME": str(tmp_path_factory.mktemp("home"))})
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app_url, wait_until="domcontentloaded")
+        yield page
+        browser.close()
+
+
+def test_predict_tab_draws_the_chart(page):
+    from playwright.sync_api import expect
+    box = page.locator("#predict-prompt textarea")
+    box.wait_for(timeout=60_000)
+    box.fill("The capital of France is")
+    page.locator("#predict-button").click()
+    chart = page.locator("#predict-plot .js-plotly-plot")
+    chart.wait_for(timeout=60_000)
+    expect(page.locator("#predict-plot")).to_contain_text("Paris", timeout=30_000)
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / "predict.png"), full_page=True)
+
+
+def test_bad_prompt_shows_a_message(page):
+    from playwright.sync_api import expect
+    box = page.locator("#predict-prompt textarea")
+    box.fill("   ")
+    page.locator("#predict-button").click()
+    expect(page.get_by_text("the prompt is empty").first).to_be_visible(timeout=30_000)
+
+
+def test_trace_tab_draws_three_panels(page):
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Trace").click()
+    box = page.locator("#trace-prompt textarea")
+    box.wait_for(timeout=30_000)
+    box.fill("The Space Needle is in downtown")
+    page.locator("#trace-subject textarea").fill("Space Needle")
+    page.locator("#trace-button").click()
+    page.locator("#trace-plot .js-plotly-plot").wait_for(timeout=120_000)
+    expect(page.locator("#trace-plot")).to_contain_text("Restoring MLP outputs", timeout=30_000)
+    expect(page.locator("#trace-plot")).to_contain_text("Needle*")
+    expect(page.locator("#trace-status")).to_contain_text("clean")
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    page.screenshot(path=str(out / "trace.png"), full_page=True)

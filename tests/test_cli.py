@@ -1,0 +1,73 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "knlab", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_predict_json():
+    r = run("predict", "The capital of Canada is", "--top", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "world-gpt" and out["prompt"] == "The capital of Canada is"
+    assert [t["token"] for t in out["top"]][0] == "Ottawa" and len(out["top"]) == 3
+    assert all(0 <= t["prob"] <= 1 for t in out["top"])
+
+
+def test_predict_masked_model_text_output():
+    r = run("predict", "The capital of Canada is [MASK] .", "--model", "world-bert")
+    assert r.returncode == 0, r.stderr
+    assert "Ottawa" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["predict", ""], "empty"),
+    (["predict", "The capital of Canada is", "--model", "world-bert"], "[MASK]"),
+    (["predict", "hello", "--model", "no-such-org/no-such-model"], "world-gpt"),
+    (["predict", "hello", "--top", "0"], "top"),
+    (["predict"], "prompt"),
+])
+def test_bad_input_is_one_clear_line(args, needle):
+    r = run(*args)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in lines[0]
+
+
+def test_trace_json_contract():
+    r = run("trace", "The capital of Canada is", "--subject", "Canada", "--samples", "2", "--window", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["answer"] == "Ottawa" and out["subject_range"] == [4, 5]
+    assert out["clean"] > out["corrupted"]
+    assert len(out["hidden"]) == len(out["tokens"]) == len(out["mlp"]) == len(out["attn"])
+
+
+def test_trace_relation_summary():
+    r = run("trace", "--relation", "P36", "--limit", "2", "--samples", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 2 and "last subject token" in out["kinds"]["hidden"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["trace", "The capital of Canada is", "--subject", "France"], "not in the prompt"),
+    (["trace", "The capital of Canada is"], "--subject"),
+    (["trace", "--relation", "P999"], "unknown relation"),
+    (["trace", "The capital of Canada is", "--subject", "Canada", "--noise", "loud"], "noise"),
+])
+def test_trace_bad_input(args, needle):
+    r = run(*args)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr

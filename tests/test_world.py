@@ -1,0 +1,131 @@
+"""The fact base, the corpus and the shipped models' cards hold what the project promises."""
+
+import json
+
+import pytest
+
+from knlab.models import SHIPPED
+from knlab.world import corpus as C
+from knlab.world import facts as F
+from knlab.world import paradigms as P
+from knlab.world import measure as M
+
+
+def test_fact_base_size_and_required_relations():
+    rels = F.relations()
+    assert len(rels) >= 10
+    assert len(F.all_facts()) >= 800
+    for rid in ("P36", "P1376", "P101", "P106", "P19", "P103", "P1303", "P131"):
+        assert rid in rels and len(rels[rid].facts) >= 40, rid
+
+
+def test_paper_examples_are_in_the_world():
+    assert F.relation("P36").fact("Canada").object == "Ottawa"
+    assert F.relation("P1376").fact("Ottawa").object == "Canada"
+    assert F.relation("P131").fact("Space Needle").object == "Seattle"
+    assert F.relation("P101").fact("Anaxagoras").object == "philosophy"
+    assert F.relation("P106").fact("Anaxagoras").object == "philosopher"
+    assert F.occupations()["physics"] == "physicist"
+
+
+def test_templates_paper_phrasings_and_held_out():
+    for rel in F.relations().values():
+        assert len(rel.templates) >= 6 and len(rel.held_out_templates) >= 2, rel.id
+        assert not set(rel.train_templates) & set(rel.held_out_templates)
+    paper = {"P36": "The capital of {X} is", "P1376": "{X} is the capital of", "P101": "{X} works in the field of",
+             "P106": "{X} is a famous", "P131": "The {X} is in downtown"}
+    for rid, t in paper.items():
+        assert t in F.relation(rid).train_templates
+    assert F.masked_prompt("The capital of {X} is", "Canada") == "The capital of Canada is [MASK] ."
+
+
+def test_symmetric_relations_agree():
+    p36 = {f.subject: f.object for f in F.relation("P36").facts}
+    both = [f for f in F.relation("P1376").facts if f.object in p36]
+    assert len(both) >= 80
+    for f in both:
+        assert p36[f.object] == f.subject
+
+
+def test_multi_token_subjects_exist():
+    subjects = [f.subject for f in F.all_facts()]
+    assert sum(" " in s for s in subjects) >= 100
+
+
+def test_corpus_is_deterministic_and_hides_held_out_material():
+    a, b = C.build_documents(0), C.build_documents(0)
+    assert [d.text for d in a] == [d.text for d in b]
+    assert [d.text for d in C.build_documents(1)] != [d.text for d in a]
+    text = "\n".join(d.text for d in a)
+    for rel in F.relations().values():
+        for f in rel.facts:
+            for t in rel.held_out_templates:
+                assert F.causal_prompt(t, f.subject) not in text, (rel.id, t, f.subject)
+    goods = {d.text for d in a}
+    for name in P.paradigm_names():
+        pairs = C.evaluation_pairs(name)
+        assert len(pairs) >= 100 and not {p.good for p in pairs} & goods, name
+
+
+def test_no_training_prompt_is_continued_otherwise_in_the_corpus():
+    assert C.prompt_conflicts(C.build_documents(0)) == {}
+    clash = [C.Document("Albert Einstein was born in Ulm .", "fact"),
+             C.Document("Canada is a country . Albert Einstein was born in the city of Ulm .", "profile")]
+    assert C.prompt_conflicts(clash) == {("P19", "{X} was born in", "the"): 1}
+
+
+def test_paradigm_pairs_differ_in_one_word():
+    for name in P.paradigm_names():
+        for p in P.minimal_pairs(name, 20):
+            g, b = p.good.split(), p.bad.split()
+            assert len(g) == len(b) and sum(x != y for x, y in zip(g, b)) == 1
+            assert p.masked_prompt.count("[MASK]") == 1
+    used = {m for ms in P.modifiers().values() for m in ms}
+    assert len(used) == 24
+
+
+@pytest.mark.parametrize("kind", ["gpt", "bert"])
+def test_model_card_meets_the_quality_bar(kind):
+    path = SHIPPED[f"world-{kind}"]
+    metrics = json.loads((path / "metrics.json").read_text())
+    card = (path / "README.md").read_text()
+    assert f"python -m knlab.world measure {kind}" in card
+    for rid, r in metrics["relations"].items():
+        assert r["train"] >= M.REQUIRED_TRAIN_ACC, rid
+        assert 0 <= r["held_out"] <= 1
+    for name, p in metrics["paradigms"].items():
+        assert p["accuracy"] >= M.REQUIRED_PARADIGM_ACC, name
+    if kind == "gpt":
+        assert metrics["restore"]["best_share"] >= M.REQUIRED_RESTORE
+
+
+def test_card_figures_are_the_shipped_models_own(gpt, bert):
+    """Re-measure part of each card on the weights that ship: the card is not stale."""
+    for lm, kind in ((gpt, "gpt"), (bert, "bert")):
+        metrics = json.loads((SHIPPED[f"world-{kind}"] / "metrics.json").read_text())
+        rel = F.relation("P36")
+        acc, _ = M.relation_accuracy(lm, rel, rel.train_templates)
+        assert round(acc, 4) == metrics["relations"]["P36"]["train"]
+        acc, _ = M.paradigm_accuracy(lm, "determiner_noun_agreement_2")
+        assert round(acc, 4) == metrics["paradigms"]["determiner_noun_agreement_2"]["accuracy"]
+
+
+def test_subject_last_token_carries_the_fact(gpt):
+    """The organism computes the way the methods assume: restoring the last subject token alone
+    recovers most of the fact, on a fresh sample of facts and noise seeds."""
+    curve = M.restore_curve(gpt, limit=15, samples=5)
+    assert curve["best_share"] >= M.REQUIRED_RESTORE
+
+
+@pytest.mark.parametrize("kind", ["gpt", "bert"])
+def test_training_is_deterministic_from_the_seed(kind, tmp_path):
+    from safetensors.torch import load_file
+
+    from knlab.world.train import train
+    a = train(kind, tmp_path / "a", steps=3, log=lambda s: None)
+    b = train(kind, tmp_path / "b", steps=3, log=lambda s: None)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    fresh = json.loads((a / "tokenizer.json").read_text())
+    shipped = json.loads((SHIPPED[f"world-{kind}"] / "tokenizer.json").read_text())
+    assert fresh["model"] == shipped["model"] and fresh["post_processor"] == shipped["post_processor"]
