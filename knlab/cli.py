@@ -100,6 +100,58 @@ def _print_trace(result) -> None:
             print(f"    {result.tokens[t][:14]:>14s}{mark} " + " ".join(f"{x:.2f}" for x in row))
 
 
+def _attribute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--target", default=None, help="target token (default: the model's top prediction)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--method", choices=["ig", "activation"], default="ig")
+    p.add_argument("--save", default=None, help="write the full [layers, width] map as .npy")
+    p.add_argument("--json", action="store_true")
+
+
+@command("attribute", "knowledge-neuron attribution (integrated gradients over every FFN activation)")(_attribute_args)
+def _attribute(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from knlab.attribute import attribute
+    from knlab.worker import default_worker
+    res = default_worker().run(args.model, [], attribute, args.prompt, args.target, args.steps, args.method)
+    if args.save:
+        np.save(args.save, res.scores)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        print(f"{res.model}: {res.method} attribution of {res.target!r} (p = {res.target_prob:.3f})")
+        for l, i, s in res.top(20):
+            print(f"  layer {l:3d} neuron {i:6d}  {s:+.5f}")
+    return 0
+
+
+def _neurons_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompts", nargs="+", metavar="PROMPT")
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+
+@command("neurons", "knowledge neurons shared by paraphrase prompts (adaptive threshold, tau search, R^2_1)")(_neurons_args)
+def _neurons(args: argparse.Namespace) -> int:
+    from knlab.attribute import attribute
+    from knlab.neurons import select
+    from knlab.worker import default_worker
+
+    def run(lm):
+        return select([attribute(lm, p, args.target, args.steps).scores for p in args.prompts])
+    sel = default_worker().run(args.model, [], run)
+    if args.json:
+        print(json.dumps(sel.to_json()))
+    else:
+        print(f"{len(sel.neurons)} neurons at tau {sel.tau:.2f}, R^2_1 {sel.r2_1:.3f}: {sel.neurons}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, not the usage block
         print(f"error: {message}", file=sys.stderr)

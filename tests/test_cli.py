@@ -71,3 +71,27 @@ def test_trace_bad_input(args, needle):
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_attribute_json_contract(tmp_path):
+    out_npy = tmp_path / "map.npy"
+    r = run("attribute", "The capital of Canada is", "--steps", "4", "--save", str(out_npy), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["target"] == "Ottawa" and out["model"] == "world-gpt"
+    assert len(out["top_neurons"]) == 20 and set(out["top_neurons"][0]) == {"layer", "neuron", "score"}
+    import numpy as np
+    assert np.load(out_npy).shape == (out["layers"], out["width"])
+
+
+def test_neurons_json_contract():
+    r = run("neurons", "--target", "Ottawa", "--steps", "4", "The capital of Canada is",
+            "The capital city of Canada is", "Canada has its capital in", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n_prompts"] == 3 and 0 <= out["tau"] <= 1 and all(len(n) == 2 for n in out["neurons"])
+
+
+def test_attribute_bad_target():
+    r = run("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Zzyzxqv" in r.stderr

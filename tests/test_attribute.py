@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from knlab.attribute import attribute
+from knlab.errors import InputError
+from knlab.nethook import Trace
+from knlab.predict import encode, next_token_probs
+
+
+def _p_with_layer_zeroed(lm, prompt, target, layer):
+    enc = encode(lm, prompt)
+    tid = lm.tokenizer.convert_tokens_to_ids(target)
+
+    def zero(x, _):
+        x = x.clone()
+        x[:, enc.position] = 0
+        return x
+
+    with Trace(lm.model, lm.arch.module("mlp_out", layer), retain_output=False, edit_input=zero):
+        return float(next_token_probs(lm, enc)[tid])
+
+
+@pytest.mark.parametrize("lm_name,prompt", [("gpt", "The capital of Canada is"),
+                                            ("bert", "The capital of Canada is [MASK] .")])
+def test_ig_approaches_completeness(lm_name, prompt, request):
+    """Sum of a layer's scores -> p(full) - p(layer activation zeroed) as the steps grow."""
+    lm = request.getfixturevalue(lm_name)
+    layer = lm.n_layers - 1
+    full = attribute(lm, prompt, "Ottawa", steps=1).target_prob
+    gap = full - _p_with_layer_zeroed(lm, prompt, "Ottawa", layer)
+    errs = [abs(attribute(lm, prompt, "Ottawa", steps=s, layers=[layer]).scores[layer].sum() - gap)
+            for s in (5, 80)]
+    assert errs[1] < errs[0] + 1e-9
+    assert errs[1] < 0.05 * max(abs(gap), 1e-3) + 5e-3
+
+
+def test_map_shape_and_json(gpt):
+    res = attribute(gpt, "The capital of Canada is", steps=4)
+    assert res.target == "Ottawa" and res.scores.shape == (gpt.n_layers, gpt.ffn_width)
+    js = res.to_json()
+    assert js["layers"] == gpt.n_layers and js["width"] == gpt.ffn_width and len(js["top_neurons"]) == 20
+    scores = [n["score"] for n in js["top_neurons"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_batched_all_layers_equals_one_layer_at_a_time(gpt):
+    both = attribute(gpt, "The capital of France is", "Paris", steps=6)
+    for l in (0, gpt.n_layers - 1):
+        one = attribute(gpt, "The capital of France is", "Paris", steps=6, layers=[l])
+        assert np.allclose(both.scores[l], one.scores[l], rtol=1e-4, atol=1e-8)
+
+
+def test_suppressing_top_neurons_lowers_the_target(gpt):
+    prompt = "The capital of France is"
+    res = attribute(gpt, prompt, "Paris", steps=10)
+    top = res.top(10)
+    enc = encode(gpt, prompt)
+    tid = gpt.tokenizer.convert_tokens_to_ids("Paris")
+    traces = []
+    for l in sorted({l for l, _, _ in top}):
+        idx = [i for ll, i, _ in top if ll == l]
+
+        def zero(x, _, idx=idx):
+            x = x.clone()
+            x[:, enc.position, idx] = 0
+            return x
+        traces.append(Trace(gpt.model, gpt.arch.module("mlp_out", l), retain_output=False, edit_input=zero))
+    try:
+        after = float(next_token_probs(gpt, enc)[tid])
+    finally:
+        for t in traces:
+            t.close()
+    assert after < res.target_prob
+
+
+def test_activation_method_and_bad_input(gpt):
+    res = attribute(gpt, "The capital of Canada is", method="activation")
+    assert res.scores.shape == (gpt.n_layers, gpt.ffn_width)
+    for kw in (dict(method="nope"), dict(steps=0), dict(target="Zzyzxqv"), dict(layers=[99])):
+        with pytest.raises(InputError):
+            attribute(gpt, "The capital of Canada is", **kw)
