@@ -18,10 +18,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knlab.attribute import attribute  # noqa: E402
 from knlab.models import load_model  # noqa: E402
+from knlab.nethook import Trace  # noqa: E402
+from knlab.predict import encode  # noqa: E402
+
+
+def ig_straightforward(lm, prompt, target_id, steps):
+    """The reference loop: for each layer, one forward/backward of ``steps`` scaled copies of that
+    layer's activation at the prediction position, the whole network recomputed every time."""
+    enc = encode(lm, prompt)
+    ids, pos, T = enc.input_ids, enc.position, enc.input_ids.shape[1]
+    scores = []
+    for l in range(lm.n_layers):
+        name = lm.arch.module("mlp_out", l)
+        with torch.no_grad(), Trace(lm.model, name, retain_input=True, retain_output=False) as t:
+            lm.model(input_ids=ids)
+        act = t.input[0, pos].float()
+        scaled = (torch.linspace(0, 1, steps)[:, None] * act[None]).requires_grad_(True)
+
+        def put(x, _):
+            x = x.clone()
+            x[:, pos] = scaled.to(x.dtype)
+            return x
+
+        with torch.enable_grad(), Trace(lm.model, name, retain_output=False, edit_input=put):
+            probs = torch.softmax(lm.model(input_ids=ids.expand(steps, T)).logits[:, pos].float(), -1)[:, target_id]
+            (grad,) = torch.autograd.grad(probs.sum(), [scaled])
+        scores.append((act * grad.sum(0) / steps).numpy())
+    return np.stack(scores)
 
 
 def straightforward(lm, prompt, target, steps):
-    return np.stack([attribute(lm, prompt, target, steps, layers=[l]).scores[l] for l in range(lm.n_layers)])
+    return ig_straightforward(lm, prompt, lm.tokenizer.convert_tokens_to_ids(target), steps)
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ layer, exactly as the reference code does one layer at a time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +19,9 @@ import torch
 
 from knlab.errors import InputError
 from knlab.models import LM
-from knlab.nethook import Trace
+from knlab.nethook import Trace, TraceDict, get_module, override_forward, replace_first
 from knlab.predict import encode, next_token_probs, target_id
+from knlab.trace import cache_kwarg
 
 IG_STEPS = 20
 
@@ -62,36 +65,66 @@ def _activations(lm: LM, enc) -> list[torch.Tensor]:
 
 def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: list[int],
                   max_rows: int = 256) -> np.ndarray:
-    acts = _activations(lm, enc)
+    """IG of every layer in ``layers``. Rows that scale layer l need no recomputation below l: those
+    blocks' outputs are the clean run's and are replayed; and in a causal model the positions before
+    the prediction position never see the change, so only that position is recomputed, against the
+    clean run's keys and values."""
+    ids, pos = enc.input_ids, enc.position
+    T, L = ids.shape[1], lm.n_layers
+    blocks = [lm.arch.layer(l) for l in range(L)]
+    act_traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
+                  for l in range(L)]
+    suffix = not lm.masked and pos == T - 1
+    try:
+        with torch.no_grad(), TraceDict(lm.model, blocks) as clean_blocks:
+            res = lm.model(input_ids=ids, use_cache=suffix)
+    finally:
+        for t in act_traces:
+            t.close()
+    acts = [t.input[0, pos].float() for t in act_traces]
+    cache = (getattr(res, "cache", None) or getattr(res, "past_key_values", None)) if suffix else None
+    first = pos if cache is not None else 0  # the first position that is recomputed
     W = acts[0].shape[0]
     gammas = torch.linspace(0, 1, steps, device=lm.device)
-    scores = np.zeros((lm.n_layers, W))
-    per = max(1, max_rows // steps)  # layers per batch
-    T = enc.input_ids.shape[1]
+    scores = np.zeros((L, W))
+    # causal: one position per row, so every layer fits one batch; masked: one layer per batch, so
+    # each batch starts at its own block
+    per = max(1, max_rows // steps) if first > 0 else 1
     for c in range(0, len(layers), per):
-        chunk = layers[c : c + per]
-        B = len(chunk) * steps
+        chunk = sorted(layers[c : c + per])
+        start, B = chunk[0], len(chunk) * steps
         scaled = {}
-        for j, l in enumerate(chunk):
+        for l in chunk:
             base = torch.full_like(acts[l], baseline)
             s = (base[None] + gammas[:, None] * (acts[l] - base)[None]).to(lm.model.dtype)
             scaled[l] = s.detach().requires_grad_(True)
 
         def put(x, name, l=None, j=None):
             x = x.clone()
-            x[j * steps : (j + 1) * steps, enc.position] = scaled[l]
+            x[j * steps : (j + 1) * steps, pos - first] = scaled[l]
             return x
 
-        traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
-                        edit_input=lambda x, n, l=l, j=j: put(x, n, l, j)) for j, l in enumerate(chunk)]
-        try:
+        def replay(b):
+            cached = clean_blocks[blocks[b]]
+            value = cached.output[:, first:].expand(B, -1, -1)
+            return lambda *a, **k: replace_first(cached.raw_output, value)
+
+        kwargs = {"use_cache": False}
+        if first > 0:
+            past = copy.deepcopy(cache)
+            past.crop(first - T)
+            past.batch_repeat_interleave(B)
+            kwargs = {"use_cache": True, cache_kwarg(lm.model): past}
+        with contextlib.ExitStack() as stack:
+            for b in range(start):
+                stack.enter_context(override_forward(get_module(lm.model, blocks[b]), replay(b)))
+            for j, l in enumerate(chunk):
+                stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
+                                          edit_input=lambda x, n, l=l, j=j: put(x, n, l, j)))
             with torch.enable_grad():
-                logits = lm.model(input_ids=enc.input_ids.expand(B, T)).logits
-                probs = torch.softmax(logits[:, enc.position].float(), -1)[:, tid]
+                logits = lm.model(input_ids=ids[:, first:].expand(B, T - first), **kwargs).logits
+                probs = torch.softmax(logits[:, pos - first].float(), -1)[:, tid]
                 grads = torch.autograd.grad(probs.sum(), [scaled[l] for l in chunk])
-        finally:
-            for t in traces:
-                t.close()
         for l, g in zip(chunk, grads):
             scores[l] = ((acts[l] - baseline) * g.float().sum(0) / steps).cpu().numpy()
     return scores

@@ -89,7 +89,7 @@ class Restored:
     probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
+def cache_kwarg(model: torch.nn.Module) -> str:
     """transformers is renaming ``past_key_values`` to ``cache``; use whichever this model takes."""
     import inspect
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -199,7 +199,7 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
             past = copy.deepcopy(cache)
             past.crop(first - T)  # keep the first `first` positions
             past.batch_select_indices(sample_idx)
-            kwargs = {"use_cache": True, _cache_kwarg(lm.model): past}
+            kwargs = {"use_cache": True, cache_kwarg(lm.model): past}
         with contextlib.ExitStack() as stack:
             if start == 0:
                 stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False,
