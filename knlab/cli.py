@@ -152,6 +152,30 @@ def _neurons(args: argparse.Namespace) -> int:
     return 0
 
 
+def _intervene_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--neurons", nargs="+", required=True, metavar="L:I")
+    p.add_argument("--mode", choices=["suppress", "enhance"], default="suppress")
+    p.add_argument("--target", default=None)
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("intervene", "suppress (x0) or enhance (x2) neurons at the prediction position")(_intervene_args)
+def _intervene(args: argparse.Namespace) -> int:
+    from knlab.intervene import intervene, parse_neurons
+    from knlab.worker import default_worker
+    res = default_worker().run(args.model, [], intervene, args.prompt, parse_neurons(args.neurons), args.mode,
+                               args.target)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        print(f"p(target): {res.before['target_prob']:.4f} -> {res.after['target_prob']:.4f}")
+        for name, st in (("before", res.before), ("after", res.after)):
+            print(f"  {name}: " + ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"]))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, not the usage block
         print(f"error: {message}", file=sys.stderr)

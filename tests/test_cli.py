@@ -95,3 +95,17 @@ def test_neurons_json_contract():
 def test_attribute_bad_target():
     r = run("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Zzyzxqv" in r.stderr
+
+
+def test_intervene_json_contract():
+    r = run("intervene", "The capital of France is", "--neurons", "5:1", "4:7", "--mode", "suppress",
+            "--target", "Paris", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"before", "after"} and 0 <= out["after"]["target_prob"] <= 1
+    assert out["before"]["top"][0]["token"] == "Paris"
+
+
+def test_intervene_out_of_range():
+    r = run("intervene", "The capital of France is", "--neurons", "99:1")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "out of range" in r.stderr

@@ -1,0 +1,106 @@
+"""Knowledge-neuron interventions as edit specs: suppress (x0) or enhance (x2) chosen FFN neurons at the
+prediction position. They are hooks, never weight changes, so they are per user and undo themselves;
+the worker applies them for one request at a time like any other edit."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from knlab.errors import InputError
+from knlab.models import LM
+from knlab.nethook import Trace
+from knlab.predict import encode, next_token_probs, predict, target_id
+
+FACTORS = {"suppress": 0.0, "enhance": 2.0}
+
+
+@dataclass(frozen=True)
+class NeuronIntervention:
+    neurons: tuple[tuple[int, int], ...]
+    mode: str = "suppress"
+
+    def validate(self, lm: LM) -> None:
+        if self.mode not in FACTORS:
+            raise InputError(f"unknown mode {self.mode!r} (suppress, enhance)")
+        if not self.neurons:
+            raise InputError("no neurons given")
+        for l, i in self.neurons:
+            if not (0 <= l < lm.n_layers and 0 <= i < lm.ffn_width):
+                raise InputError(f"neuron {l}:{i} is out of range (layers 0-{lm.n_layers - 1}, "
+                                 f"neurons 0-{lm.ffn_width - 1})")
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        return []
+
+    @contextlib.contextmanager
+    def apply(self, lm: LM):
+        self.validate(lm)
+        factor = FACTORS[self.mode]
+        where: dict[str, torch.Tensor] = {}
+
+        def find_positions(ids, _name):  # the prediction position(s) of whatever is being run
+            if lm.masked:
+                where["mask"] = ids == lm.tokenizer.mask_token_id
+            return ids
+
+        by_layer: dict[int, list[int]] = {}
+        for l, i in self.neurons:
+            by_layer.setdefault(l, []).append(i)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False, edit_input=find_positions))
+            for l, idx in by_layer.items():
+                cols = torch.tensor(idx, device=lm.device)
+
+                def scale(x, _name, cols=cols):
+                    x = x.clone()
+                    if lm.masked:
+                        m = where["mask"][..., None] & torch.isin(torch.arange(x.shape[-1], device=x.device), cols)
+                        return torch.where(m, x * factor, x)
+                    x[:, -1, cols] = x[:, -1, cols] * factor
+                    return x
+                stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
+                                          edit_input=scale))
+            yield
+
+
+def parse_neurons(items: list[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for s in items:
+        try:
+            l, i = s.split(":")
+            out.append((int(l), int(i)))
+        except ValueError:
+            raise InputError(f"a neuron is written LAYER:INDEX, e.g. 5:1094, not {s!r}") from None
+    return tuple(out)
+
+
+@dataclass
+class InterventionResult:
+    before: dict
+    after: dict
+
+    def to_json(self) -> dict:
+        return {"before": self.before, "after": self.after}
+
+
+def _state(lm: LM, prompt: str, tid: int, top: int) -> dict:
+    p = float(next_token_probs(lm, encode(lm, prompt))[tid])
+    pred = predict(lm, prompt, top)
+    return {"target_prob": p, "top": [{"token": t, "prob": float(q)} for t, q in zip(pred.top_tokens, pred.top_probs)]}
+
+
+def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: str = "suppress",
+              target: str | None = None, top: int = 5) -> InterventionResult:
+    """p(target) and the top-k before and after suppressing / enhancing ``neurons``."""
+    spec = NeuronIntervention(tuple(neurons), mode)
+    spec.validate(lm)
+    enc = encode(lm, prompt)
+    tid = target_id(lm, target) if target else int(next_token_probs(lm, enc).argmax())
+    before = _state(lm, prompt, tid, top)
+    with torch.no_grad(), spec.apply(lm):
+        after = _state(lm, prompt, tid, top)
+    return InterventionResult(before, after)
+
