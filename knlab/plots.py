@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from knlab.predict import Prediction
@@ -65,4 +66,32 @@ def category_figure(summary) -> go.Figure:
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=60, b=40),
                       title=f"{summary.model}: indirect effect by token category ({summary.n_prompts} prompt"
                             f"{'s' if summary.n_prompts != 1 else ''}{', ' + summary.source if summary.source else ''})")
+    return fig
+
+
+def attribution_overview(scores: np.ndarray, title: str, max_columns: int = 256) -> go.Figure:
+    """Layers x neurons, binned along the neuron axis (each bin shows its largest score) so that a
+    model with tens of thousands of neurons per layer still draws instantly."""
+    L, W = scores.shape
+    width = max(1, -(-W // max_columns))
+    n_bins = -(-W // width)
+    padded = np.full((L, n_bins * width), -np.inf)
+    padded[:, :W] = scores
+    binned = padded.reshape(L, n_bins, width).max(-1)
+    x = [i * width for i in range(n_bins)]
+    fig = go.Figure(go.Heatmap(z=binned, x=x, y=list(range(L)), colorscale="Viridis",
+                               colorbar=dict(title="score"),
+                               hovertemplate="layer %{y}<br>neurons %{x}+" + (f"{width - 1}" if width > 1 else "0")
+                                             + "<br>max score %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=title + (f" (bins of {width} neurons)" if width > 1 else ""), xaxis_title="neuron",
+                      yaxis_title="layer", height=200 + 18 * L, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def layer_figure(scores: np.ndarray, layer: int, title: str) -> go.Figure:
+    row = scores[layer]
+    fig = go.Figure(go.Bar(x=list(range(len(row))), y=row, marker_color=PALETTE["bar"],
+                           hovertemplate="neuron %{x}<br>score %{y:.4g}<extra></extra>"))
+    fig.update_layout(title=f"{title}: layer {layer}, every neuron", xaxis_title="neuron", yaxis_title="score",
+                      height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig

@@ -13,7 +13,10 @@ from typing import Any, Callable
 import gradio as gr
 
 from knlab.errors import KnlabError
-from knlab.plots import category_figure, prediction_figure, trace_figure
+from knlab.attribute import attribute
+from knlab.intervene import intervene, parse_neurons
+from knlab.neurons import select
+from knlab.plots import attribution_overview, category_figure, layer_figure, prediction_figure, trace_figure
 from knlab.predict import predict
 from knlab.trace import guess_subject, summarize, trace
 from knlab.worker import ModelWorker, default_worker, gpu
@@ -102,7 +105,81 @@ def build_trace_tab(ctx: Context) -> None:
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
 
 
-TABS: list[Callable[[Context], None]] = [build_predict_tab, build_trace_tab]
+def build_attribute_tab(ctx: Context) -> None:
+    import numpy as np
+
+    with gr.Tab("Attribute", id="attribute"):
+        gr.Markdown("Knowledge-neuron attribution (Dai et al.): integrated gradients of p(target) over every "
+                    "layer's FFN activation at the prediction position. Then suppress (x0) or enhance (x2) "
+                    "the top neurons and see what changes.")
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", value=EXAMPLES["world-gpt"], scale=4, elem_id="attr-prompt")
+            target = gr.Textbox(label="Target (empty: the top prediction)", value="", scale=2)
+            steps = gr.Slider(1, 100, value=20, step=1, label="IG steps", scale=1)
+            method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
+        go_btn = gr.Button("Attribute", variant="primary", elem_id="attr-button")
+        overview = gr.Plot(label="All layers", elem_id="attr-overview")
+        layer = gr.Slider(0, 5, value=0, step=1, label="Layer shown at full resolution", elem_id="attr-layer")
+        detail = gr.Plot(label="One layer")
+        table = gr.Dataframe(headers=["layer", "neuron", "score"], label="Top neurons", interactive=False)
+        chosen = gr.Textbox(label="Neurons to intervene on (LAYER:INDEX ...), filled with the top 5",
+                            elem_id="attr-neurons")
+        with gr.Row():
+            suppress = gr.Button("Suppress (x0)", elem_id="attr-suppress")
+            enhance = gr.Button("Enhance (x2)", elem_id="attr-enhance")
+        effect = gr.Markdown(elem_id="attr-effect")
+        scores_state = gr.State(None)
+        raw = gr.JSON(visible=False)
+
+        def run(model, prompt, target, steps, method, edits, progress=gr.Progress()):
+            progress(0.1, desc="integrated gradients over every layer")
+            res = ctx.serve(attribute, model, edits, prompt, target or None, int(steps), method)
+            top = res.top(20)
+            title = f"{res.model}: {res.method} attribution of {res.target!r}"
+            best_layer = top[0][0] if top else 0
+            return (attribution_overview(res.scores, title), gr.update(maximum=res.scores.shape[0] - 1, value=best_layer),
+                    layer_figure(res.scores, best_layer, title), [[l, i, round(s, 6)] for l, i, s in top],
+                    " ".join(f"{l}:{i}" for l, i, _ in top[:5]), res.scores, res.to_json())
+
+        go_btn.click(run, [ctx.model, prompt, target, steps, method, ctx.edits],
+                     [overview, layer, detail, table, chosen, scores_state, raw], api_name="attribute")
+
+        def show_layer(scores, l):
+            if scores is None:
+                return gr.update()
+            return layer_figure(np.asarray(scores), int(min(l, len(scores) - 1)), "attribution")
+
+        layer.change(show_layer, [scores_state, layer], detail, api_visibility="private")
+
+        def act(mode):
+            def fn(model, prompt, target, neurons, edits):
+                res = ctx.serve(intervene, model, edits, prompt, parse_neurons((neurons or "").split()), mode,
+                                target or None)
+                b, a = res.before, res.after
+                fmt = lambda st: ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"])  # noqa: E731
+                return (f"**{mode}**: p(target) {b['target_prob']:.4f} -> **{a['target_prob']:.4f}**  \n"
+                        f"before: {fmt(b)}  \nafter: {fmt(a)}")
+            return fn
+
+        suppress.click(act("suppress"), [ctx.model, prompt, target, chosen, ctx.edits], effect, api_visibility="private")
+        enhance.click(act("enhance"), [ctx.model, prompt, target, chosen, ctx.edits], effect, api_visibility="private")
+
+        # the `neurons` endpoint of the HTTP API: shared neurons of several paraphrases
+        prompts_box = gr.Textbox(visible=False)
+        neurons_out = gr.JSON(visible=False)
+        neurons_btn = gr.Button(visible=False)
+
+        def neurons(model, prompts, target, steps, edits):
+            lines = [p for p in (prompts or "").splitlines() if p.strip()]
+            if not lines:
+                raise gr.Error("give one prompt per line", print_exception=False)
+            return ctx.serve(lambda lm: select([attribute(lm, p, target or None, int(steps)).scores
+                                                for p in lines]), model, edits).to_json()
+
+        neurons_btn.click(neurons, [ctx.model, prompts_box, target, steps, ctx.edits], neurons_out, api_name="neurons")
+
+
+TABS: list[Callable[[Context], None]] = [build_predict_tab, build_attribute_tab, build_trace_tab]
 
 
 def build_app(worker: ModelWorker | None = None) -> gr.Blocks:

@@ -44,3 +44,16 @@ def test_trace_endpoint(client):
     assert result["answer"] == "Ottawa" and result["clean"] > result["corrupted"]
     assert len(result["hidden"]) == len(result["tokens"])
     assert "clean" in status
+
+
+def test_attribute_endpoint(client):
+    out = client.predict("world-gpt", "The capital of Canada is", "", 4, "ig", api_name="/attribute")
+    result = out[-1]
+    assert result["target"] == "Ottawa" and len(result["top_neurons"]) == 20
+    assert result["layers"] == 6
+
+
+def test_neurons_endpoint(client):
+    out = client.predict("world-gpt", "The capital of Canada is\nThe capital city of Canada is", "Ottawa", 4,
+                         api_name="/neurons")
+    assert out["n_prompts"] == 2 and "tau" in out

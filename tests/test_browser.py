@@ -60,3 +60,19 @@ def test_trace_tab_draws_three_panels(page):
     expect(page.locator("#trace-status")).to_contain_text("clean")
     out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
     page.screenshot(path=str(out / "trace.png"), full_page=True)
+
+
+def test_attribute_tab_heatmap_and_suppression(page):
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Attribute").click()
+    box = page.locator("#attr-prompt textarea")
+    box.wait_for(timeout=30_000)
+    box.fill("The capital of France is")
+    page.locator("#attr-button").click()
+    page.locator("#attr-overview .js-plotly-plot").wait_for(timeout=120_000)
+    expect(page.locator("#attr-overview")).to_contain_text("Paris", timeout=30_000)
+    expect(page.locator("#attr-neurons textarea")).not_to_have_value("", timeout=30_000)
+    page.locator("#attr-suppress").click()
+    expect(page.locator("#attr-effect")).to_contain_text("p(target)", timeout=60_000)
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    page.screenshot(path=str(out / "attribute.png"), full_page=True)
