@@ -176,6 +176,38 @@ def _intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _paradigm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="a BLiMP paradigm name, e.g. determiner_noun_agreement_2")
+    p.add_argument("--list", action="store_true", help="list the paradigms")
+    p.add_argument("--model", default="world-bert")
+    p.add_argument("--prompts", type=int, default=40)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+
+@command("paradigm", "the paper's paradigm analysis: shared neurons, 24-modifier chart, overturn rate")(_paradigm_args)
+def _paradigm(args: argparse.Namespace) -> int:
+    from knlab.errors import InputError
+    from knlab.paradigm import analyse
+    from knlab.world.paradigms import paradigm_names
+    if args.list:
+        print(json.dumps(paradigm_names()) if args.json else "\n".join(paradigm_names()))
+        return 0
+    if not args.name:
+        raise InputError("give a paradigm NAME, or --list")
+    from knlab.worker import default_worker
+    res = default_worker().run(args.model, [], analyse, args.name, args.prompts, args.steps)
+    if args.json:
+        print(json.dumps(res.to_json()))
+    else:
+        print(f"{res.model} {res.paradigm}: {len(res.neurons)} neurons {res.neurons} (tau {res.tau:.2f}, "
+              f"R^2_1 {res.r2_1:.3f}); overturned {res.overturned:.1%} of {res.n_prompts} prompts")
+        for t in res.tokens:
+            mark = "*" if t.p_value < 0.05 else " "
+            print(f"  {t.group:9s} {t.token:10s} {t.pre:.4f} -> {t.post:.4f}  {t.rel_change:+8.1f}%{mark}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, not the usage block
         print(f"error: {message}", file=sys.stderr)

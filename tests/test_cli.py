@@ -109,3 +109,15 @@ def test_intervene_json_contract():
 def test_intervene_out_of_range():
     r = run("intervene", "The capital of France is", "--neurons", "99:1")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "out of range" in r.stderr
+
+
+def test_paradigm_list_and_json():
+    r = run("paradigm", "--list", "--json")
+    assert r.returncode == 0 and "determiner_noun_agreement_2" in json.loads(r.stdout)
+    r = run("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"neurons", "tau", "r2_1", "tokens", "overturned"} and len(out["tokens"]) == 24
+    assert set(out["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
+    r = run("paradigm", "nope")
+    assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
