@@ -95,3 +95,24 @@ def layer_figure(scores: np.ndarray, layer: int, title: str) -> go.Figure:
     fig.update_layout(title=f"{title}: layer {layer}, every neuron", xaxis_title="neuron", yaxis_title="score",
                       height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig
+
+
+def paradigm_figure(analysis) -> go.Figure:
+    """The paper's probability-change chart: relative change of each modifier's mean probability after
+    suppressing the paradigm's knowledge neurons; '*' marks p < 0.05 (two-sample t-test)."""
+    colors = {"plural": "#d62728", "singular": "#1f77b4", "neutral": "#7f7f7f"}
+    toks = analysis.tokens
+    fig = go.Figure()
+    for group in ("plural", "singular", "neutral"):
+        sel = [t for t in toks if t.group == group]
+        fig.add_trace(go.Bar(x=[t.token for t in sel], y=[t.rel_change for t in sel], name=group,
+                             marker_color=colors[group],
+                             text=["*" if t.p_value < 0.05 else "" for t in sel], textposition="outside",
+                             customdata=[[t.pre, t.post, t.p_value] for t in sel],
+                             hovertemplate="%{x}<br>%{customdata[0]:.4f} -> %{customdata[1]:.4f}<br>"
+                                           "change %{y:.1f}%<br>p = %{customdata[2]:.3g}<extra></extra>"))
+    fig.update_layout(title=f"{analysis.model}, {analysis.paradigm}: suppressing {len(analysis.neurons)} neurons "
+                            f"{analysis.neurons} — overturned {analysis.overturned:.1%} of {analysis.n_prompts} prompts",
+                      yaxis_title="relative change of mean probability (%)", height=420,
+                      margin=dict(l=10, r=10, t=60, b=40))
+    return fig

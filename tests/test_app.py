@@ -57,3 +57,8 @@ def test_neurons_endpoint(client):
     out = client.predict("world-gpt", "The capital of Canada is\nThe capital city of Canada is", "Ottawa", 4,
                          api_name="/neurons")
     assert out["n_prompts"] == 2 and "tau" in out
+
+
+def test_paradigm_endpoint(client):
+    _plot, out = client.predict("world-bert", "determiner_noun_agreement_2", 4, 3, api_name="/paradigm")
+    assert out["n_prompts"] == 4 and len(out["tokens"]) == 24 and 0 <= out["overturned"] <= 1
