@@ -61,3 +61,26 @@ def app_url(tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+FAMILIES = ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"]
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_lm(request):
+    """A randomly initialised model of each family, with the shipped world tokenizer (masked: world-bert's)."""
+    from knlab.models import from_model
+    from test_arch import TINY
+    family = request.param
+    tok = request.getfixturevalue("bert" if family == "bert" else "gpt").tokenizer
+    torch.manual_seed(0)
+    model = TINY[family]()
+    model.resize_token_embeddings(len(tok))
+    return from_model(model.eval(), tok, spec=f"tiny-{family}")
+
+
+def reference(module: str):
+    """The straightforward implementations live beside their benchmarks."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import importlib
+    return importlib.import_module(module)

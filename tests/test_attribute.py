@@ -82,26 +82,11 @@ def test_activation_method_and_bad_input(gpt):
             attribute(gpt, "The capital of Canada is", **kw)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"])
-def test_fast_ig_equals_the_reference_loop_on_every_family(family, request):
+def test_fast_ig_equals_the_reference_loop_on_every_family(tiny_lm):
     """Replayed blocks and the reused prefix change no score: the batched IG equals the reference
     (one layer at a time, whole network recomputed) on a random model of each family."""
-    import sys
-
-    import transformers as T
-
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_kn import ig_straightforward
-    from knlab.models import from_model
-    from test_arch import TINY
-
-    tok = request.getfixturevalue("bert" if family == "bert" else "gpt").tokenizer
-    torch.manual_seed(0)
-    model = TINY[family]()
-    model.resize_token_embeddings(len(tok))
-    lm = from_model(model.eval(), tok, spec=f"tiny-{family}")
-    prompt = "The capital of Canada is [MASK] ." if family == "bert" else "The capital of Canada is"
-    fast = attribute(lm, prompt, "Ottawa", steps=5).scores
-    ref = ig_straightforward(lm, prompt, tok.convert_tokens_to_ids("Ottawa"), 5)
+    from conftest import reference
+    prompt = "The capital of Canada is [MASK] ." if tiny_lm.masked else "The capital of Canada is"
+    fast = attribute(tiny_lm, prompt, "Ottawa", steps=5).scores
+    ref = reference("bench_kn").ig_straightforward(tiny_lm, prompt, tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa"), 5)
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12

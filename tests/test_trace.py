@@ -127,29 +127,13 @@ def test_guess_subject():
     assert guess_subject("Yesterday Bob Smith went to") == "Bob Smith"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"])
-def test_fast_grids_equal_the_straightforward_ones_on_every_family(family, request):
+def test_fast_grids_equal_the_straightforward_ones_on_every_family(tiny_lm):
     """Skipped cells and replayed blocks change no number: the batched trace equals the reference
     loop (one forward per cell) on a random model of each family."""
-    import sys
-
-    import torch
-    import transformers as T
-
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_trace import trace_straightforward
-    from knlab.models import from_model
-    from test_arch import TINY
-
-    tok = request.getfixturevalue("bert" if family == "bert" else "gpt").tokenizer
-    torch.manual_seed(0)
-    model = TINY[family]()
-    model.resize_token_embeddings(len(tok))
-    lm = from_model(model.eval(), tok, spec=f"tiny-{family}")
-    prompt = "The capital of New Zealand is [MASK] ." if family == "bert" else "The capital of New Zealand is"
-    res = trace(lm, prompt, "New Zealand", samples=3, window=2, noise=0.5, seed=3)
-    ref = trace_straightforward(lm, prompt, "New Zealand", res.answer_id, 3, 2, 0.5, 3)
+    from conftest import reference
+    prompt = "The capital of New Zealand is" + (" [MASK] ." if tiny_lm.masked else "")
+    res = trace(tiny_lm, prompt, "New Zealand", samples=3, window=2, noise=0.5, seed=3)
+    ref = reference("bench_trace").trace_straightforward(tiny_lm, prompt, "New Zealand", res.answer_id, 3, 2, 0.5, 3)
     for k in ("hidden", "mlp", "attn"):
         assert np.abs(res.grids[k] - ref[k]).max() < 1e-5, k
 
