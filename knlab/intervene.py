@@ -104,3 +104,34 @@ def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: s
         after = _state(lm, prompt, tid, top)
     return InterventionResult(before, after)
 
+
+
+@dataclass(frozen=True)
+class KnowledgeNeuronEdit:
+    """Dai et al.'s fact update as an edit spec: each knowledge neuron's value vector (its column of the
+    MLP output projection) moves from the old target's word embedding toward the new one's,
+    v_i <- v_i - lambda_old * e(old) + lambda_new * e(new). Weights change in place for one request;
+    the worker restores them bit for bit. The lambdas are parameters; the defaults (1 and 8) follow
+    Dai et al. 2022, section 5.1, as we read it (not restated in PAPER.md: check before citing)."""
+
+    neurons: tuple[tuple[int, int], ...]
+    old: str
+    new: str
+    lambda_old: float = 1.0
+    lambda_new: float = 8.0
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        return sorted({f"{lm.arch.module('mlp_out', l)}.weight" for l, _ in self.neurons})
+
+    @contextlib.contextmanager
+    def apply(self, lm: LM):
+        from knlab.arch import weight_as_out_in
+        from knlab.nethook import get_module
+        NeuronIntervention(self.neurons, "suppress").validate(lm)
+        emb = get_module(lm.model, lm.arch.embed).weight
+        e_old, e_new = emb[target_id(lm, self.old)], emb[target_id(lm, self.new)]
+        with torch.no_grad():
+            for l, i in self.neurons:
+                W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", l)))  # a view
+                W[:, i] += (self.lambda_new * e_new - self.lambda_old * e_old).to(W.dtype)
+        yield

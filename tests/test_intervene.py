@@ -43,3 +43,22 @@ def test_bad_neurons(gpt):
     with pytest.raises(InputError, match="LAYER:INDEX"):
         parse_neurons(["5-3"])
     assert parse_neurons(["5:1094", "0:2"]) == ((5, 1094), (0, 2))
+
+
+def test_kn_edit_moves_the_fact_and_is_undone(gpt):
+    from knlab.intervene import KnowledgeNeuronEdit
+    worker = ModelWorker(device="cpu")
+    worker.add_model(gpt)
+    prompt = "The capital of Canada is"
+    kns = tuple((l, i) for l, i, _ in attribute(gpt, prompt, "Ottawa", steps=10).top(5))
+    spec = KnowledgeNeuronEdit(kns, "Ottawa", "Rome")
+    assert spec.touched_parameters(gpt) == sorted({f"transformer.h.{l}.mlp.c_proj.weight" for l, _ in kns})
+    rome = gpt.tokenizer.convert_tokens_to_ids("Rome")
+    from knlab.predict import encode, next_token_probs
+    p_rome = lambda lm: float(next_token_probs(lm, encode(lm, prompt))[rome])  # noqa: E731
+    before_sum = weights_checksum(gpt.model)
+    base = worker.run("world-gpt", [], p_rome)
+    edited = worker.run("world-gpt", [spec], p_rome)
+    assert edited > base
+    assert weights_checksum(gpt.model) == before_sum
+    assert worker.run("world-gpt", [], p_rome) == base
