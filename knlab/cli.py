@@ -129,8 +129,11 @@ def _attribute(args: argparse.Namespace) -> int:
 
 
 def _neurons_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompts", nargs="+", metavar="PROMPT")
-    p.add_argument("--target", required=True)
+    p.add_argument("prompts", nargs="*", metavar="PROMPT")
+    p.add_argument("--target", default=None)
+    p.add_argument("--fact", default=None, help="RELATION:SUBJECT, e.g. P36:Canada: the fact's paraphrases")
+    p.add_argument("--relation", default=None, help="mean |KN|, tau, R^2_1 over a relation's facts")
+    p.add_argument("--limit", type=int, default=10)
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--json", action="store_true")
@@ -139,12 +142,27 @@ def _neurons_args(p: argparse.ArgumentParser) -> None:
 @command("neurons", "knowledge neurons shared by paraphrase prompts (adaptive threshold, tau search, R^2_1)")(_neurons_args)
 def _neurons(args: argparse.Namespace) -> int:
     from knlab.attribute import attribute
-    from knlab.neurons import select
+    from knlab.errors import InputError
+    from knlab.neurons import fact_neurons, relation_localisation, select
     from knlab.worker import default_worker
 
-    def run(lm):
-        return select([attribute(lm, p, args.target, args.steps).scores for p in args.prompts])
-    sel = default_worker().run(args.model, [], run)
+    if args.relation:
+        if args.limit < 1:
+            raise InputError("--limit must be at least 1")
+        loc = default_worker().run(args.model, [], relation_localisation, args.relation, args.limit, args.steps)
+        print(json.dumps(loc.to_json()) if args.json else
+              f"{loc.source}: |KN| {loc.mean_kn:.2f}, tau {loc.mean_tau:.3f}, R^2_1 {loc.mean_r2_1:.3f} over {loc.n} facts")
+        return 0
+    if args.fact:
+        rel, _, subject = args.fact.partition(":")
+        sel = default_worker().run(args.model, [], fact_neurons, rel, subject, args.steps)
+    else:
+        if not args.prompts or not args.target:
+            raise InputError("give PROMPTs and --target, or --fact RELATION:SUBJECT, or --relation")
+
+        def run(lm):
+            return select([attribute(lm, p, args.target, args.steps).scores for p in args.prompts])
+        sel = default_worker().run(args.model, [], run)
     if args.json:
         print(json.dumps(sel.to_json()))
     else:

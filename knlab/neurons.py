@@ -73,3 +73,46 @@ def select(maps: list[np.ndarray], t: float = ADAPTIVE_THRESHOLD, tau: float = T
             break
         kept = shared_neurons(coarse, tau)
     return Selection(kept, tau, r2_1(maps), len(maps))
+
+
+@dataclass
+class Localisation:
+    """The paper's localisation figures for a relation or paradigm: mean |KN|, final tau and R^2_1."""
+
+    source: str
+    n: int
+    mean_kn: float
+    mean_tau: float
+    mean_r2_1: float
+    per_item: list[dict]
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "n": self.n, "kn": self.mean_kn, "tau": self.mean_tau,
+                "r2_1": self.mean_r2_1, "items": self.per_item}
+
+
+def fact_neurons(lm, relation: str, subject: str, steps: int = 20) -> Selection:
+    """Knowledge neurons of one fact over its paraphrase (training) templates."""
+    from knlab.attribute import attribute
+    from knlab.world import facts as F
+    rel = F.relation(relation)
+    try:
+        fact = rel.fact(subject)
+    except KeyError:
+        raise InputError(f"{relation} has no fact about {subject!r}") from None
+    make = F.masked_prompt if lm.masked else F.causal_prompt
+    return select([attribute(lm, make(t, fact.subject), fact.object, steps).scores for t in rel.train_templates])
+
+
+def relation_localisation(lm, relation: str, limit: int = 10, steps: int = 20, progress=None) -> Localisation:
+    """|KN|, tau and R^2_1 averaged over a relation's first ``limit`` facts (the paper's P101 / P1303 rows)."""
+    from knlab.world import facts as F
+    facts = F.relation(relation).facts[:limit]
+    items = []
+    for k, f in enumerate(facts):
+        sel = fact_neurons(lm, relation, f.subject, steps)
+        items.append({"subject": f.subject, **sel.to_json()})
+        if progress:
+            progress((k + 1) / len(facts))
+    return Localisation(relation, len(items), float(np.mean([len(i["neurons"]) for i in items])),
+                        float(np.mean([i["tau"] for i in items])), float(np.mean([i["r2_1"] for i in items])), items)

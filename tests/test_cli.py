@@ -121,3 +121,13 @@ def test_paradigm_list_and_json():
     assert set(out["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
     r = run("paradigm", "nope")
     assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_neurons_for_a_fact_and_a_relation():
+    r = run("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_prompts"] == 4
+    r = run("neurons", "--relation", "P101", "--limit", "2", "--steps", "3", "--model", "world-bert", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 2 and set(out) >= {"kn", "tau", "r2_1"}

@@ -54,3 +54,13 @@ def test_r2_1_parallel_and_orthogonal():
 def test_empty():
     with pytest.raises(InputError):
         select([])
+
+
+def test_fact_and_relation_localisation(bert):
+    from knlab.neurons import fact_neurons, relation_localisation
+    sel = fact_neurons(bert, "P36", "Canada", steps=4)
+    assert sel.n_prompts == 4 and 0 <= sel.tau <= 1 and 0 <= sel.r2_1 <= 1 + 1e-9
+    loc = relation_localisation(bert, "P101", limit=2, steps=4)
+    assert loc.n == 2 and loc.mean_kn == np.mean([len(i["neurons"]) for i in loc.per_item])
+    with pytest.raises(InputError):
+        fact_neurons(bert, "P36", "Atlantis")
