@@ -140,14 +140,15 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")
     enc = encode(lm, prompt)
+    probs = next_token_probs(lm, enc)
     if target is None or not str(target).strip():
-        tids = [int(next_token_probs(lm, enc).argmax())]
+        tids = [int(probs.argmax())]
     else:
         tids = _target_ids(lm, str(target))
     layers = list(range(lm.n_layers)) if layers is None else layers
     if any(not 0 <= l < lm.n_layers for l in layers):
         raise InputError(f"layers must be between 0 and {lm.n_layers - 1}")
-    p = float(next_token_probs(lm, enc)[tids[0]])
+    p = float(probs[tids[0]])
     maps = []
     for k, tid in enumerate(tids):  # multi-token targets: greedy, one token after another, averaged
         e = enc if k == 0 else _extend(enc, tids[:k])

@@ -10,6 +10,21 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def click_until_visible(page, button: str, target: str, tries: int = 2, timeout: int = 60_000) -> None:
+    """Click ``button`` until ``target`` shows; on failure, report what the page says (toasts included).
+    A second click guards against a click that reaches the page before its event wiring (seen once in CI)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    for attempt in range(tries):
+        page.locator(button).click()
+        try:
+            page.locator(target).wait_for(timeout=timeout)
+            return
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"{target} never appeared after {tries} clicks on {button}; page says: "
+                f"{page.locator('body').inner_text()[:1500]!r}")
+
+
 @pytest.fixture(scope="module")
 def page(app_url, tmp_path_factory):
     if CHROMIUM is None:
@@ -29,9 +44,7 @@ def test_predict_tab_draws_the_chart(page):
     box = page.locator("#predict-prompt textarea")
     box.wait_for(timeout=60_000)
     box.fill("The capital of France is")
-    page.locator("#predict-button").click()
-    chart = page.locator("#predict-plot .js-plotly-plot")
-    chart.wait_for(timeout=60_000)
+    click_until_visible(page, "#predict-button", "#predict-plot .js-plotly-plot")
     expect(page.locator("#predict-plot")).to_contain_text("Paris", timeout=30_000)
     out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
@@ -53,8 +66,7 @@ def test_trace_tab_draws_three_panels(page):
     box.wait_for(timeout=30_000)
     box.fill("The Space Needle is in downtown")
     page.locator("#trace-subject textarea").fill("Space Needle")
-    page.locator("#trace-button").click()
-    page.locator("#trace-plot .js-plotly-plot").wait_for(timeout=120_000)
+    click_until_visible(page, "#trace-button", "#trace-plot .js-plotly-plot")
     expect(page.locator("#trace-plot")).to_contain_text("Restoring MLP outputs", timeout=30_000)
     expect(page.locator("#trace-plot")).to_contain_text("Needle*")
     expect(page.locator("#trace-status")).to_contain_text("clean")
@@ -68,8 +80,7 @@ def test_attribute_tab_heatmap_and_suppression(page):
     box = page.locator("#attr-prompt textarea")
     box.wait_for(timeout=30_000)
     box.fill("The capital of France is")
-    page.locator("#attr-button").click()
-    page.locator("#attr-overview .js-plotly-plot").wait_for(timeout=120_000)
+    click_until_visible(page, "#attr-button", "#attr-overview .js-plotly-plot")
     expect(page.locator("#attr-overview")).to_contain_text("Paris", timeout=30_000)
     expect(page.locator("#attr-neurons textarea")).not_to_have_value("", timeout=30_000)
     page.locator("#attr-suppress").click()
