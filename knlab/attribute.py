@@ -11,7 +11,6 @@ layer, exactly as the reference code does one layer at a time.
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +18,9 @@ import torch
 
 from knlab.errors import InputError
 from knlab.models import LM
-from knlab.nethook import Trace, TraceDict, get_module, override_forward, replace_first
+from knlab.nethook import Trace, TraceDict
 from knlab.predict import encode, next_token_probs, target_id
-from knlab.trace import cache_kwarg
+from knlab.replay import prefix_kwargs, replay_blocks, returned_cache
 
 IG_STEPS = 20
 
@@ -82,7 +81,7 @@ def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: li
         for t in act_traces:
             t.close()
     acts = [t.input[0, pos].float() for t in act_traces]
-    cache = (getattr(res, "cache", None) or getattr(res, "past_key_values", None)) if suffix else None
+    cache = returned_cache(res) if suffix else None
     first = pos if cache is not None else 0  # the first position that is recomputed
     W = acts[0].shape[0]
     gammas = torch.linspace(0, 1, steps, device=lm.device)
@@ -104,20 +103,10 @@ def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: li
             x[j * steps : (j + 1) * steps, pos - first] = scaled[l]
             return x
 
-        def replay(b):
-            cached = clean_blocks[blocks[b]]
-            value = cached.output[:, first:].expand(B, -1, -1)
-            return lambda *a, **k: replace_first(cached.raw_output, value)
-
-        kwargs = {"use_cache": False}
-        if first > 0:
-            past = copy.deepcopy(cache)
-            past.crop(first - T)
-            past.batch_repeat_interleave(B)
-            kwargs = {"use_cache": True, cache_kwarg(lm.model): past}
+        rows = torch.zeros(B, dtype=torch.long, device=lm.device)  # every row continues the one clean run
+        kwargs = prefix_kwargs(lm, cache, first, T, rows)
         with contextlib.ExitStack() as stack:
-            for b in range(start):
-                stack.enter_context(override_forward(get_module(lm.model, blocks[b]), replay(b)))
+            stack.enter_context(replay_blocks(lm, clean_blocks, start, rows, first))
             for j, l in enumerate(chunk):
                 stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
                                           edit_input=lambda x, n, l=l, j=j: put(x, n, l, j)))

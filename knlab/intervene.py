@@ -12,9 +12,18 @@ import torch
 from knlab.errors import InputError
 from knlab.models import LM
 from knlab.nethook import Trace
-from knlab.predict import encode, next_token_probs, predict, target_id
+from knlab.predict import encode, next_token_probs, target_id, token_strings
 
 FACTORS = {"suppress": 0.0, "enhance": 2.0}
+
+
+def check_neurons(lm: LM, neurons: tuple[tuple[int, int], ...]) -> None:
+    if not neurons:
+        raise InputError("no neurons given")
+    for l, i in neurons:
+        if not (0 <= l < lm.n_layers and 0 <= i < lm.ffn_width):
+            raise InputError(f"neuron {l}:{i} is out of range (layers 0-{lm.n_layers - 1}, "
+                             f"neurons 0-{lm.ffn_width - 1})")
 
 
 @dataclass(frozen=True)
@@ -25,12 +34,7 @@ class NeuronIntervention:
     def validate(self, lm: LM) -> None:
         if self.mode not in FACTORS:
             raise InputError(f"unknown mode {self.mode!r} (suppress, enhance)")
-        if not self.neurons:
-            raise InputError("no neurons given")
-        for l, i in self.neurons:
-            if not (0 <= l < lm.n_layers and 0 <= i < lm.ffn_width):
-                raise InputError(f"neuron {l}:{i} is out of range (layers 0-{lm.n_layers - 1}, "
-                                 f"neurons 0-{lm.ffn_width - 1})")
+        check_neurons(lm, self.neurons)
 
     def touched_parameters(self, lm: LM) -> list[str]:
         return []
@@ -86,10 +90,11 @@ class InterventionResult:
         return {"before": self.before, "after": self.after}
 
 
-def _state(lm: LM, prompt: str, tid: int, top: int) -> dict:
-    p = float(next_token_probs(lm, encode(lm, prompt))[tid])
-    pred = predict(lm, prompt, top)
-    return {"target_prob": p, "top": [{"token": t, "prob": float(q)} for t, q in zip(pred.top_tokens, pred.top_probs)]}
+def _state(lm: LM, enc, tid: int, top: int) -> dict:
+    probs = next_token_probs(lm, enc)
+    p, i = probs.topk(min(top, probs.shape[0]))
+    return {"target_prob": float(probs[tid]),
+            "top": [{"token": t, "prob": float(q)} for t, q in zip(token_strings(lm, i.tolist()), p.tolist())]}
 
 
 def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: str = "suppress",
@@ -99,11 +104,10 @@ def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: s
     spec.validate(lm)
     enc = encode(lm, prompt)
     tid = target_id(lm, target) if target else int(next_token_probs(lm, enc).argmax())
-    before = _state(lm, prompt, tid, top)
+    before = _state(lm, enc, tid, top)
     with torch.no_grad(), spec.apply(lm):
-        after = _state(lm, prompt, tid, top)
+        after = _state(lm, enc, tid, top)
     return InterventionResult(before, after)
-
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ class KnowledgeNeuronEdit:
     def apply(self, lm: LM):
         from knlab.arch import weight_as_out_in
         from knlab.nethook import get_module
-        NeuronIntervention(self.neurons, "suppress").validate(lm)
+        check_neurons(lm, self.neurons)
         emb = get_module(lm.model, lm.arch.embed).weight
         e_old, e_new = emb[target_id(lm, self.old)], emb[target_id(lm, self.new)]
         with torch.no_grad():

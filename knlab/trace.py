@@ -9,7 +9,6 @@ configuration, so grids are comparable cell to cell.
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -18,7 +17,8 @@ import torch
 
 from knlab.errors import InputError
 from knlab.models import LM
-from knlab.nethook import Trace, TraceDict, get_module, override_forward, replace_first
+from knlab.nethook import Trace, TraceDict, get_module
+from knlab.replay import prefix_kwargs, replay_blocks, returned_cache
 from knlab.predict import encode
 
 NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
@@ -89,12 +89,6 @@ class Restored:
     probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
 
 
-def cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers is renaming ``past_key_values`` to ``cache``; use whichever this model takes."""
-    import inspect
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def _is_noop(cell: Cell, s0: int, pos: int, n_layers: int, masked: bool) -> bool:
     """Cells whose clean state equals the corrupted one, or that nothing downstream reads: restoring
     them cannot change p(answer), so they are not computed (their value is the corrupted p)."""
@@ -152,7 +146,7 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
             TraceDict(lm.model, blocks) as corrupted_blocks:
         res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
     corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
-    cache = (getattr(res, "cache", None) or getattr(res, "past_key_values", None)) if use_prefix_cache else None
+    cache = returned_cache(res) if use_prefix_cache else None
 
     out = np.full(len(configs), corrupted_p)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -189,23 +183,13 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
         def restore(x, name):
             return torch.where(masks[name][:, :, None], clean[name][None, first:].to(x.dtype), x)
 
-        def replay(b):
-            cached = corrupted_blocks[blocks[b]]
-            value = cached.output[sample_idx][:, first:]
-            return lambda *a, **k: replace_first(cached.raw_output, value)
-
-        kwargs = {"use_cache": False}
-        if first > 0:  # positions before `first` are the corrupted run's: reuse its keys and values
-            past = copy.deepcopy(cache)
-            past.crop(first - T)  # keep the first `first` positions
-            past.batch_select_indices(sample_idx)
-            kwargs = {"use_cache": True, cache_kwarg(lm.model): past}
+        # positions before `first` are the corrupted run's: reuse its keys and values
+        kwargs = prefix_kwargs(lm, cache, first, T, sample_idx)
         with contextlib.ExitStack() as stack:
             if start == 0:
                 stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False,
                                           edit_output=lambda x, nm: corrupt(x, nm, sample_idx, first)))
-            for b in range(min(start, L)):
-                stack.enter_context(override_forward(get_module(lm.model, blocks[b]), replay(b)))
+            stack.enter_context(replay_blocks(lm, corrupted_blocks, min(start, L), sample_idx, first))
             for m in used:
                 stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
             logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
