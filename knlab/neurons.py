@@ -4,7 +4,8 @@ Coarse neurons of one prompt: score > t x that prompt's maximum (t = 0.2). A neu
 coarse in more than tau x n prompts; tau starts at 0.7 and moves by 0.05 for up to 20 rounds, down while
 fewer than 2 neurons are kept, up while more than 5. R^2_1 measures how much the prompts' maps agree:
 flatten and L2-normalise each map, stack them as Y; R^2_1 = (sigma_1^2 - 1) / (n - 1), 1 when all maps
-are parallel, 0 when they are orthogonal.
+are parallel, 0 when they are orthogonal. When raising tau would leave fewer than 2 neurons (many
+neurons shared by every prompt, as in a few-prompt fact), the search stops with the set it has.
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ def select(maps: list[np.ndarray], t: float = ADAPTIVE_THRESHOLD, tau: float = T
         if len(kept) < MIN_NEURONS and tau > 0:
             tau = round(max(0.0, tau - TAU_STEP), 10)
         elif len(kept) > MAX_NEURONS and tau < 1:
-            tau = round(min(1.0, tau + TAU_STEP), 10)
+            higher = round(min(1.0, tau + TAU_STEP), 10)
+            fewer = shared_neurons(coarse, higher)
+            if len(fewer) < MIN_NEURONS:  # no tau gives 2-5: keep the last set rather than none at all
+                break
+            tau, kept = higher, fewer
+            continue
         else:
             break
         kept = shared_neurons(coarse, tau)

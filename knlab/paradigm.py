@@ -63,7 +63,7 @@ def _prompt(lm: LM, p: P.MinimalPair) -> str:
 
 @torch.no_grad()
 def _probs(lm: LM, prompts: list[str]) -> np.ndarray:
-    from knlab.world.measure import answer_logits
+    from knlab.predict import answer_logits
     return torch.softmax(answer_logits(lm, prompts), -1).numpy()
 
 

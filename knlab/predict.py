@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,3 +98,24 @@ def predict(lm: LM, prompt: str, top: int = 5) -> Prediction:
     p, i = probs.topk(min(top, probs.shape[0]))
     return Prediction(lm.spec, prompt.strip(), enc.tokens, enc.position,
                       token_strings(lm, i.tolist()), p.cpu().numpy())
+
+
+@torch.no_grad()
+def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
+    """Logits at the prediction position (last token / [MASK]) for many prompts, batched by length."""
+    enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
+    out = torch.empty(len(prompts), lm.model.config.vocab_size)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(enc):
+        groups[len(ids)].append(i)
+    for idx in groups.values():
+        for c in range(0, len(idx), 256):
+            part = idx[c : c + 256]
+            ids = torch.tensor([enc[i] for i in part], device=lm.device)
+            logits = lm.model(input_ids=ids).logits.float()
+            if lm.masked:
+                pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
+            else:
+                pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
+            out[part] = logits[torch.arange(len(part)), pos].cpu()
+    return out

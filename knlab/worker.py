@@ -66,25 +66,37 @@ class ModelWorker:
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._lock:
             lm = self.model(spec)
-            edits = list(edits or [])
-            names = sorted({n for e in edits for n in e.touched_parameters(lm)})
-            saved = {n: get_parameter(lm.model, n).detach().clone() for n in names}
-            sums = {n: tensor_checksum(t) for n, t in saved.items()}
+            self.requests_served += 1
             try:
-                with contextlib.ExitStack() as stack, torch.no_grad():
-                    for e in edits:
-                        stack.enter_context(e.apply(lm))
-                    with torch.enable_grad():
-                        return fn(lm, *args, **kwargs)
-            finally:
+                with applied(lm, edits), torch.enable_grad():
+                    return fn(lm, *args, **kwargs)
+            except WeightsCorrupted:
+                self._models.pop(spec, None)  # never serve from a drifted model: the next request reloads
+                raise
+
+
+@contextlib.contextmanager
+def applied(lm: LM, edits: Iterable[EditSpec]):
+    """Apply edit specs in order for the body of the ``with``; afterwards put back every parameter they
+    touched from a snapshot and verify it bit for bit (``WeightsCorrupted`` if not). The one mechanism
+    behind a request's session edits and an edit applied inside a request (before / after evaluation)."""
+    edits = list(edits or [])
+    names = sorted({n for e in edits for n in e.touched_parameters(lm)})
+    saved = {n: get_parameter(lm.model, n).detach().clone() for n in names}
+    sums = {n: tensor_checksum(t) for n, t in saved.items()}
+    try:
+        with contextlib.ExitStack() as stack:
+            for e in edits:
                 with torch.no_grad():
-                    for n, t in saved.items():
-                        get_parameter(lm.model, n).copy_(t)
-                bad = [n for n in names if tensor_checksum(get_parameter(lm.model, n)) != sums[n]]
-                self.requests_served += 1
-                if bad:  # never serve from a drifted model: drop it, the next request reloads
-                    self._models.pop(spec, None)
-                    raise WeightsCorrupted(f"base weights of {spec} not restored: {bad}")
+                    stack.enter_context(e.apply(lm))
+            yield lm
+    finally:
+        with torch.no_grad():
+            for n, t in saved.items():
+                get_parameter(lm.model, n).copy_(t)
+        bad = [n for n in names if tensor_checksum(get_parameter(lm.model, n)) != sums[n]]
+        if bad:
+            raise WeightsCorrupted(f"base weights of {lm.spec} not restored: {bad}")
 
 
 _DEFAULT: ModelWorker | None = None

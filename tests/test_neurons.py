@@ -38,6 +38,13 @@ def test_tau_search_raises_when_too_many():
     assert sel.neurons == [(0, 6), (0, 7)] and sel.tau == pytest.approx(0.9)
 
 
+def test_tau_search_keeps_the_set_when_no_tau_gives_two_to_five():
+    # eight neurons coarse in all four prompts: raising tau to 1 would keep none, so the eight stay
+    maps = [np.ones((1, 8)) for _ in range(4)]
+    sel = select(maps)
+    assert len(sel.neurons) == 8 and sel.tau < 1.0
+
+
 def test_shared_neurons_strictly_more_than_tau_n():
     coarse = [{(0, 0)}, {(0, 0)}, set(), set()]
     assert shared_neurons(coarse, 0.5) == []

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from knlab.models import LM, load_model
+from knlab.predict import answer_logits
 from knlab.world import facts as F
 from knlab.world import paradigms as P
 from knlab.world.corpus import EVAL_PAIRS, evaluation_pairs
@@ -20,27 +21,6 @@ from knlab.world.corpus import EVAL_PAIRS, evaluation_pairs
 REQUIRED_TRAIN_ACC = 0.97
 REQUIRED_PARADIGM_ACC = 0.95
 REQUIRED_RESTORE = 0.50
-
-
-@torch.no_grad()
-def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
-    """Logits at the prediction position (last token / [MASK]) for many prompts, batched by length."""
-    enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
-    out = torch.empty(len(prompts), lm.model.config.vocab_size)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(enc):
-        groups[len(ids)].append(i)
-    for idx in groups.values():
-        for c in range(0, len(idx), 256):
-            part = idx[c : c + 256]
-            ids = torch.tensor([enc[i] for i in part], device=lm.device)
-            logits = lm.model(input_ids=ids).logits.float()
-            if lm.masked:
-                pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
-            else:
-                pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
-            out[part] = logits[torch.arange(len(part)), pos].cpu()
-    return out
 
 
 @torch.no_grad()

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from knlab.world import corpus as C
@@ -47,13 +45,45 @@ class Recipe:
     mlm_prob: float = 0.15
     seed: int = 0
     threads: int = 2
+    residual_scale: float = 1.0  # gpt only: see rescale_residual
     extra: dict = field(default_factory=dict)
 
 
 RECIPES = {
-    "gpt": Recipe("gpt", steps=3000, lr=2e-3),
+    "gpt": Recipe("gpt", steps=3000, lr=2e-3, residual_scale=0.125),
     "bert": Recipe("bert", steps=3000, lr=1e-3, focus_mask_prob=0.7),
 }
+
+
+@torch.no_grad()
+def rescale_residual(model: torch.nn.Module, scale: float) -> None:
+    """Multiply the residual stream of a trained GPT-Neo by ``scale`` without changing any output.
+
+    Everything that writes into the residual stream (token and position embeddings, attention and MLP
+    output projections, biases included) is scaled, every LayerNorm's epsilon by scale^2, and the output
+    head is untied and keeps the unscaled embedding: LayerNorm(s x; s^2 eps) = LayerNorm(x; eps), so every
+    prediction is the same. Why: trained at this size, the residual stream grows to ~16 per coordinate,
+    about ten times what GPT-2's middle layers carry, and ROME's published optimiser settings (Adam,
+    lr 0.5 on the value delta, clamp and decay relative to the MLP output) assume the real scale. At the
+    trained scale a ROME edit reached the new target on 17 of the first 30 P36 facts, after it on 30.
+    """
+    m = model.transformer
+    head = model.lm_head.weight.detach().clone()
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "tie_embeddings"):
+        model.config.tie_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(head)
+    m.wte.weight = torch.nn.Parameter(m.wte.weight.detach() * scale)
+    m.wpe.weight.mul_(scale)
+    for block in m.h:
+        for proj in (block.attn.attention.out_proj, block.mlp.c_proj):
+            proj.weight.mul_(scale)
+            if proj.bias is not None:
+                proj.bias.mul_(scale)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.LayerNorm):
+            mod.eps = mod.eps * scale ** 2
+    model.config.layer_norm_epsilon = model.config.layer_norm_epsilon * scale ** 2
 
 
 def model_name(kind: str) -> str:
@@ -217,6 +247,8 @@ def train(kind: str, out_dir: Path | None = None, steps: int | None = None, log=
             log(f"[train {kind}] step {step}/{r.steps} loss {ema:.4f} lr {lr_at(step):.2e} "
                 f"elapsed {el / 60:.1f} min eta {el / (step + 1) * (r.steps - step - 1) / 60:.1f} min")
     model.eval()
+    if kind == "gpt" and r.residual_scale != 1.0:
+        rescale_residual(model, r.residual_scale)
     out_dir = out_dir or MODELS_DIR / model_name(kind)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

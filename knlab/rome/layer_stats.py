@@ -1,0 +1,109 @@
+"""The second moment C = E[k k^T] of a layer's keys (the input of its MLP output projection) over a text
+corpus: ROME's "mom2". With it the update u = C^-1 k* is the least-squares change that moves k* while
+disturbing the keys the model usually sees as little as possible; without it a rank-one edit of a small
+model breaks many unrelated facts. Measuring it is the slow, one-off part of an edit, so the result is
+cached on disk per model, layer and corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from knlab.errors import InputError
+from knlab.models import LM, tensor_checksum
+from knlab.nethook import Trace, get_module
+
+MOM2_SAMPLES = 20000  # texts (ROME: 100,000 Wikipedia texts; the world corpus has ~11,600 documents)
+BATCH = 64
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KNLAB_CACHE", Path.home() / ".cache" / "knlab")) / "mom2"
+
+
+_MEMORY: dict[str, torch.Tensor] = {}  # path -> mom2, so a warm worker never reads the disk twice
+
+
+@lru_cache(maxsize=1)
+def _world_texts() -> tuple[str, ...]:
+    from knlab.world.corpus import build_documents
+    return tuple(d.text for d in build_documents())
+
+
+def corpus_texts(lm: LM, corpus: str | None = None, samples: int = MOM2_SAMPLES) -> tuple[list[str], str]:
+    """The texts and a short name that identifies them. Default: the shipped world corpus; else a text file
+    (one text per non-empty line), as for a hub model."""
+    if corpus in (None, "", "world"):
+        texts = list(_world_texts())
+        name = "world"
+    else:
+        path = Path(corpus)
+        if not path.is_file():
+            raise InputError(f"covariance corpus {corpus!r} is not a file")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        name = f"{path.name}-{hashlib.blake2b(path.read_bytes(), digest_size=6).hexdigest()}"
+    if not texts:
+        raise InputError("the covariance corpus has no text")
+    return texts[:samples], name
+
+
+def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
+    """Everything the statistic depends on: the corpus, and the weights that shape the layer's keys. Edits
+    only ever touch MLP output projections, so those of the layers below stand in for "the model as it is"
+    (an earlier edit of this session at a lower layer gives a different key, never a stale file)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}".encode())
+    for l in range(layer):
+        h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_out", l)).weight).encode())
+    h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_in", layer)).weight).encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float], None] | None = None,
+                 max_tokens: int = 256) -> torch.Tensor:
+    """E[k k^T] over every non-padding token of ``texts`` (float64 accumulation)."""
+    tok = lm.tokenizer
+    width = lm.ffn_width
+    total = torch.zeros(width, width, dtype=torch.float64, device=lm.device)
+    count = 0
+    module = lm.arch.module("mlp_out", layer)
+    for b in range(0, len(texts), BATCH):
+        enc = tok(texts[b:b + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+        enc = {k: v.to(lm.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with Trace(lm.model, module, retain_output=False, retain_input=True, stop=True) as tr:
+            lm.model(**enc, use_cache=False)
+        keys = tr.input[enc["attention_mask"].bool()].double()
+        total += keys.T @ keys
+        count += keys.shape[0]
+        if progress:
+            progress(min(1.0, (b + BATCH) / len(texts)))
+    return (total / max(count, 1)).float()
+
+
+def layer_stats(lm: LM, layer: int, corpus: str | None = None, samples: int = MOM2_SAMPLES,
+                progress: Callable[[float], None] | None = None) -> torch.Tensor:
+    """The key second moment of ``layer`` [ffn_width, ffn_width], from the disk cache when it is there."""
+    texts, name = corpus_texts(lm, corpus, samples)
+    path = cache_dir() / lm.spec.replace("/", "--") / f"layer{layer}-{_key(lm, layer, name, len(texts))}.safetensors"
+    if str(path) in _MEMORY:
+        return _MEMORY[str(path)]
+    if path.exists():
+        try:
+            _MEMORY[str(path)] = load_file(str(path))["mom2"].to(lm.device)
+            return _MEMORY[str(path)]
+        except Exception:
+            path.unlink(missing_ok=True)  # a torn write: measure again
+    mom2 = measure_mom2(lm, layer, texts, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"mom2": mom2.cpu().contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    _MEMORY[str(path)] = mom2
+    return mom2

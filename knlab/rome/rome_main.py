@@ -1,0 +1,180 @@
+"""ROME's entry point: compute the rank-one update (u, v) for one fact and hand it back as an edit spec.
+
+The spec holds only the layer and the two vectors (a few kilobytes); the worker applies it per request
+and restores the base weights afterwards, so an edit is per user and always reversible."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from knlab.errors import InputError
+from knlab.models import LM
+from knlab.arch import weight_as_out_in
+from knlab.nethook import get_module
+from knlab.rome.compute_u import compute_u, keys_at_subject
+from knlab.rome.compute_v import VResult, build_problem, compute_v, right_vector
+from knlab.rome.context import context_templates
+from knlab.rome.layer_stats import layer_stats
+from knlab.rome.repr_tools import prompt_template
+
+# Published edit layers (ROME's hparams; PAPER.md section 5 for GPT-2 XL and LLaMA-2-7B).
+PUBLISHED_LAYERS = {"gpt2-medium": 8, "gpt2-large": 12, "gpt2-xl": 17, "EleutherAI/gpt-j-6B": 5,
+                    "EleutherAI/gpt-neox-20b": 15, "meta-llama/Llama-2-7b-hf": 5}
+
+
+@dataclass(frozen=True)
+class RomeParams:
+    """PAPER.md section 5 (the GPT-2 XL configuration) unless said otherwise."""
+
+    v_lr: float = 0.5
+    v_steps: int = 20
+    kl_factor: float = 0.0625
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    early_stop_loss: float = 0.05
+    mom2: bool = True  # the paper's own configs turn it off; on by default here (see the issue / card)
+    mom2_corpus: str | None = None  # None: the shipped world corpus; else a text file
+    template_seed: int = 0
+
+
+@dataclass(frozen=True)
+class RomeEdit:
+    """W <- W + v u^T on layer ``layer``'s MLP output projection ([out, in] orientation)."""
+
+    layer: int
+    u: tuple[float, ...]
+    v: tuple[float, ...]
+    label: str = ""
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        return [f"{lm.arch.module('mlp_out', self.layer)}.weight"]
+
+    @contextlib.contextmanager
+    def apply(self, lm: LM):
+        if not 0 <= self.layer < lm.n_layers:
+            raise InputError(f"layer {self.layer} is out of range (0-{lm.n_layers - 1})")
+        W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", self.layer)))
+        u = torch.tensor(self.u, dtype=torch.float32, device=W.device)
+        v = torch.tensor(self.v, dtype=torch.float32, device=W.device)
+        if W.shape != (v.shape[0], u.shape[0]):
+            raise InputError(f"this edit was made for another model (update {tuple(v.shape)}x{tuple(u.shape)}, "
+                             f"layer {self.layer} is {tuple(W.shape)})")
+        with torch.no_grad():
+            W += torch.outer(v, u).to(W.dtype)
+        yield
+
+    def nbytes(self) -> int:
+        return 4 * (len(self.u) + len(self.v))
+
+
+_LAYER: dict[tuple[str, int], int] = {}
+
+
+def default_layer(lm: LM, progress: Callable[[float], None] | None = None) -> int:
+    """The published layer for models ROME was published on; otherwise the model's own causal trace: the
+    layer whose MLP, restored at the subject's last token, brings back most of p(answer), averaged over
+    the world's first P36 facts (window of n_layers / 5 layers, at most the published 10). Measured once
+    per loaded model."""
+    if lm.spec in PUBLISHED_LAYERS:
+        return PUBLISHED_LAYERS[lm.spec]
+    key = (lm.spec, id(lm.model))
+    if key not in _LAYER:
+        _LAYER[key] = _traced_layer(lm)
+    return _LAYER[key]
+
+
+def _traced_layer(lm: LM, n_facts: int = 10) -> int:
+    from knlab.trace import noise_level, restore_window, restored_probs, locate_subject
+    from knlab.predict import target_id
+    from knlab.world import facts as F
+    L = lm.n_layers
+    window = max(1, min(10, L // 5))
+    effect = np.zeros(L)
+    used = 0
+    for f in F.relation("P36").facts:
+        prompt = F.causal_prompt(F.relation("P36").train_templates[0], f.subject)
+        try:
+            aid = target_id(lm, f.object)
+            rng = locate_subject(lm, prompt, f.subject)
+        except InputError:
+            continue
+        t = rng[1] - 1
+        configs = [[("mlp", j, t) for j in restore_window(l, window, L)] for l in range(L)]
+        res = restored_probs(lm, prompt, rng, aid, configs, 10, noise_level(lm), 0)
+        effect += np.asarray(res.probs) - res.corrupted
+        used += 1
+        if used == n_facts:
+            break
+    return int(effect.argmax()) if used else L // 3
+
+
+@dataclass
+class RomeResult:
+    edit: RomeEdit
+    layer: int
+    k_star: np.ndarray
+    v_star: np.ndarray
+    key: np.ndarray  # the plain prompt's key, which the edited layer maps to v*
+    steps: int
+    loss: float
+    p_target: float
+    seconds: dict = field(default_factory=dict)  # "templates", "mom2", "edit"
+
+
+def check_layer(lm: LM, layer: int | None) -> int:
+    if layer is None:
+        return default_layer(lm)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < lm.n_layers:
+        raise InputError(f"layer must be a whole number from 0 to {lm.n_layers - 1}")
+    return int(layer)
+
+
+def target_tokens(lm: LM, target: str) -> list[int]:
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the new target is empty")
+    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    unk = lm.tokenizer.unk_token_id
+    if not ids or (unk is not None and unk in ids):
+        raise InputError(f"{target.strip()!r} is not in the vocabulary of {lm.spec}")
+    return ids
+
+
+def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = None,
+         params: RomeParams = RomeParams(), progress: Callable[[float, str], None] | None = None) -> RomeResult:
+    """Compute ROME's update making ``prompt`` (which mentions ``subject``) continue with ``target``."""
+    if lm.masked:
+        raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
+    from knlab.predict import check_prompt
+    prompt = check_prompt(prompt)
+    template = prompt_template(prompt, subject)
+    subject = subject.strip()
+    tids = target_tokens(lm, target)
+    layer = check_layer(lm, layer)
+    seconds = {}
+    t0 = time.perf_counter()
+    contexts = context_templates(lm, params.template_seed)
+    seconds["templates"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mom2 = None
+    if params.mom2:
+        mom2 = layer_stats(lm, layer, params.mom2_corpus,
+                           progress=(lambda f: progress(f, "key covariance (once per model and layer)"))
+                           if progress else None)
+    seconds["mom2"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    u, k_star = compute_u(lm, layer, template, subject, contexts, mom2)
+    prob = build_problem(lm, template, subject, tids, contexts)
+    v: VResult = compute_v(lm, layer, prob, params)
+    key = keys_at_subject(lm, layer, [template], subject)[0]
+    right = right_vector(v, key, u, v.target_init)
+    seconds["edit"] = time.perf_counter() - t0
+    label = f"ROME L{layer}: {prompt} -> {target.strip()}"
+    spec = RomeEdit(layer, tuple(u.cpu().tolist()), tuple(right.cpu().tolist()), label)
+    return RomeResult(spec, layer, k_star.cpu().numpy(), v.target.cpu().numpy(), key.cpu().numpy(), v.steps,
+                      v.loss, v.p_target, seconds)
