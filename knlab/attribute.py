@@ -124,8 +124,8 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     """The [n_layers, d_ff] attribution map of ``target`` (default: the model's top prediction)."""
     if method not in ("ig", "activation"):
         raise InputError(f"unknown attribution method {method!r} (ig, activation)")
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 200:
-        raise InputError("steps must be a whole number from 1 to 200")
+    from knlab.limits import check_count
+    steps = check_count(steps, "ig_steps", "steps")
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")
     enc = encode(lm, prompt)

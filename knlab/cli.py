@@ -226,6 +226,90 @@ def _paradigm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", choices=["rome", "kn"])
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--target", required=True, help="the new target (one token of the model)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--layer", type=int, default=None, help="ROME's edit layer (default: published / traced)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("edit", "edit one fact (ROME or knowledge neurons) and measure the five criteria before and after")(_edit_args)
+def _edit(args: argparse.Namespace) -> int:
+    from knlab.edit import edit
+    from knlab.worker import default_worker
+    rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer)
+    if args.json:
+        print(json.dumps(rep.to_json(), ensure_ascii=False))
+        return 0
+    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+    print(f"{rep.model}: {rep.method} edit ({where}, {rep.seconds:.2f} s): {rep.prompt!r} {rep.old} -> {rep.new}")
+    print(f"  p(new) {rep.before['p_new']:.4f} -> {rep.after['p_new']:.4f}   p(old) {rep.before['p_old']:.4f} -> "
+          f"{rep.after['p_old']:.4f}")
+    for c, v in rep.criteria.items():
+        print(f"  {c:13s} {'n/a' if v is None else f'{v:.0%}'}")
+    print(f"  before: {rep.generation['before']}\n  after:  {rep.generation['after']}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["rome", "kn"], default="rome")
+    p.add_argument("--relation", default="P36", help="P36, P1376 (symmetry) or P101 (synonymy); any relation works")
+    p.add_argument("--limit", type=int, default=None, help="the first N facts")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("evaluate", "the paper's Table 1: edit each fact of a relation on its own and score the criteria")(_evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    from knlab.edit import evaluate_relation
+    from knlab.worker import default_worker
+    res = default_worker().run(args.model, [], evaluate_relation, args.method, args.relation, args.limit)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: {res.method} on {res.relation}, {res.n} facts edited one at a time "
+          f"({len(res.skipped)} skipped, {res.seconds:.0f} s)")
+    for c, v in res.rates.items():
+        if v is not None:
+            k, n = res.counts[c]
+            print(f"  {c:12s} {v:7.2%}  ({k}/{n} probes)")
+    for model, row in res.to_json()["published"].items():
+        print(f"  published ({model}): {row}")
+    return 0
+
+
+def _paper_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("claim", nargs="?", help="a claim id (see --list)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--size", type=int, default=None, help="facts / prompts per rerun (default: the claim's own)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("paper", "rerun one of the paper's claims live on a shipped model, beside the published figure")(_paper_args)
+def _paper(args: argparse.Namespace) -> int:
+    from knlab.errors import InputError
+    from knlab.paper import CLAIMS, claim, rerun
+    from knlab.worker import default_worker
+    if args.list:
+        for c in CLAIMS:
+            print(json.dumps({"id": c.id, "title": c.title, "model": c.model}) if args.json else f"{c.id:15s} {c.title}")
+        return 0
+    if not args.claim:
+        raise InputError("give a claim id, or --list")
+    c = claim(args.claim)
+    res = default_worker().run(c.model, [], rerun, c.id, args.size)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{c.title}\n  published: {c.published}\n  live ({res.model}): {res.summary}")
+    for r in res.rows:
+        print(f"  {r['item']:45s} live {r['live']!s:>22s}   published {r['published']}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, not the usage block
         print(f"error: {message}", file=sys.stderr)

@@ -54,12 +54,14 @@ class EditReport:
     generation: dict
     relation: str | None
     spec: Any = field(repr=False, default=None)
+    timing: dict = field(default_factory=dict)  # ROME: one-off templates / covariance seconds and the edit itself
 
     def to_json(self) -> dict:
         return {"method": self.method, "model": self.model, "prompt": self.prompt, "subject": self.subject,
                 "old": self.old, "new": self.new, "layer": self.layer,
                 "neurons": [list(n) for n in self.neurons] if self.neurons is not None else None,
                 "seconds": round(self.seconds, 4), "before": self.before, "after": self.after,
+                "timing": {k: round(v, 4) for k, v in self.timing.items()},
                 "criteria": self.criteria, "relation": self.relation, "generation": self.generation,
                 "probes": [p.to_json() for p in self.probes]}
 
@@ -85,7 +87,7 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
     if method == "rome":
         from knlab.rome import rome
         res = rome(lm, prompt, subject, new, layer, progress=progress)
-        return res.edit, {"layer": res.layer, "neurons": None}
+        return res.edit, {"layer": res.layer, "neurons": None, "timing": res.seconds}
     if method == "kn":
         from knlab.attribute import attribute
         from knlab.intervene import KnowledgeNeuronEdit
@@ -100,7 +102,7 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
         if not sel.neurons:
             raise InputError(f"no knowledge neurons found for {old!r} at this prompt, so there is nothing to edit")
         neurons = tuple((int(l), int(i)) for l, i in sel.neurons)
-        spec = KnowledgeNeuronEdit(neurons, old, new)
+        spec = KnowledgeNeuronEdit(neurons, old, new, label=f"KN ({len(neurons)} neurons): {prompt} -> {new}")
         return spec, {"layer": None, "neurons": list(neurons)}
     raise InputError(f"unknown edit method {method!r} (rome, kn)")
 
@@ -139,7 +141,16 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
                       {"p_new": float(base[new_id]), "p_old": float(base[old_id])},
                       {"p_new": float(p_after[new_id]), "p_old": float(p_after[old_id])},
                       criteria(results), results, {"before": gen_before, "after": gen_after},
-                      info["relation"], spec)
+                      info["relation"], spec, where.get("timing", {}))
+
+
+def describe(spec: Any) -> str:
+    """A line for the session's edit history."""
+    label = getattr(spec, "label", "")
+    if label:
+        return label
+    neurons = getattr(spec, "neurons", ())
+    return f"KN ({len(neurons)} neurons): {getattr(spec, 'old', '?')} -> {getattr(spec, 'new', '?')}"
 
 
 # ---- the paper's Table 1: every fact of a relation edited on its own ----
@@ -191,9 +202,10 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
     rel = F.relation(relation)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InputError("limit must be a whole number of at least 1")
-    facts = rel.facts[:limit] if limit else rel.facts
+    from knlab.limits import check_count, limits
+    if limit is not None:
+        limit = check_count(limit, "evaluate_facts", "limit")
+    facts = rel.facts[: limit or limits().evaluate_facts]
     t0 = time.perf_counter()
     sums = {c: 0.0 for c in CRITERIA}
     counts = {c: [0, 0] for c in CRITERIA}

@@ -123,6 +123,7 @@ class KnowledgeNeuronEdit:
     new: str
     lambda_old: float = 1.0
     lambda_new: float = 8.0
+    label: str = ""
 
     def touched_parameters(self, lm: LM) -> list[str]:
         return sorted({f"{lm.arch.module('mlp_out', l)}.weight" for l, _ in self.neurons})

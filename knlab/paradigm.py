@@ -70,8 +70,8 @@ def _probs(lm: LM, prompts: list[str]) -> np.ndarray:
 def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None) -> ParadigmAnalysis:
     if name not in P.paradigm_names():
         raise InputError(f"unknown paradigm {name!r}; known: {', '.join(P.paradigm_names())}")
-    if not isinstance(n, int) or not 2 <= n <= 200:
-        raise InputError("the number of prompts must be from 2 to 200")
+    from knlab.limits import check_count
+    n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
     pairs = evaluation_pairs(name, n)
     prompts = [_prompt(lm, p) for p in pairs]
     maps = []

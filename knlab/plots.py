@@ -116,3 +116,41 @@ def paradigm_figure(analysis) -> go.Figure:
                       yaxis_title="relative change of mean probability (%)", height=420,
                       margin=dict(l=10, r=10, t=60, b=40))
     return fig
+
+
+CRITERION_COLOURS = {"reliability": "#4C72B0", "generality": "#55A868", "locality": "#8172B2",
+                     "symmetry": "#C44E52", "symmetry_old": "#DD8452", "synonymy": "#937860"}
+
+
+def edit_figure(report) -> go.Figure:
+    """One row per probe: p(expected) before (hollow) and after (filled) the edit, coloured by criterion;
+    a probe that holds is marked ✓."""
+    probes = report.probes
+    labels = [f"{'✓' if p.holds else '✗'} {p.criterion}: {p.prompt} → {p.expected}" for p in probes]
+    fig = go.Figure()
+    for name, values, opacity in (("before", [p.p_before for p in probes], 0.35),
+                                  ("after", [p.p_after for p in probes], 1.0)):
+        fig.add_trace(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", name=name, opacity=opacity,
+                             marker_color=[CRITERION_COLOURS.get(p.criterion, "#888") for p in probes][::-1]))
+    fig.update_layout(barmode="group", title=f"{report.method.upper()} edit: {report.prompt} {report.old} → "
+                      f"{report.new} — p(expected word) at each probe", xaxis_title="probability",
+                      xaxis_range=[0, 1], height=160 + 28 * len(probes), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def evaluation_figure(evaluation) -> go.Figure:
+    """Live rates on this model beside the paper's published numbers (labelled as such)."""
+    data = evaluation.to_json()
+    crits = [c for c in ("reliability", "generality", "locality", "symmetry", "synonymy") if data.get(c) is not None]
+    fig = go.Figure(go.Bar(x=crits, y=[100 * data[c] for c in crits], name=f"live: {evaluation.model}",
+                           marker_color=PALETTE["bar"], text=[f"{100 * data[c]:.1f}%" for c in crits],
+                           textposition="auto"))
+    for model, row in data["published"].items():
+        if model == "note":
+            continue
+        fig.add_trace(go.Bar(x=crits, y=[row.get(c) for c in crits], name=f"published: {model} (paper)",
+                             opacity=0.6))
+    fig.update_layout(barmode="group", yaxis_title="%", yaxis_range=[0, 105],
+                      title=f"{evaluation.method.upper()} on {evaluation.relation}: {evaluation.n} facts, each "
+                            f"edited on its own", height=420, margin=dict(l=10, r=10, t=50, b=40))
+    return fig

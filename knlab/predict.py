@@ -45,6 +45,14 @@ def encode(lm: LM, prompt: str) -> Encoded:
     ids = enc["input_ids"].to(lm.device)
     if ids.shape[1] == 0:
         raise InputError("the prompt has no tokens")
+    from knlab.limits import ENV, limits
+    cap = limits().prompt_tokens
+    positions = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+    if positions:
+        cap = min(cap, int(positions))
+    if ids.shape[1] > cap:
+        raise InputError(f"the prompt is {ids.shape[1]} tokens long; the limit is {cap} "
+                         f"({ENV['prompt_tokens']} or the model's positions)")
     if lm.masked:
         mask_id = tok.mask_token_id
         where = (ids[0] == mask_id).nonzero().flatten().tolist()

@@ -265,8 +265,8 @@ def answer_for(lm: LM, prompt: str, answer: str | None) -> tuple[str, int]:
 
 
 def _check_params(samples: int, window: int, n_layers: int) -> None:
-    if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= 100:
-        raise InputError("samples must be a whole number from 1 to 100")
+    from knlab.limits import check_count
+    check_count(samples, "trace_samples", "samples")
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= max(1, 2 * n_layers):
         raise InputError(f"window must be a whole number from 1 to {max(1, 2 * n_layers)}")
 

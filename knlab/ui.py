@@ -8,17 +8,21 @@ into a message in the UI (never a traceback) and runs the request with this brow
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable
 
 import gradio as gr
 
 from knlab.errors import KnlabError
+from knlab.hosting import Sessions, allowed_models, check_model
+from knlab.limits import describe as describe_limits
+from knlab.limits import hosted, limits
 from knlab.attribute import attribute
 from knlab.intervene import intervene, parse_neurons
 from knlab.neurons import select
 from knlab.paradigm import analyse
-from knlab.plots import (attribution_overview, category_figure, layer_figure, paradigm_figure, prediction_figure,
-                         trace_figure)
+from knlab.plots import (attribution_overview, category_figure, edit_figure, evaluation_figure, layer_figure,
+                         paradigm_figure, prediction_figure, trace_figure)
 from knlab.world.paradigms import paradigm_names
 from knlab.predict import predict
 from knlab.trace import guess_subject, summarize, trace
@@ -30,21 +34,48 @@ EXAMPLES = {"world-gpt": "The capital of Canada is", "world-bert": "The capital 
 
 
 class Context:
-    """What every tab needs: the worker, the model picker and the per-session edit list."""
+    """What every tab needs: the worker, the model picker, and the sessions (each with its own edits)."""
 
-    def __init__(self, worker: ModelWorker, model: gr.Dropdown, edits: gr.State):
+    def __init__(self, worker: ModelWorker, model: gr.Dropdown, sessions: Sessions | None = None):
         self.worker = worker
         self.model = model
-        self.edits = edits
+        self.sessions = sessions or Sessions()
 
-    def serve(self, fn: Callable[..., Any], model: str, edits: list | None, *args: Any, **kwargs: Any) -> Any:
+    @staticmethod
+    def session_of(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
+    def edits(self, request: gr.Request | None) -> list:
+        return self.sessions.edits(self.session_of(request))
+
+    def set_edits(self, request: gr.Request | None, edits: list) -> None:
+        self.sessions.set_edits(self.session_of(request), edits)
+
+    def serve(self, fn: Callable[..., Any], model: str, request: gr.Request | None, *args: Any,
+              base: bool = False, **kwargs: Any) -> Any:
+        """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
+        switching the model never applies one model's edit to another); ``base=True``: on the base model."""
         try:
-            return _request(self.worker, model, edits or [], fn, *args, **kwargs)
+            self.sessions.touch(self.session_of(request))
+            model = check_model(model)
+            specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
+            return _request(self.worker, model, specs, fn, *args, **kwargs)
         except KnlabError as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # a bug: log it with the traceback, show the user one line
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(e).__name__}); the model is unchanged", print_exception=False) from None
+
+
+def whole(value: Any, what: str) -> int:
+    """A widget's number as an int, or one clear message (the HTTP API accepts any JSON)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{what} must be a whole number, not {value!r}", print_exception=False) from None
+    if not math.isfinite(f) or f != int(f) or abs(f) > 1e9:
+        raise gr.Error(f"{what} must be a whole number, not {value!r}", print_exception=False)
+    return int(f)
 
 
 @gpu
@@ -62,12 +93,12 @@ def build_predict_tab(ctx: Context) -> None:
         plot = gr.Plot(label="Prediction", elem_id="predict-plot")
         raw = gr.JSON(label="Result", visible=True)
 
-        def run(model: str, prompt: str, top: float, edits: list):
-            pred = ctx.serve(predict, model, edits, prompt, int(top))
+        def run(model: str, prompt: str, top: float, request: gr.Request):
+            pred = ctx.serve(predict, model, request, prompt, whole(top, 'top'))
             return prediction_figure(pred), pred.to_json()
 
-        go_btn.click(run, [ctx.model, prompt, top, ctx.edits], [plot, raw], api_name="predict")
-        prompt.submit(run, [ctx.model, prompt, top, ctx.edits], [plot, raw], api_visibility="private")
+        go_btn.click(run, [ctx.model, prompt, top], [plot, raw], api_name="predict")
+        prompt.submit(run, [ctx.model, prompt, top], [plot, raw], api_visibility="private")
         ctx.model.change(lambda m: EXAMPLES.get(m, gr.update()), ctx.model, prompt, api_visibility="private")
 
 
@@ -82,7 +113,7 @@ def build_trace_tab(ctx: Context) -> None:
             answer = gr.Textbox(label="Answer (empty: the clean top prediction)", value="", scale=2)
         with gr.Accordion("Parameters (published defaults)", open=False):
             with gr.Row():
-                samples = gr.Slider(1, 50, value=10, step=1, label="Noise samples")
+                samples = gr.Slider(1, min(50, limits().trace_samples), value=min(10, limits().trace_samples), step=1, label="Noise samples")
                 window = gr.Slider(1, 20, value=10, step=1, label="Window (MLP / attention)")
                 noise = gr.Textbox(value="3sd", label="Noise: '3sd' (x embedding std) or a number")
                 seed = gr.Number(value=0, precision=0, label="Seed")
@@ -92,10 +123,11 @@ def build_trace_tab(ctx: Context) -> None:
         cats = gr.Plot(label="Indirect effect by token category", elem_id="trace-categories")
         raw = gr.JSON(label="Result", visible=False)
 
-        def run(model, prompt, subject, answer, samples, window, noise, seed, edits, progress=gr.Progress()):
+        def run(model, prompt, subject, answer, samples, window, noise, seed, request: gr.Request,
+                progress=gr.Progress()):
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
-            res = ctx.serve(trace, model, edits, prompt, subject, answer or None, int(samples), int(window),
-                            noise, int(seed or 0),
+            res = ctx.serve(trace, model, request, prompt, subject, answer or None, whole(samples, 'samples'),
+                            whole(window, 'window'), noise, whole(seed or 0, 'seed'),
                             progress=lambda f: progress(0.05 + 0.9 * f, desc="restoring clean states"))
             progress(0.95, desc="drawing")
             msg = (f"**p({res.answer})**: clean **{res.clean:.3f}**, subject corrupted **{res.corrupted:.3f}** "
@@ -103,7 +135,7 @@ def build_trace_tab(ctx: Context) -> None:
                    f"**{res.grids['hidden'].max():.3f}** at token *{res.tokens[int(res.grids['hidden'].max(1).argmax())].strip()}*.")
             return msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json()
 
-        inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, ctx.edits]
+        inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed]
         go_btn.click(run, inputs, [status, plot, cats, raw], api_name="trace")
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
 
@@ -118,7 +150,7 @@ def build_attribute_tab(ctx: Context) -> None:
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", value=EXAMPLES["world-gpt"], scale=4, elem_id="attr-prompt")
             target = gr.Textbox(label="Target (empty: the top prediction)", value="", scale=2)
-            steps = gr.Slider(1, 100, value=20, step=1, label="IG steps", scale=1)
+            steps = gr.Slider(1, min(100, limits().ig_steps), value=min(20, limits().ig_steps), step=1, label="IG steps", scale=1)
             method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
         go_btn = gr.Button("Attribute", variant="primary", elem_id="attr-button")
         overview = gr.Plot(label="All layers", elem_id="attr-overview")
@@ -134,9 +166,9 @@ def build_attribute_tab(ctx: Context) -> None:
         scores_state = gr.State(None)
         raw = gr.JSON(visible=False)
 
-        def run(model, prompt, target, steps, method, edits, progress=gr.Progress()):
+        def run(model, prompt, target, steps, method, request: gr.Request, progress=gr.Progress()):
             progress(0.1, desc="integrated gradients over every layer")
-            res = ctx.serve(attribute, model, edits, prompt, target or None, int(steps), method)
+            res = ctx.serve(attribute, model, request, prompt, target or None, whole(steps, 'steps'), method)
             top = res.top(20)
             title = f"{res.model}: {res.method} attribution of {res.target!r}"
             best_layer = top[0][0] if top else 0
@@ -144,7 +176,7 @@ def build_attribute_tab(ctx: Context) -> None:
                     layer_figure(res.scores, best_layer, title), [[l, i, round(s, 6)] for l, i, s in top],
                     " ".join(f"{l}:{i}" for l, i, _ in top[:5]), res.scores, res.to_json())
 
-        go_btn.click(run, [ctx.model, prompt, target, steps, method, ctx.edits],
+        go_btn.click(run, [ctx.model, prompt, target, steps, method],
                      [overview, layer, detail, table, chosen, scores_state, raw], api_name="attribute")
 
         def show_layer(scores, l):
@@ -155,8 +187,8 @@ def build_attribute_tab(ctx: Context) -> None:
         layer.change(show_layer, [scores_state, layer], detail, api_visibility="private")
 
         def act(mode):
-            def fn(model, prompt, target, neurons, edits):
-                res = ctx.serve(intervene, model, edits, prompt, parse_neurons((neurons or "").split()), mode,
+            def fn(model, prompt, target, neurons, request: gr.Request):
+                res = ctx.serve(intervene, model, request, prompt, parse_neurons((neurons or "").split()), mode,
                                 target or None)
                 b, a = res.before, res.after
                 fmt = lambda st: ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"])  # noqa: E731
@@ -164,8 +196,8 @@ def build_attribute_tab(ctx: Context) -> None:
                         f"before: {fmt(b)}  \nafter: {fmt(a)}")
             return fn
 
-        suppress.click(act("suppress"), [ctx.model, prompt, target, chosen, ctx.edits], effect, api_visibility="private")
-        enhance.click(act("enhance"), [ctx.model, prompt, target, chosen, ctx.edits], effect, api_visibility="private")
+        suppress.click(act("suppress"), [ctx.model, prompt, target, chosen], effect, api_visibility="private")
+        enhance.click(act("enhance"), [ctx.model, prompt, target, chosen], effect, api_visibility="private")
 
         with gr.Accordion("Paradigm: the paper's 24-modifier chart", open=False):
             gr.Markdown("Find the neurons shared by a grammatical paradigm's prompts, suppress them and see how each "
@@ -175,17 +207,17 @@ def build_attribute_tab(ctx: Context) -> None:
                         "5.2% overturned. Use a masked model (world-bert) for determiner paradigms.")
             with gr.Row():
                 par_name = gr.Dropdown(paradigm_names(), value="determiner_noun_agreement_2", label="Paradigm")
-                par_n = gr.Slider(4, 200, value=40, step=1, label="Prompts")
+                par_n = gr.Slider(4, max(4, limits().paradigm_prompts), value=min(40, limits().paradigm_prompts), step=1, label="Prompts")
                 par_btn = gr.Button("Analyse paradigm", elem_id="paradigm-button")
             par_plot = gr.Plot(elem_id="paradigm-plot")
             par_json = gr.JSON(visible=False)
 
-            def run_paradigm(model, name, n, steps, edits, progress=gr.Progress()):
-                res = ctx.serve(analyse, model, edits, name, int(n), int(steps),
+            def run_paradigm(model, name, n, steps, request: gr.Request, progress=gr.Progress()):
+                res = ctx.serve(analyse, model, request, name, whole(n, 'prompts'), whole(steps, 'steps'),
                                 progress=lambda f, d="": progress(f, desc=d))
                 return paradigm_figure(res), res.to_json()
 
-            par_btn.click(run_paradigm, [ctx.model, par_name, par_n, steps, ctx.edits], [par_plot, par_json],
+            par_btn.click(run_paradigm, [ctx.model, par_name, par_n, steps], [par_plot, par_json],
                           api_name="paradigm")
 
         # the `neurons` endpoint of the HTTP API: shared neurons of several paraphrases
@@ -193,17 +225,201 @@ def build_attribute_tab(ctx: Context) -> None:
         neurons_out = gr.JSON(visible=False)
         neurons_btn = gr.Button(visible=False)
 
-        def neurons(model, prompts, target, steps, edits):
+        def neurons(model, prompts, target, steps, request: gr.Request):
             lines = [p for p in (prompts or "").splitlines() if p.strip()]
             if not lines:
                 raise gr.Error("give one prompt per line", print_exception=False)
-            return ctx.serve(lambda lm: select([attribute(lm, p, target or None, int(steps)).scores
-                                                for p in lines]), model, edits).to_json()
+            return ctx.serve(lambda lm: select([attribute(lm, p, target or None, whole(steps, 'steps')).scores
+                                                for p in lines]), model, request).to_json()
 
-        neurons_btn.click(neurons, [ctx.model, prompts_box, target, steps, ctx.edits], neurons_out, api_name="neurons")
+        neurons_btn.click(neurons, [ctx.model, prompts_box, target, steps], neurons_out, api_name="neurons")
 
 
-TABS: list[Callable[[Context], None]] = [build_predict_tab, build_attribute_tab, build_trace_tab]
+def _fact_choices() -> list[str]:
+    """Facts offered in the Edit tab: the Table-1 relations first, a few of every other relation after."""
+    from knlab.world import facts as F
+    out = []
+    for rid in ("P36", "P1376", "P101") + tuple(r for r in F.relations() if r not in ("P36", "P1376", "P101")):
+        rel = F.relation(rid)
+        out += [f"{rid} | {f.subject} | {f.object}" for f in rel.facts[: 40 if rid in ("P36", "P1376", "P101") else 8]]
+    return out
+
+
+def _history(edits: list) -> str:
+    if not edits:
+        return "*No edits: every tab sees the base model.*"
+    return "**Your edits** (applied in this order to every request you make on that model):  \n" + "  \n".join(
+        f"{i + 1}. `{e['model']}` {e['label']}" for i, e in enumerate(edits))
+
+
+def build_edit_tab(ctx: Context) -> None:
+    from knlab.edit import counterfactual, describe, edit
+    from knlab.world import facts as F
+
+    with gr.Tab("Edit", id="edit"):
+        gr.Markdown("Change one fact with **ROME** (a rank-one update of one MLP layer at the subject's last token) "
+                    "or a **KN edit** (Dai et al.: shift the knowledge neurons' value vectors from the old answer's "
+                    "embedding to the new one's), then see what changed: reliability (the prompt), generality "
+                    "(held-out paraphrases), locality (other facts), and the paper's symmetry and synonymy tests. "
+                    "Your edits stay yours: every tab then answers with them applied, and nobody else sees them.")
+        with gr.Row():
+            fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
+            method = gr.Radio(["rome", "kn"], value="rome", label="Method", scale=1)
+            layer = gr.Number(value=None, precision=0, label="ROME layer (empty: default)", scale=1)
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", value="The capital of Canada is", scale=3, elem_id="edit-prompt")
+            subject = gr.Textbox(label="Subject (as in the prompt)", value="Canada", scale=2, elem_id="edit-subject")
+            target = gr.Textbox(label="New target", value="Rome", scale=1, elem_id="edit-target")
+        with gr.Row():
+            apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
+            undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
+            reset_btn = gr.Button("Reset to the base model", elem_id="edit-reset")
+        status = gr.Markdown(elem_id="edit-status")
+        history = gr.Markdown(_history([]), elem_id="edit-history")
+        criteria_table = gr.Dataframe(headers=["criterion", "score", "probes that hold"], label="Criteria",
+                                      interactive=False)
+        plot = gr.Plot(label="Probes", elem_id="edit-plot")
+        probes_table = gr.Dataframe(headers=["criterion", "prompt", "expected", "old", "p before", "p after", "holds"],
+                                    label="Probe prompts", interactive=False)
+        raw = gr.JSON(visible=False)
+
+        def pick(choice, model):
+            if not choice:
+                return gr.update(), gr.update(), gr.update()
+            rid, subj, obj = [x.strip() for x in choice.split("|")]
+            rel = F.relation(rid)
+            try:
+                masked = ctx.worker.model(check_model(model)).masked
+            except Exception:  # a model that does not load: the next request says why
+                masked = False
+            tmpl = rel.train_templates[0]
+            p = F.masked_prompt(tmpl, subj) if masked else F.causal_prompt(tmpl, subj)
+            return p, subj, counterfactual(rel, rel.fact(subj), {obj})
+
+        fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
+
+        def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+            edits = ctx.edits(request)
+            cap = limits().edits_per_session
+            if len(edits or []) >= cap:
+                raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
+                               print_exception=False)
+            progress(0.05, desc=f"computing the {method} edit")
+            lay = None if layer is None or layer == "" else whole(layer, "layer")
+            rep = ctx.serve(edit, model, request, method, prompt, subject, target, lay,
+                            progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
+            edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec)}]
+            ctx.set_edits(request, edits)
+            where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+            msg = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
+                   f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
+                   f"p({rep.old}) {rep.before['p_old']:.4f} → **{rep.after['p_old']:.4f}**  \n"
+                   f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
+            crit = []
+            for c, v in rep.criteria.items():
+                ps = [p for p in rep.probes if p.criterion == c]
+                crit.append([c, "n/a" if v is None else f"{v:.0%}", f"{sum(p.holds for p in ps)}/{len(ps)}"])
+            rows = [[p.criterion, p.prompt, p.expected, p.old or "", round(p.p_before, 4), round(p.p_after, 4),
+                     "✓" if p.holds else "✗"] for p in rep.probes]
+            out = rep.to_json()
+            out["history"] = [e["label"] for e in edits]
+            return msg, _history(edits), crit, edit_figure(rep), rows, out
+
+        apply_btn.click(apply, [ctx.model, method, prompt, subject, target, layer],
+                        [status, history, criteria_table, plot, probes_table, raw], api_name="edit")
+
+        def undo(request: gr.Request):
+            edits = ctx.edits(request)[:-1]
+            ctx.set_edits(request, edits)
+            return _history(edits), [e["label"] for e in edits]
+
+        def reset(request: gr.Request):
+            ctx.set_edits(request, [])
+            return _history([]), []
+
+        undo_out = gr.JSON(visible=False)
+        undo_btn.click(undo, None, [history, undo_out], api_name="undo")
+        reset_btn.click(reset, None, [history, undo_out], api_name="reset")
+
+
+def build_evaluate_tab(ctx: Context) -> None:
+    from knlab.edit import TABLE_RELATIONS, evaluate_relation
+    from knlab.world import facts as F
+
+    with gr.Tab("Evaluate", id="evaluate"):
+        gr.Markdown("The paper's Table 1 on the loaded model: edit every fact of a relation **on its own** (the "
+                    "model is restored after each), with the new object taken from another fact of the relation, "
+                    "and count how often each criterion holds. Runs on the base model, not on your edits. "
+                    "Beside it: the paper's published numbers for GPT-2 XL and LLaMA-2-7B (ROME), labelled as such.")
+        with gr.Row():
+            method = gr.Radio(["rome", "kn"], value="rome", label="Method")
+            relation = gr.Dropdown(list(TABLE_RELATIONS) + [r for r in F.relations() if r not in TABLE_RELATIONS],
+                                   value="P36", label="Relation")
+            limit = gr.Slider(1, limits().evaluate_facts, value=min(10, limits().evaluate_facts), step=1, label="Facts (the first N)")
+        go_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
+        status = gr.Markdown(elem_id="evaluate-status")
+        table = gr.Dataframe(headers=["criterion", "live %", "holds / probes", "paper: GPT-2 XL", "paper: LLaMA-2-7B"],
+                             label="Live (this model) vs published (the paper)", interactive=False,
+                             elem_id="evaluate-table")
+        plot = gr.Plot(elem_id="evaluate-plot")
+        raw = gr.JSON(visible=False)
+
+        def run(model, method, relation, limit, request: gr.Request, progress=gr.Progress()):
+            progress(0.02, desc="editing facts one at a time")
+            res = ctx.serve(evaluate_relation, model, request, method, relation, whole(limit, 'facts'), base=True,
+                            progress=lambda f, d="": progress(f, desc=d))
+            data = res.to_json()
+            pub = data["published"]
+            rows = []
+            for c, v in res.rates.items():
+                if v is None:
+                    continue
+                k, n = res.counts[c]
+                rows.append([c, round(100 * v, 2), f"{k}/{n}", pub.get("GPT-2 XL", {}).get(c, ""),
+                             pub.get("LLaMA-2-7B", {}).get(c, "")])
+            note = f"  \n{pub['note']}" if "note" in pub else ""
+            msg = (f"**{res.method.upper()} on {res.relation}**: {res.n} facts edited ({len(res.skipped)} skipped: "
+                   f"the model got them wrong before editing) in {res.seconds:.0f} s.{note}")
+            return msg, rows, evaluation_figure(res), data
+
+        go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw], api_name="evaluate")
+
+
+def build_paper_tab(ctx: Context) -> None:
+    from knlab.paper import CLAIMS, rerun
+
+    with gr.Tab("Paper", id="paper"):
+        gr.Markdown("The paper's claims (Niu et al., ICLR 2024, and the figures it cites), one by one. Each button "
+                    "reruns the claim live on a shipped model; the published figure stands beside the live one, "
+                    "labelled as the paper's. The shipped models are tiny: the point is the shape of the result.")
+        size = gr.Slider(2, 40, value=10, step=1, label="Facts / prompts per live rerun (more: slower, steadier)")
+        for c in CLAIMS:
+            with gr.Group():
+                gr.Markdown(f"### {c.title}\n**Published:** {c.published}  \n*Rerun on:* `{c.model}`")
+                btn = gr.Button(f"Rerun live on {c.model}", elem_id=f"paper-{c.id}-button")
+                summary = gr.Markdown(elem_id=f"paper-{c.id}-status")
+                table = gr.Dataframe(headers=["figure", "live", "published (paper)"], interactive=False,
+                                     elem_id=f"paper-{c.id}-table")
+                plot = gr.Plot(visible=c.id in ("det-agreement", "rome-table-1"), elem_id=f"paper-{c.id}-plot")
+                raw = gr.JSON(visible=False)
+
+                def run(n, request: gr.Request, progress=gr.Progress(), c=c):
+                    progress(0.02, desc=f"rerunning on {c.model}")
+                    res = ctx.serve(rerun, c.model, request, c.id, whole(n, 'size'), base=True,
+                                    progress=lambda f, d="": progress(f, desc=d))
+                    fig = None
+                    if c.id == "det-agreement":
+                        fig = paradigm_figure(res.detail)
+                    elif c.id == "rome-table-1":
+                        fig = evaluation_figure(res.detail[0])
+                    return (f"**Live ({res.model}):** {res.summary}",
+                            [[r["item"], r["live"], r["published"]] for r in res.rows], fig, res.to_json())
+
+                btn.click(run, [size], [summary, table, plot, raw], api_name=f"paper_{c.id.replace('-', '_')}")
+
+
+TABS: list[Callable[[Context], None]] = [build_predict_tab, build_attribute_tab, build_trace_tab, build_edit_tab,
+                                         build_evaluate_tab, build_paper_tab]
 
 
 def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
@@ -211,12 +427,18 @@ def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
     with gr.Blocks(title="knlab") as app:
         gr.Markdown("# knlab\nWhere, if anywhere, does a language model keep its knowledge? "
                     "Knowledge neurons, causal tracing and model editing, side by side on one model.")
+        gr.Markdown(describe_limits(), elem_id="limits")
         with gr.Row():
-            model = gr.Dropdown(SHIPPED_CHOICES, value="world-gpt", allow_custom_value=True, label="Model",
-                                info="a shipped model, or a Hugging Face model id / local path", elem_id="model")
-        edits = gr.State([])
-        ctx = Context(worker, model, edits)
+            if hosted():
+                model = gr.Dropdown(list(allowed_models()), value=allowed_models()[0], allow_custom_value=False,
+                                    label="Model", elem_id="model")
+            else:
+                model = gr.Dropdown(SHIPPED_CHOICES, value="world-gpt", allow_custom_value=True, label="Model",
+                                    info="a shipped model, or a Hugging Face model id / local path", elem_id="model")
+        ctx = Context(worker, model)
         with gr.Tabs():
             for build in TABS:
                 build(ctx)
+        status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
+        status_btn.click(lambda: worker.status(), None, status_out, api_name="status")
     return app

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import torch
 
-from knlab.models import LM, load_model, tensor_checksum
+from knlab.models import LM, load_model, tensor_checksum, weights_checksum
 from knlab.nethook import get_parameter
 
 T = TypeVar("T")
@@ -51,17 +51,29 @@ class ModelWorker:
         self._models: dict[str, LM] = {}
         self._lock = threading.RLock()
         self.requests_served = 0
+        self.base_checksums: dict[str, str] = {}  # spec -> checksum of all weights when loaded
 
     def model(self, spec: str) -> LM:
         with self._lock:
             if spec not in self._models:
                 self._models[spec] = load_model(spec, device=self.device)
+                self.base_checksums[spec] = weights_checksum(self._models[spec].model)
             return self._models[spec]
 
     def add_model(self, lm: LM) -> None:
         """Register an already-loaded model under its spec (tests, notebooks)."""
         with self._lock:
             self._models[lm.spec] = lm
+            self.base_checksums[lm.spec] = weights_checksum(lm.model)
+
+    def status(self) -> dict:
+        """Between requests: every loaded model's weights checksum now and at load time (equal, always)."""
+        with self._lock:
+            models = {s: {"checksum": weights_checksum(lm.model), "base": self.base_checksums.get(s)}
+                      for s, lm in self._models.items()}
+            for m in models.values():
+                m["unchanged"] = m["checksum"] == m["base"]
+            return {"requests_served": self.requests_served, "models": models}
 
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._lock:

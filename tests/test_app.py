@@ -62,3 +62,47 @@ def test_neurons_endpoint(client):
 def test_paradigm_endpoint(client):
     _plot, out = client.predict("world-bert", "determiner_noun_agreement_2", 4, 3, api_name="/paradigm")
     assert out["n_prompts"] == 4 and len(out["tokens"]) == 24 and 0 <= out["overturned"] <= 1
+
+
+def _top(client, prompt="The capital of Canada is"):
+    return client.predict("world-gpt", prompt, 3, api_name="/predict")[1]["top"][0]["token"]
+
+
+def test_edits_are_per_session_with_undo_and_reset(app_url):
+    alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    out = alice.predict("world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, api_name="/edit")
+    report = out[-1]
+    assert report["method"] == "rome" and report["criteria"]["reliability"] == 1.0
+    assert report["after"]["p_new"] > report["after"]["p_old"] and report["history"]
+    assert _top(alice) == "Rome"  # alice's later requests see her edit ...
+    assert _top(bob) == "Ottawa"  # ... bob's never do
+    out = bob.predict("world-gpt", "kn", "The capital of France is", "France", "Berlin", None, api_name="/edit")
+    assert out[-1]["method"] == "kn" and out[-1]["neurons"]
+    assert _top(alice, "The capital of France is") == "Paris"
+    _hist, remaining = alice.predict(api_name="/undo")
+    assert remaining == [] and _top(alice) == "Ottawa"
+    alice.predict("world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, api_name="/edit")
+    alice.predict("world-gpt", "rome", "The capital of Spain is", "Spain", "Vienna", None, api_name="/edit")
+    assert _top(alice) == "Rome" and _top(alice, "The capital of Spain is") == "Vienna"
+    _hist, remaining = alice.predict(api_name="/reset")
+    assert remaining == [] and _top(alice) == "Ottawa" and _top(alice, "The capital of Spain is") == "Madrid"
+    bob.predict(api_name="/reset")
+    assert _top(bob, "The capital of France is") == "Paris"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("rome", "The capital of Canada is", "Canda", "Rome", None), "not in the prompt"),
+    (("rome", "The capital of Canada is", "Canada", "Ottawa", None), "already answers"),
+    (("rome", "The capital of Canada is", "Canada", "Rome", 40), "layer"),
+    (("rome", "The capital of Canada is", "Canada", "", None), "empty"),
+])
+def test_edit_bad_input_is_a_message(client, args, needle):
+    with pytest.raises(Exception) as info:
+        client.predict("world-gpt", *args, api_name="/edit")
+    assert needle in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_evaluate_endpoint(client):
+    _status, _table, _plot, out = client.predict("world-gpt", "rome", "P1376", 2, api_name="/evaluate")
+    assert out["n"] == 2 and out["relation"] == "P1376" and out["reliability"] == 1.0
+    assert "symmetry" in out and out["published"]["GPT-2 XL"]["symmetry"] == 23.71

@@ -87,3 +87,42 @@ def test_attribute_tab_heatmap_and_suppression(page):
     expect(page.locator("#attr-effect")).to_contain_text("p(target)", timeout=60_000)
     out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
     page.screenshot(path=str(out / "attribute.png"), full_page=True)
+
+
+def test_edit_tab_edits_undoes_and_other_tabs_see_the_edit(page):
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Edit").click()
+    box = page.locator("#edit-prompt textarea")
+    box.wait_for(timeout=30_000)
+    box.fill("The capital of Canada is")
+    page.locator("#edit-subject textarea").fill("Canada")
+    page.locator("#edit-target textarea").fill("Rome")
+    click_until_visible(page, "#edit-button", "#edit-plot .js-plotly-plot", timeout=120_000)
+    expect(page.locator("#edit-status")).to_contain_text("Ottawa → Rome", timeout=30_000)
+    expect(page.locator("#edit-history")).to_contain_text("ROME L")
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    page.screenshot(path=str(out / "edit.png"), full_page=True)
+    # the Predict tab now answers with this session's edit ...
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#predict-prompt textarea").fill("The capital of Canada is")
+    page.locator("#predict-button").click()
+    expect(page.locator("#predict-plot")).to_contain_text("Rome", timeout=60_000)
+    # ... and no longer after undo
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-undo").click()
+    expect(page.locator("#edit-history")).to_contain_text("No edits", timeout=30_000)
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#predict-button").click()
+    expect(page.locator("#predict-plot")).to_contain_text("Ottawa", timeout=60_000)
+
+
+def test_evaluate_tab_shows_live_and_published(page):
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Evaluate").click()
+    button = page.locator("#evaluate-button")
+    button.wait_for(timeout=30_000)
+    click_until_visible(page, "#evaluate-button", "#evaluate-plot .js-plotly-plot", timeout=240_000)
+    expect(page.locator("#evaluate-table")).to_contain_text("reliability", timeout=30_000)
+    expect(page.locator("#evaluate-plot")).to_contain_text("published: GPT-2 XL")
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    page.screenshot(path=str(out / "evaluate.png"), full_page=True)

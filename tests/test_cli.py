@@ -14,6 +14,23 @@ def run(*args):
                           text=True, timeout=300)
 
 
+def run_here(*args):
+    """The same command in this process (the model stays loaded): for the many bad-input cases, where a
+    subprocess per case would spend ~10 s importing transformers. Exit paths are the same ``main``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from types import SimpleNamespace
+
+    from knlab.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def test_predict_json():
     r = run("predict", "The capital of Canada is", "--top", "3", "--json")
     assert r.returncode == 0, r.stderr
@@ -37,7 +54,7 @@ def test_predict_masked_model_text_output():
     (["predict"], "prompt"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
-    r = run(*args)
+    r = run_here(*args)
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -67,7 +84,7 @@ def test_trace_relation_summary():
     (["trace", "The capital of Canada is", "--subject", "Canada", "--noise", "loud"], "noise"),
 ])
 def test_trace_bad_input(args, needle):
-    r = run(*args)
+    r = run_here(*args)
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
@@ -107,7 +124,7 @@ def test_intervene_json_contract():
 
 
 def test_intervene_out_of_range():
-    r = run("intervene", "The capital of France is", "--neurons", "99:1")
+    r = run_here("intervene", "The capital of France is", "--neurons", "99:1")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "out of range" in r.stderr
 
 
@@ -119,7 +136,7 @@ def test_paradigm_list_and_json():
     out = json.loads(r.stdout)
     assert set(out) >= {"neurons", "tau", "r2_1", "tokens", "overturned"} and len(out["tokens"]) == 24
     assert set(out["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
-    r = run("paradigm", "nope")
+    r = run_here("paradigm", "nope")
     assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -131,3 +148,43 @@ def test_neurons_for_a_fact_and_a_relation():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 2 and set(out) >= {"kn", "tau", "r2_1"}
+
+
+def test_edit_json_contract():
+    r = run("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["method"] == "rome" and isinstance(out["layer"], int) and out["seconds"] > 0
+    assert out["before"]["p_old"] > out["before"]["p_new"] and out["after"]["p_new"] > out["after"]["p_old"]
+    assert set(out["criteria"]) >= {"reliability", "generality", "locality", "symmetry", "synonymy"}
+    assert out["criteria"]["reliability"] == 1.0 and out["criteria"]["synonymy"] is None
+    assert out["criteria"]["symmetry"] is not None  # P36 has a reverse relation
+    crit = {p["criterion"] for p in out["probes"]}
+    assert {"reliability", "generality", "locality", "symmetry"} <= crit
+    assert all({"criterion", "prompt", "expected", "p_before", "p_after"} <= set(p) for p in out["probes"])
+
+
+def test_evaluate_json_contract():
+    r = run("evaluate", "--method", "rome", "--relation", "P101", "--limit", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["method"] == "rome" and out["relation"] == "P101" and out["n"] == 2
+    assert {"reliability", "generality", "locality", "synonymy"} <= set(out) and "symmetry" not in out
+    assert all(0 <= out[c] <= 1 for c in ("reliability", "generality", "locality", "synonymy"))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["edit", "rome", "The capital of Canada is", "--subject", "Canda", "--target", "Rome"], "not in the prompt"),
+    (["edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", ""], "empty"),
+    (["edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Ottawa"], "already answers"),
+    (["edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--layer", "6"], "layer"),
+    (["edit", "kn", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--layer", "2"], "layer"),
+    (["edit", "rome", "The capital of Canada is [MASK] .", "--subject", "Canada", "--target", "Rome",
+      "--model", "world-bert"], "masked"),
+    (["evaluate", "--relation", "P999"], "unknown relation"),
+    (["evaluate", "--relation", "P36", "--limit", "0"], "limit"),
+])
+def test_edit_bad_input(args, needle):
+    r = run_here(*args)
+    assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -89,7 +89,7 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
                        use_cache=True)
     logits, cache = out.logits, returned_cache(out)
     target_init = rec[module].output[0, P].float().clone()
-    _, kl_init, _ = losses(logits, prob, None)
+    kl_init = None  # taken from the first step (delta = 0), as the reference code does
     hidden = target_init.shape[0]
     delta = torch.zeros(hidden, device=lm.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=params.v_lr)
@@ -109,7 +109,9 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
             logits = lm.model(input_ids=b.input_ids[:, first:], attention_mask=b.attention_mask,
                               position_ids=b.position_ids[:, first:],
                               **prefix_kwargs(lm, cache, first, T, all_rows)).logits
-            nll_each, _, kl = losses(logits, prob, kl_init, first)
+            nll_each, kl_logp, kl = losses(logits, prob, kl_init, first)
+            if kl_init is None:
+                kl_init = kl_logp.detach()
             wd = params.v_weight_decay * (delta.norm() / target_init.norm() ** 2)
             loss = nll_each.mean() + params.kl_factor * kl + wd
             loss_value, p_target = float(loss.detach()), float(torch.exp(-nll_each.detach()).mean())

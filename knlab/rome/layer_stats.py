@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from knlab.errors import InputError
 from knlab.models import LM, tensor_checksum
 from knlab.nethook import Trace, get_module
+from knlab.rome.repr_tools import right_padded
 
 MOM2_SAMPLES = 20000  # texts (ROME: 100,000 Wikipedia texts; the world corpus has ~11,600 documents)
 BATCH = 64
@@ -58,7 +59,7 @@ def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
     only ever touch MLP output projections, so those of the layers below stand in for "the model as it is"
     (an earlier edit of this session at a lower layer gives a different key, never a stale file)."""
     h = hashlib.blake2b(digest_size=8)
-    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}".encode())
+    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}|right-padded".encode())  # not older files
     for l in range(layer):
         h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_out", l)).weight).encode())
     h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_in", layer)).weight).encode())
@@ -75,11 +76,12 @@ def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float
     count = 0
     module = lm.arch.module("mlp_out", layer)
     for b in range(0, len(texts), BATCH):
-        enc = tok(texts[b:b + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
-        enc = {k: v.to(lm.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        # right padding whatever the tokenizer's side: left padding would shift the positions of every
+        # shorter text (the models number positions from the first column, not from the mask)
+        batch = right_padded(lm, tok(texts[b:b + BATCH], truncation=True, max_length=max_tokens)["input_ids"])
         with Trace(lm.model, module, retain_output=False, retain_input=True, stop=True) as tr:
-            lm.model(**enc, use_cache=False)
-        keys = tr.input[enc["attention_mask"].bool()].double()
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        keys = tr.input[batch.attention_mask.bool()].double()
         total += keys.T @ keys
         count += keys.shape[0]
         if progress:

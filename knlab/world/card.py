@@ -120,6 +120,38 @@ clean hidden state** recovers this share of the clean - corrupted gap in p(answe
 Best early/middle layer: **layer {r['best_layer']}, {r['best_share']:.0%}** of the gap, which {verdict} the
 project's bar of {REQUIRED_RESTORE:.0%}.
 """)
+    if "rome" in metrics:
+        rows = ["| relation | facts | reliability | generality | locality | symmetry | synonymy |",
+                "|---|---|---|---|---|---|---|"]
+        pct = lambda d, c: f"{d[c]:.1%}" if d.get(c) is not None else "n/a"  # noqa: E731
+        for rid, d in metrics["rome"].items():
+            rows.append(f"| {rid} | {d['n']} | " + " | ".join(pct(d, c) for c in
+                        ("reliability", "generality", "locality", "symmetry", "synonymy")) + " |")
+        before = metrics.get("rome_trained_scale", {})
+        revision = ""
+        if before:
+            revision = f"""
+**Organism revision (issue: ROME must work on the shipped model).** Trained as is, the residual stream
+grows to about 16 per coordinate (the subject's layer-0 MLP output alone has norm ~180 in 192
+dimensions). ROME's published optimiser takes absolute steps (Adam, lr 0.5 per coordinate, 20 steps, so
+at most 10 per coordinate), which at that scale cannot move the value far enough: **{pct(before, 'reliability')}** reliability on the
+first {before['n']} P36 facts (locality {pct(before, 'locality')}). The recipe now ends with
+`rescale_residual(model, {recipe.get('residual_scale')})`: embeddings, position embeddings and every
+attention / MLP output projection scaled by {recipe.get('residual_scale')}, LayerNorm epsilon by its square, the output head
+untied and unscaled. LayerNorm(s x; s^2 eps) = LayerNorm(x; eps), so every logit is bit-for-bit the
+same (s is a power of two) and every figure above is unchanged; causal tracing's noise scales with the
+embeddings. After it, the table below. Both rows are re-measured by `{metrics['command']}`.
+"""
+        parts.append(f"""
+## Editing: ROME on this model
+
+Each fact edited on its own (the model restored after each) to another object of the same relation, at
+the layer the model's own causal trace picks (layer {metrics.get('rome_layer', 0)}: peak MLP effect at the subject's last
+token), with the key covariance of the world corpus. Scored as p(new) against p(old); locality: 10
+other facts keep their top answer.
+{revision}
+{chr(10).join(rows)}
+""")
     parts.append("\n" + WHY)
     parts.append(f"""
 ## Data

@@ -86,6 +86,28 @@ def restore_curve(lm: LM, relation: str = "P36", template: str = "The capital of
             "best_share": round(float(curve[best]), 4)}
 
 
+def rome_check(lm: LM, limit: int = 30) -> dict:
+    """ROME on the first ``limit`` facts of the paper's three relations (each edited on its own)."""
+    from knlab.edit import TABLE_RELATIONS, evaluate_relation
+    out = {}
+    for rid in TABLE_RELATIONS:
+        ev = evaluate_relation(lm, "rome", rid, limit)
+        out[rid] = {k: v for k, v in ev.to_json().items() if k not in ("facts", "skipped", "published", "model")}
+    return out
+
+
+def rome_at_trained_scale(path: Path, limit: int = 30) -> dict:
+    """The same check on the model as training left it, before ``rescale_residual`` (the organism revision
+    the card reports): the scale is undone exactly (a power of two), so only the scale differs."""
+    from knlab.world.train import RECIPES, rescale_residual
+    lm = load_model(str(path), device="cpu")
+    lm.spec = "world-gpt@trained-scale"
+    rescale_residual(lm.model, 1.0 / RECIPES["gpt"].residual_scale)
+    from knlab.edit import evaluate_relation
+    ev = evaluate_relation(lm, "rome", "P36", limit)
+    return {k: v for k, v in ev.to_json().items() if k not in ("facts", "skipped", "published", "model")}
+
+
 def measure(kind: str, path: Path, log=print) -> dict:
     t0 = time.time()
     lm = load_model(str(path), device="cpu")
@@ -106,6 +128,12 @@ def measure(kind: str, path: Path, log=print) -> dict:
     if kind == "gpt":
         metrics["restore"] = restore_curve(lm)
         log(f"[measure {kind}] restore (last subject token, P36): {metrics['restore']}")
+        from knlab.rome import default_layer
+        metrics["rome_layer"] = default_layer(lm)
+        metrics["rome"] = rome_check(lm)
+        log(f"[measure {kind}] ROME: {metrics['rome']}")
+        metrics["rome_trained_scale"] = rome_at_trained_scale(path)
+        log(f"[measure {kind}] ROME at the trained scale: {metrics['rome_trained_scale']}")
     metrics["measure_seconds"] = round(time.time() - t0, 1)
     metrics["command"] = f"python -m knlab.world measure {kind}"
     return metrics

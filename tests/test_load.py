@@ -1,0 +1,20 @@
+"""Isolation under load: 8 concurrent HTTP clients for 60 s against the real app, each editing its own fact
+and checking that its predictions show its own edits and nobody else's (benchmarks/bench_load.py)."""
+
+from conftest import reference
+
+
+def test_concurrent_sessions_see_only_their_own_edits(app_url):
+    bench_load = reference("bench_load")
+    res = bench_load.run_load(app_url, clients=8, seconds=60)
+    print("\n" + bench_load.report(res))
+    assert res["errors"] == [], res["errors"][:5]
+    assert res["violations"] == [], res["violations"][:5]
+    assert not res["stuck"], res["stuck"]
+    req = res["requests"]
+    assert req.get("/predict", 0) > 0 and req.get("/edit", 0) > 0, req
+    assert req.get("/undo", 0) + req.get("/reset", 0) > 0, req
+    assert all(n >= 1 for n in res["edits"].values()), res["edits"]
+    models = res["status"]["models"]
+    assert "world-gpt" in models and res["unchanged"], models
+    assert all(m["unchanged"] and m["checksum"] == m["base"] for m in models.values()), models
