@@ -233,6 +233,8 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="the new target (one token of the model)")
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--layer", type=int, default=None, help="ROME's edit layer (default: published / traced)")
+    p.add_argument("--no-mom2", action="store_true",
+                   help="ROME without the key covariance (u = k*/|k*|), as the paper's own configs")
     p.add_argument("--json", action="store_true")
 
 
@@ -240,7 +242,8 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
 def _edit(args: argparse.Namespace) -> int:
     from knlab.edit import edit
     from knlab.worker import default_worker
-    rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer)
+    rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer,
+                               mom2=not args.no_mom2)
     if args.json:
         print(json.dumps(rep.to_json(), ensure_ascii=False))
         return 0

@@ -82,11 +82,12 @@ def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
 
 
 def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str, layer: int | None = None,
-              steps: int = 20, progress: Callable[[float, str], None] | None = None) -> tuple[Any, dict]:
+              steps: int = 20, progress: Callable[[float, str], None] | None = None,
+              mom2: bool = True) -> tuple[Any, dict]:
     """The edit spec and what describes it (layer or neurons)."""
     if method == "rome":
-        from knlab.rome import rome
-        res = rome(lm, prompt, subject, new, layer, progress=progress)
+        from knlab.rome import RomeParams, rome
+        res = rome(lm, prompt, subject, new, layer, params=RomeParams(mom2=bool(mom2)), progress=progress)
         return res.edit, {"layer": res.layer, "neurons": None, "timing": res.seconds}
     if method == "kn":
         from knlab.attribute import attribute
@@ -109,7 +110,7 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
 
 def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int | None = None,
          neighbours: int = NEIGHBOURS, progress: Callable[[float, str], None] | None = None,
-         generate_tokens: int = 8) -> EditReport:
+         generate_tokens: int = 8, mom2: bool = True) -> EditReport:
     """Make the edit on the model as this request sees it (earlier edits of the session applied), measure
     the five criteria before and after, and leave the model as it was: the spec is what comes back."""
     if method not in METHODS:
@@ -130,7 +131,7 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
     probes, before = [probes[k] for k in kept], before[kept]
     gen_before = generate(lm, prompt, generate_tokens)
     t0 = time.perf_counter()
-    spec, where = make_spec(lm, method, prompt, subject, old, new, layer, progress=progress)
+    spec, where = make_spec(lm, method, prompt, subject, old, new, layer, progress=progress, mom2=mom2)
     seconds = time.perf_counter() - t0
     with applied(lm, [spec]):
         after = probe_probs(lm, [p.prompt for p in probes])

@@ -188,3 +188,11 @@ def test_edit_bad_input(args, needle):
     r = run_here(*args)
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_edit_without_the_covariance():
+    r = run_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
+                 "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["criteria"]["reliability"] == 1.0 and out["timing"]["mom2"] < 0.05  # no covariance used
