@@ -288,6 +288,7 @@ def _paper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("claim", nargs="?", help="a claim id (see --list)")
     p.add_argument("--list", action="store_true")
     p.add_argument("--size", type=int, default=None, help="facts / prompts per rerun (default: the claim's own)")
+    p.add_argument("--model", default=None, help="default: the shipped model that fits the paper's subject")
     p.add_argument("--json", action="store_true")
 
 
@@ -303,7 +304,7 @@ def _paper(args: argparse.Namespace) -> int:
     if not args.claim:
         raise InputError("give a claim id, or --list")
     c = claim(args.claim)
-    res = default_worker().run(c.model, [], rerun, c.id, args.size)
+    res = default_worker().run(args.model or c.model, [], rerun, c.id, args.size)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0

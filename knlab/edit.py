@@ -202,6 +202,8 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     share of its probes). Facts the model gets wrong before editing are skipped and listed."""
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
+    if method == "rome" and lm.masked:
+        raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
     rel = F.relation(relation)
     from knlab.limits import check_count, limits
     if limit is not None:

@@ -395,17 +395,18 @@ def build_paper_tab(ctx: Context) -> None:
         size = gr.Slider(2, 40, value=10, step=1, label="Facts / prompts per live rerun (more: slower, steadier)")
         for c in CLAIMS:
             with gr.Group():
-                gr.Markdown(f"### {c.title}\n**Published:** {c.published}  \n*Rerun on:* `{c.model}`")
-                btn = gr.Button(f"Rerun live on {c.model}", elem_id=f"paper-{c.id}-button")
+                gr.Markdown(f"### {c.title}\n**Published:** {c.published}  \n*Reruns on the selected model; "
+                            f"the shipped model that fits the paper's subject:* `{c.model}`")
+                btn = gr.Button("Rerun live on the selected model", elem_id=f"paper-{c.id}-button")
                 summary = gr.Markdown(elem_id=f"paper-{c.id}-status")
                 table = gr.Dataframe(headers=["figure", "live", "published (paper)"], interactive=False,
                                      elem_id=f"paper-{c.id}-table")
                 plot = gr.Plot(visible=c.id in ("det-agreement", "rome-table-1"), elem_id=f"paper-{c.id}-plot")
                 raw = gr.JSON(visible=False)
 
-                def run(n, request: gr.Request, progress=gr.Progress(), c=c):
-                    progress(0.02, desc=f"rerunning on {c.model}")
-                    res = ctx.serve(rerun, c.model, request, c.id, whole(n, 'size'), base=True,
+                def run(model, n, request: gr.Request, progress=gr.Progress(), c=c):
+                    progress(0.02, desc=f"rerunning on {model}")
+                    res = ctx.serve(rerun, model, request, c.id, whole(n, 'size'), base=True,
                                     progress=lambda f, d="": progress(f, desc=d))
                     fig = None
                     if c.id == "det-agreement":
@@ -415,7 +416,8 @@ def build_paper_tab(ctx: Context) -> None:
                     return (f"**Live ({res.model}):** {res.summary}",
                             [[r["item"], r["live"], r["published"]] for r in res.rows], fig, res.to_json())
 
-                btn.click(run, [size], [summary, table, plot, raw], api_name=f"paper_{c.id.replace('-', '_')}")
+                btn.click(run, [ctx.model, size], [summary, table, plot, raw],
+                          api_name=f"paper_{c.id.replace('-', '_')}")
 
 
 TABS: list[Callable[[Context], None]] = [build_predict_tab, build_attribute_tab, build_trace_tab, build_edit_tab,

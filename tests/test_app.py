@@ -106,3 +106,13 @@ def test_evaluate_endpoint(client):
     _status, _table, _plot, out = client.predict("world-gpt", "rome", "P1376", 2, api_name="/evaluate")
     assert out["n"] == 2 and out["relation"] == "P1376" and out["reliability"] == 1.0
     assert "symmetry" in out and out["published"]["GPT-2 XL"]["symmetry"] == 23.71
+
+
+def test_paper_claim_reruns_live_beside_the_published(client):
+    summary, table, _plot, out = client.predict("world-gpt", 3, api_name="/paper_kn_edit")
+    assert out["claim"] == "kn-edit" and out["model"] == "world-gpt"
+    rel = [r for r in out["rows"] if "reliability" in r["item"]][0]
+    assert 0 <= rel["live"] <= 100 and "1.66" in rel["published"]
+    with pytest.raises(Exception) as info:  # ROME on a masked model: one clear message
+        client.predict("world-bert", 3, api_name="/paper_rome_table_1")
+    assert "masked" in str(info.value) and "Traceback" not in str(info.value)

@@ -41,7 +41,7 @@ def test_predict_json():
 
 
 def test_predict_masked_model_text_output():
-    r = run("predict", "The capital of Canada is [MASK] .", "--model", "world-bert")
+    r = run_here("predict", "The capital of Canada is [MASK] .", "--model", "world-bert")
     assert r.returncode == 0, r.stderr
     assert "Ottawa" in r.stdout
 
@@ -62,7 +62,7 @@ def test_bad_input_is_one_clear_line(args, needle):
 
 
 def test_trace_json_contract():
-    r = run("trace", "The capital of Canada is", "--subject", "Canada", "--samples", "2", "--window", "3", "--json")
+    r = run_here("trace", "The capital of Canada is", "--subject", "Canada", "--samples", "2", "--window", "3", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["answer"] == "Ottawa" and out["subject_range"] == [4, 5]
@@ -71,7 +71,7 @@ def test_trace_json_contract():
 
 
 def test_trace_relation_summary():
-    r = run("trace", "--relation", "P36", "--limit", "2", "--samples", "2", "--json")
+    r = run_here("trace", "--relation", "P36", "--limit", "2", "--samples", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 2 and "last subject token" in out["kinds"]["hidden"]
@@ -92,7 +92,7 @@ def test_trace_bad_input(args, needle):
 
 def test_attribute_json_contract(tmp_path):
     out_npy = tmp_path / "map.npy"
-    r = run("attribute", "The capital of Canada is", "--steps", "4", "--save", str(out_npy), "--json")
+    r = run_here("attribute", "The capital of Canada is", "--steps", "4", "--save", str(out_npy), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["target"] == "Ottawa" and out["model"] == "world-gpt"
@@ -102,7 +102,7 @@ def test_attribute_json_contract(tmp_path):
 
 
 def test_neurons_json_contract():
-    r = run("neurons", "--target", "Ottawa", "--steps", "4", "The capital of Canada is",
+    r = run_here("neurons", "--target", "Ottawa", "--steps", "4", "The capital of Canada is",
             "The capital city of Canada is", "Canada has its capital in", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -115,7 +115,7 @@ def test_attribute_bad_target():
 
 
 def test_intervene_json_contract():
-    r = run("intervene", "The capital of France is", "--neurons", "5:1", "4:7", "--mode", "suppress",
+    r = run_here("intervene", "The capital of France is", "--neurons", "5:1", "4:7", "--mode", "suppress",
             "--target", "Paris", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -129,9 +129,9 @@ def test_intervene_out_of_range():
 
 
 def test_paradigm_list_and_json():
-    r = run("paradigm", "--list", "--json")
+    r = run_here("paradigm", "--list", "--json")
     assert r.returncode == 0 and "determiner_noun_agreement_2" in json.loads(r.stdout)
-    r = run("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
+    r = run_here("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"neurons", "tau", "r2_1", "tokens", "overturned"} and len(out["tokens"]) == 24
@@ -141,10 +141,10 @@ def test_paradigm_list_and_json():
 
 
 def test_neurons_for_a_fact_and_a_relation():
-    r = run("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
+    r = run_here("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_prompts"] == 4
-    r = run("neurons", "--relation", "P101", "--limit", "2", "--steps", "3", "--model", "world-bert", "--json")
+    r = run_here("neurons", "--relation", "P101", "--limit", "2", "--steps", "3", "--model", "world-bert", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 2 and set(out) >= {"kn", "tau", "r2_1"}
@@ -165,7 +165,7 @@ def test_edit_json_contract():
 
 
 def test_evaluate_json_contract():
-    r = run("evaluate", "--method", "rome", "--relation", "P101", "--limit", "2", "--json")
+    r = run_here("evaluate", "--method", "rome", "--relation", "P101", "--limit", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["method"] == "rome" and out["relation"] == "P101" and out["n"] == 2
