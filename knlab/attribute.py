@@ -19,7 +19,7 @@ import torch
 from knlab.errors import InputError
 from knlab.models import LM
 from knlab.nethook import Trace, TraceDict
-from knlab.predict import encode, next_token_probs, target_id
+from knlab.predict import encode, next_token_probs, target_id, target_ids
 from knlab.replay import prefix_kwargs, replay_blocks, returned_cache
 
 IG_STEPS = 20
@@ -158,10 +158,4 @@ def _extend(enc, ids: list[int]):
 
 
 def _target_ids(lm: LM, target: str) -> list[int]:
-    if lm.masked:
-        return [target_id(lm, target)]
-    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    if not ids or (unk is not None and unk in ids):
-        raise InputError(f"{target.strip()!r} is not something {lm.spec} can say (unknown token)")
-    return ids
+    return [target_id(lm, target)] if lm.masked else target_ids(lm, target)

@@ -84,6 +84,17 @@ def target_id(lm: LM, target: str) -> int:
     return ids[0]
 
 
+def target_ids(lm: LM, target: str) -> list[int]:
+    """All tokens of a (possibly multi-token) target as the model would emit it after the prompt."""
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    unk = lm.tokenizer.unk_token_id
+    if not ids or (unk is not None and unk in ids):
+        raise InputError(f"{target.strip()!r} is not something {lm.spec} can say (not in its vocabulary)")
+    return ids
+
+
 @dataclass
 class Prediction:
     model: str

@@ -265,7 +265,7 @@ def build_edit_tab(ctx: Context) -> None:
         with gr.Row():
             fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
             method = gr.Radio(["rome", "kn"], value="rome", label="Method", scale=1)
-            layer = gr.Number(value=None, precision=0, label="ROME layer (empty: default)", scale=1)
+            layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", value="The capital of Canada is", scale=3, elem_id="edit-prompt")
             subject = gr.Textbox(label="Subject (as in the prompt)", value="Canada", scale=2, elem_id="edit-subject")
@@ -305,7 +305,7 @@ def build_edit_tab(ctx: Context) -> None:
                 raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
                                print_exception=False)
             progress(0.05, desc=f"computing the {method} edit")
-            lay = None if layer is None or layer == "" else whole(layer, "layer")
+            lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
             rep = ctx.serve(edit, model, request, method, prompt, subject, target, lay,
                             progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
             edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec)}]

@@ -25,6 +25,12 @@ def click_until_visible(page, button: str, target: str, tries: int = 2, timeout:
                 f"{page.locator('body').inner_text()[:1500]!r}")
 
 
+def screenshot(page, name: str) -> None:
+    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+
+
 @pytest.fixture(scope="module")
 def page(app_url, tmp_path_factory):
     if CHROMIUM is None:
@@ -46,9 +52,7 @@ def test_predict_tab_draws_the_chart(page):
     box.fill("The capital of France is")
     click_until_visible(page, "#predict-button", "#predict-plot .js-plotly-plot")
     expect(page.locator("#predict-plot")).to_contain_text("Paris", timeout=30_000)
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-    out.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out / "predict.png"), full_page=True)
+    screenshot(page, "predict")
 
 
 def test_bad_prompt_shows_a_message(page):
@@ -70,8 +74,7 @@ def test_trace_tab_draws_three_panels(page):
     expect(page.locator("#trace-plot")).to_contain_text("Restoring MLP outputs", timeout=30_000)
     expect(page.locator("#trace-plot")).to_contain_text("Needle*")
     expect(page.locator("#trace-status")).to_contain_text("clean")
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-    page.screenshot(path=str(out / "trace.png"), full_page=True)
+    screenshot(page, "trace")
 
 
 def test_attribute_tab_heatmap_and_suppression(page):
@@ -85,8 +88,7 @@ def test_attribute_tab_heatmap_and_suppression(page):
     expect(page.locator("#attr-neurons textarea")).not_to_have_value("", timeout=30_000)
     page.locator("#attr-suppress").click()
     expect(page.locator("#attr-effect")).to_contain_text("p(target)", timeout=60_000)
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-    page.screenshot(path=str(out / "attribute.png"), full_page=True)
+    screenshot(page, "attribute")
 
 
 def test_edit_tab_edits_undoes_and_other_tabs_see_the_edit(page):
@@ -100,8 +102,7 @@ def test_edit_tab_edits_undoes_and_other_tabs_see_the_edit(page):
     click_until_visible(page, "#edit-button", "#edit-plot .js-plotly-plot", timeout=120_000)
     expect(page.locator("#edit-status")).to_contain_text("Ottawa → Rome", timeout=30_000)
     expect(page.locator("#edit-history")).to_contain_text("ROME L")
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-    page.screenshot(path=str(out / "edit.png"), full_page=True)
+    screenshot(page, "edit")
     # the Predict tab now answers with this session's edit ...
     page.get_by_role("tab", name="Predict").click()
     page.locator("#predict-prompt textarea").fill("The capital of Canada is")
@@ -124,5 +125,4 @@ def test_evaluate_tab_shows_live_and_published(page):
     click_until_visible(page, "#evaluate-button", "#evaluate-plot .js-plotly-plot", timeout=240_000)
     expect(page.locator("#evaluate-table")).to_contain_text("reliability", timeout=30_000)
     expect(page.locator("#evaluate-plot")).to_contain_text("published: GPT-2 XL")
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-    page.screenshot(path=str(out / "evaluate.png"), full_page=True)
+    screenshot(page, "evaluate")

@@ -135,26 +135,18 @@ def check_layer(lm: LM, layer: int | None) -> int:
     return int(layer)
 
 
-def target_tokens(lm: LM, target: str) -> list[int]:
-    if not isinstance(target, str) or not target.strip():
-        raise InputError("the new target is empty")
-    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    if not ids or (unk is not None and unk in ids):
-        raise InputError(f"{target.strip()!r} is not in the vocabulary of {lm.spec}")
-    return ids
-
-
 def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = None,
          params: RomeParams = RomeParams(), progress: Callable[[float, str], None] | None = None) -> RomeResult:
     """Compute ROME's update making ``prompt`` (which mentions ``subject``) continue with ``target``."""
     if lm.masked:
         raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
-    from knlab.predict import check_prompt
+    from knlab.predict import check_prompt, target_ids
     prompt = check_prompt(prompt)
     template = prompt_template(prompt, subject)
     subject = subject.strip()
-    tids = target_tokens(lm, target)
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the new target is empty")
+    tids = target_ids(lm, target)
     layer = check_layer(lm, layer)
     seconds = {}
     t0 = time.perf_counter()
