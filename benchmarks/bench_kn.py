@@ -1,7 +1,10 @@
 """Knowledge-neuron attribution: knlab's all-layers-at-once IG vs the straightforward implementation
 (one layer at a time, one batch of scaled copies per layer, as the reference code does), same run.
 
-    python benchmarks/bench_kn.py [--steps 20]
+    python benchmarks/bench_kn.py [--steps 20] [--repeats 7]
+
+Each timing is the median of ``--repeats`` runs, the two implementations alternating, so that a
+passing load on the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -54,18 +57,23 @@ def straightforward(lm, prompt, target, steps):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps")
     for spec, prompt, target in (("world-gpt", "The capital of Canada is", "Ottawa"),
                                  ("world-bert", "The capital of Canada is [MASK] .", "Ottawa")):
         lm = load_model(spec, device="cpu")
         attribute(lm, prompt, target, args.steps)  # warm-up
-        t0 = time.perf_counter()
-        fast = attribute(lm, prompt, target, args.steps).scores
-        tf = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref = straightforward(lm, prompt, target, args.steps)
-        ts = time.perf_counter() - t0
+        straightforward(lm, prompt, target, args.steps)
+        fast_t, ref_t = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            fast = attribute(lm, prompt, target, args.steps).scores
+            fast_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ref = straightforward(lm, prompt, target, args.steps)
+            ref_t.append(time.perf_counter() - t0)
+        tf, ts = float(np.median(fast_t)), float(np.median(ref_t))
         rel = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-12)
         print(f"{spec:10s} knlab {tf:6.3f} s | straightforward {ts:6.3f} s | speed-up {ts / tf:5.1f}x | "
               f"max relative difference {rel:.1e}")

@@ -19,8 +19,8 @@ import torch
 from knlab.errors import InputError
 from knlab.models import LM
 from knlab.nethook import Trace, TraceDict
-from knlab.predict import encode, next_token_probs, target_id, target_ids
-from knlab.replay import prefix_kwargs, replay_blocks, returned_cache
+from knlab.predict import encode, target_id, target_ids
+from knlab.replay import Stages, returned_cache, staged_blocks, staged_cache, staged_modules
 
 IG_STEPS = 20
 
@@ -47,51 +47,56 @@ class Attribution:
                 "top_neurons": [{"layer": l, "neuron": i, "score": s} for l, i, s in self.top(k)]}
 
 
-def _activations(lm: LM, enc) -> list[torch.Tensor]:
-    acts = []
-    traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
-              for l in range(lm.n_layers)]
-    try:
-        with torch.no_grad():
-            lm.model(input_ids=enc.input_ids)
-    finally:
-        for t in traces:
-            t.close()
-    for t in traces:
-        acts.append(t.input[0, enc.position].float())
-    return acts
+@dataclass
+class _Recording:
+    """One clean forward pass: what IG continues from (blocks, attention, first MLP projection, the
+    keys and values when only the prediction position is recomputed) and the FFN activations."""
+    modules: TraceDict
+    acts: list[torch.Tensor]  # [d_ff] per layer, at the prediction position
+    probs: torch.Tensor  # next-token distribution at the prediction position
+    cache: object | None
+    first: int  # the first position IG recomputes (the prediction itself, when a cache is kept)
 
 
-def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: list[int],
-                  max_rows: int = 256) -> np.ndarray:
-    """IG of every layer in ``layers``. Rows that scale layer l need no recomputation below l: those
-    blocks' outputs are the clean run's and are replayed; and in a causal model the positions before
-    the prediction position never see the change, so only that position is recomputed, against the
-    clean run's keys and values."""
+def _record(lm: LM, enc) -> _Recording:
     ids, pos = enc.input_ids, enc.position
     T, L = ids.shape[1], lm.n_layers
-    blocks = [lm.arch.layer(l) for l in range(L)]
     act_traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
                   for l in range(L)]
     suffix = not lm.masked and pos == T - 1
     try:
-        with torch.no_grad(), TraceDict(lm.model, blocks) as clean_blocks:
+        with torch.no_grad(), TraceDict(lm.model, staged_modules(lm)) as modules:
             res = lm.model(input_ids=ids, use_cache=suffix)
     finally:
         for t in act_traces:
             t.close()
-    acts = [t.input[0, pos].float() for t in act_traces]
     cache = returned_cache(res) if suffix else None
-    first = pos if cache is not None else 0  # the first position that is recomputed
+    return _Recording(modules, [t.input[0, pos].float() for t in act_traces],
+                      torch.softmax(res.logits[0, pos].float(), -1), cache, pos if cache is not None else 0)
+
+
+def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: list[int],
+                  clean: _Recording, max_floats: int = 2**27) -> np.ndarray:
+    """IG of every layer in ``layers``, all in one batch (rows = layer x step, ordered by layer).
+    A row that scales layer l equals the clean run below l, so each block computes only the rows of
+    the layers at or below it and the rest take the clean run's output; inside block l, l's rows take
+    the clean attention and first MLP projection too. In a causal model the positions before the
+    prediction never see the change, so only that position is recomputed, against the clean run's keys
+    and values. Only the prediction position goes through the output head."""
+    ids, pos = enc.input_ids, enc.position
+    T, L = ids.shape[1], lm.n_layers
+    acts, cache, first = clean.acts, clean.cache, clean.first
     W = acts[0].shape[0]
     gammas = torch.linspace(0, 1, steps, device=lm.device)
     scores = np.zeros((L, W))
-    # causal: one position per row, so every layer fits one batch; masked: one layer per batch, so
-    # each batch starts at its own block
-    per = max(1, max_rows // steps) if first > 0 else 1
-    for c in range(0, len(layers), per):
-        chunk = sorted(layers[c : c + per])
-        start, B = chunk[0], len(chunk) * steps
+    # activations kept for the backward pass grow with rows x positions x blocks: bound them
+    d = lm.model.get_input_embeddings().weight.shape[1]
+    per_layer = steps * (T - first) * L * (16 * d + 4 * W)
+    per = max(1, max_floats // per_layer)
+    order = sorted(set(layers))
+    for c in range(0, len(order), per):
+        chunk = order[c : c + per]
+        stages = Stages(chunk, [steps] * len(chunk))
         scaled = {}
         for l in chunk:
             base = torch.full_like(acts[l], baseline)
@@ -103,16 +108,19 @@ def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: li
             x[j * steps : (j + 1) * steps, pos - first] = scaled[l]
             return x
 
-        rows = torch.zeros(B, dtype=torch.long, device=lm.device)  # every row continues the one clean run
-        kwargs = prefix_kwargs(lm, cache, first, T, rows)
+        def prediction_only(x, name):
+            return x[:, pos - first : pos - first + 1]
+
+        kwargs = staged_cache(lm, cache, first, T, stages)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(replay_blocks(lm, clean_blocks, start, rows, first))
+            stack.enter_context(staged_blocks(lm, clean.modules, stages, first))
             for j, l in enumerate(chunk):
                 stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
                                           edit_input=lambda x, n, l=l, j=j: put(x, n, l, j)))
+            stack.enter_context(Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=prediction_only))
             with torch.enable_grad():
-                logits = lm.model(input_ids=ids[:, first:].expand(B, T - first), **kwargs).logits
-                probs = torch.softmax(logits[:, pos - first].float(), -1)[:, tid]
+                logits = lm.model(input_ids=ids[:, first:].expand(stages.total, T - first), **kwargs).logits
+                probs = torch.softmax(logits[:, -1].float(), -1)[:, tid]
                 grads = torch.autograd.grad(probs.sum(), [scaled[l] for l in chunk])
         for l, g in zip(chunk, grads):
             scores[l] = ((acts[l] - baseline) * g.float().sum(0) / steps).cpu().numpy()
@@ -129,7 +137,8 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")
     enc = encode(lm, prompt)
-    probs = next_token_probs(lm, enc)
+    clean = _record(lm, enc)
+    probs = clean.probs
     if target is None or not str(target).strip():
         tids = [int(probs.argmax())]
     else:
@@ -141,10 +150,11 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     maps = []
     for k, tid in enumerate(tids):  # multi-token targets: greedy, one token after another, averaged
         e = enc if k == 0 else _extend(enc, tids[:k])
+        rec = clean if k == 0 else _record(lm, e)
         if method == "activation":
-            maps.append(np.stack([a.cpu().numpy() for a in _activations(lm, e)]))
+            maps.append(np.stack([a.cpu().numpy() for a in rec.acts]))
         else:
-            maps.append(_ig_one_token(lm, e, tid, steps, baseline, layers))
+            maps.append(_ig_one_token(lm, e, tid, steps, baseline, layers, rec))
     name = lm.tokenizer.decode(tids).strip()
     return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), p)
 

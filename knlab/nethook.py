@@ -17,10 +17,10 @@ EditFn = Callable[[Any, str], Any]
 
 
 def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    for n, m in model.named_modules():
-        if n == name:
-            return m
-    raise LookupError(f"{type(model).__name__} has no module named {name!r}")
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise LookupError(f"{type(model).__name__} has no module named {name!r}") from None
 
 
 def get_parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
