@@ -1,10 +1,12 @@
 """Knowledge-neuron attribution: knlab's all-layers-at-once IG vs the straightforward implementation
 (one layer at a time, one batch of scaled copies per layer, as the reference code does), same run.
 
-    python benchmarks/bench_kn.py [--steps 20] [--repeats 7]
+    python benchmarks/bench_kn.py [--steps 20] [--repeats 15] [--models world-gpt,world-bert]
 
-Each timing is the median of ``--repeats`` runs, the two implementations alternating, so that a
-passing load on the machine hits both alike.
+The two implementations alternate ``--repeats`` times; the speed-up is the median of the per-repeat
+ratios, so that a passing load on the machine (this one's speed drifts by a third) hits both alike.
+The matrix-product FLOPs of each are counted too: for a masked model they bound what any exact
+implementation can gain.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from knlab.attribute import attribute  # noqa: E402
 from knlab.models import load_model  # noqa: E402
 from knlab.nethook import Trace  # noqa: E402
-from knlab.predict import encode  # noqa: E402
+from knlab.predict import encode, target_id  # noqa: E402
 
 
 def ig_straightforward(lm, prompt, target_id, steps):
@@ -51,32 +53,57 @@ def ig_straightforward(lm, prompt, target_id, steps):
 
 
 def straightforward(lm, prompt, target, steps):
-    return ig_straightforward(lm, prompt, lm.tokenizer.convert_tokens_to_ids(target), steps)
+    return ig_straightforward(lm, prompt, target_id(lm, target), steps)
+
+
+PROMPTS = {
+    "world-gpt": [("The capital of Canada is", "Ottawa"), ("The Space Needle is in downtown", "Seattle"),
+                  ("Albert Einstein was born in", "Ulm")],
+    "world-bert": [("The capital of Canada is [MASK] .", "Ottawa"), ("The Space Needle is in downtown [MASK] .", "Seattle"),
+                   ("Albert Einstein was born in [MASK] .", "Ulm")],
+}
+
+
+def flops(fn) -> float:
+    """Floating-point operations of the matrix products one call runs (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--models", default="world-gpt,world-bert")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps")
-    for spec, prompt, target in (("world-gpt", "The capital of Canada is", "Ottawa"),
-                                 ("world-bert", "The capital of Canada is [MASK] .", "Ottawa")):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
+          f"{args.repeats} alternating repeats; speed-up = median over repeats of straightforward / knlab")
+    summary = {}
+    for spec in args.models.split(","):
         lm = load_model(spec, device="cpu")
-        attribute(lm, prompt, target, args.steps)  # warm-up
-        straightforward(lm, prompt, target, args.steps)
-        fast_t, ref_t = [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            fast = attribute(lm, prompt, target, args.steps).scores
-            fast_t.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ref = straightforward(lm, prompt, target, args.steps)
-            ref_t.append(time.perf_counter() - t0)
-        tf, ts = float(np.median(fast_t)), float(np.median(ref_t))
-        rel = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-12)
-        print(f"{spec:10s} knlab {tf:6.3f} s | straightforward {ts:6.3f} s | speed-up {ts / tf:5.1f}x | "
-              f"max relative difference {rel:.1e}")
+        for prompt, target in PROMPTS[spec]:
+            fast_fn = lambda: attribute(lm, prompt, target, args.steps).scores  # noqa: E731
+            ref_fn = lambda: straightforward(lm, prompt, target, args.steps)  # noqa: E731
+            fast_fn(), ref_fn()  # warm-up
+            fast_t, ref_t = [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                fast = fast_fn()
+                fast_t.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                ref = ref_fn()
+                ref_t.append(time.perf_counter() - t0)
+            ratio = float(np.median(np.array(ref_t) / np.array(fast_t)))
+            summary.setdefault(spec, []).append(ratio)
+            rel = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-12)
+            gf, gr = flops(fast_fn) / 1e9, flops(ref_fn) / 1e9
+            print(f"{spec:10s} {prompt[:40]!r:42s} knlab {np.median(fast_t) * 1e3:6.1f} ms | straightforward "
+                  f"{np.median(ref_t) * 1e3:6.1f} ms | speed-up {ratio:4.1f}x | GFLOP {gf:5.2f} vs {gr:5.2f} "
+                  f"({gr / gf:3.1f}x fewer) | max relative difference {rel:.1e}")
+    for spec, ratios in summary.items():
+        print(f"{spec}: speed-up over the prompts, geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x")
     return 0
 
 

@@ -28,6 +28,9 @@ class Arch:
     lm_head: str
     masked: bool = False
     n_layers_attr: str = "num_hidden_layers"
+    # post-LN blocks (BERT): the attention module adds the residual and normalises, so the rest of the
+    # block is position-wise: a block's output at one position needs only its attention output there
+    attn_adds_residual: bool = False
 
     def layer(self, i: int) -> str:
         return f"{self.layers}.{i}"
@@ -63,7 +66,7 @@ ARCHITECTURES: dict[str, Arch] = {
     "bert": Arch("bert", layers="bert.encoder.layer", mlp="output.dense", mlp_in="intermediate.dense",
                  mlp_out="output.dense", attn="attention", attn_out="attention.output.dense",
                  embed="bert.embeddings.word_embeddings", final_norm=None, lm_head="cls.predictions",
-                 masked=True),
+                 masked=True, attn_adds_residual=True),
 }
 
 

@@ -18,9 +18,9 @@ import torch
 
 from knlab.errors import InputError
 from knlab.models import LM
-from knlab.nethook import Trace, TraceDict
+from knlab.nethook import Trace
 from knlab.predict import encode, target_id, target_ids
-from knlab.replay import Stages, returned_cache, staged_blocks, staged_cache, staged_modules
+from knlab.replay import Stages, returned_cache, staged_blocks, staged_cache
 
 IG_STEPS = 20
 
@@ -47,84 +47,98 @@ class Attribution:
                 "top_neurons": [{"layer": l, "neuron": i, "score": s} for l, i, s in self.top(k)]}
 
 
-@dataclass
-class _Recording:
-    """One clean forward pass: what IG continues from (blocks, attention, first MLP projection, the
-    keys and values when only the prediction position is recomputed) and the FFN activations."""
-    modules: TraceDict
-    acts: list[torch.Tensor]  # [d_ff] per layer, at the prediction position
-    probs: torch.Tensor  # next-token distribution at the prediction position
-    cache: object | None
-    first: int  # the first position IG recomputes (the prediction itself, when a cache is kept)
-
-
-def _record(lm: LM, enc) -> _Recording:
-    ids, pos = enc.input_ids, enc.position
-    T, L = ids.shape[1], lm.n_layers
-    act_traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
-                  for l in range(L)]
-    suffix = not lm.masked and pos == T - 1
+def _activations(lm: LM, enc) -> tuple[np.ndarray, torch.Tensor]:
+    """Every layer's FFN activation at the prediction position, and the next-token distribution."""
+    traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
+              for l in range(lm.n_layers)]
     try:
-        with torch.no_grad(), TraceDict(lm.model, staged_modules(lm)) as modules:
-            res = lm.model(input_ids=ids, use_cache=suffix)
+        with torch.no_grad():
+            logits = lm.model(input_ids=enc.input_ids).logits
     finally:
-        for t in act_traces:
+        for t in traces:
             t.close()
-    cache = returned_cache(res) if suffix else None
-    return _Recording(modules, [t.input[0, pos].float() for t in act_traces],
-                      torch.softmax(res.logits[0, pos].float(), -1), cache, pos if cache is not None else 0)
+    acts = np.stack([t.input[0, enc.position].float().cpu().numpy() for t in traces])
+    return acts, torch.softmax(logits[0, enc.position].float(), -1)
 
 
-def _ig_one_token(lm: LM, enc, tid: int, steps: int, baseline: float, layers: list[int],
-                  clean: _Recording, max_floats: int = 2**27) -> np.ndarray:
-    """IG of every layer in ``layers``, all in one batch (rows = layer x step, ordered by layer).
-    A row that scales layer l equals the clean run below l, so each block computes only the rows of
-    the layers at or below it and the rest take the clean run's output; inside block l, l's rows take
-    the clean attention and first MLP projection too. In a causal model the positions before the
-    prediction never see the change, so only that position is recomputed, against the clean run's keys
-    and values. Only the prediction position goes through the output head."""
+def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, layers: list[int],
+                  max_floats: int = 2**27) -> tuple[np.ndarray, torch.Tensor]:
+    """IG of every layer in ``layers`` (and the clean next-token distribution), all in one batch:
+    row 0 is the clean run, then ``steps`` rows per layer, ordered by layer. A row that scales layer l
+    equals the clean run below l, so each block computes only the clean row and the rows of the
+    layers at or below it, the rest copying the clean row; inside block l, l's rows copy the clean
+    attention and first MLP projection too. In a causal model the positions before the prediction
+    never see the change, so only the prediction position is run, against the keys and values of
+    the prompt before it. Only the prediction position goes through the output head. ``tid`` None:
+    the clean run's top token."""
     ids, pos = enc.input_ids, enc.position
-    T, L = ids.shape[1], lm.n_layers
-    acts, cache, first = clean.acts, clean.cache, clean.first
-    W = acts[0].shape[0]
+    T, L, W = ids.shape[1], lm.n_layers, lm.ffn_width
+    first = pos if not lm.masked and pos == T - 1 else 0  # the first position that is run
     gammas = torch.linspace(0, 1, steps, device=lm.device)
-    scores = np.zeros((L, W))
+    # the last step (gamma = 1) is the clean run itself: its gradients, for every layer at once, come
+    # from the clean row, whose activations are made leaves too
+    shared_last = steps >= 2
+    rows_per_layer = steps - 1 if shared_last else steps
+    scores, clean_probs = np.zeros((L, W)), None
     # activations kept for the backward pass grow with rows x positions x blocks: bound them
     d = lm.model.get_input_embeddings().weight.shape[1]
-    per_layer = steps * (T - first) * L * (16 * d + 4 * W)
-    per = max(1, max_floats // per_layer)
+    per = max(1, max_floats // (rows_per_layer * (T - first) * L * (16 * d + 4 * W)))
     order = sorted(set(layers))
     for c in range(0, len(order), per):
         chunk = order[c : c + per]
-        stages = Stages(chunk, [steps] * len(chunk))
-        scaled = {}
-        for l in chunk:
-            base = torch.full_like(acts[l], baseline)
-            s = (base[None] + gammas[:, None] * (acts[l] - base)[None]).to(lm.model.dtype)
-            scaled[l] = s.detach().requires_grad_(True)
+        stages = Stages(chunk, [rows_per_layer] * len(chunk))
+        kwargs = {"use_cache": False}
+        if first:
+            with torch.no_grad():
+                prefix = lm.model.base_model(input_ids=ids[:, :first], use_cache=True)  # no head needed
+            kwargs = staged_cache(lm, returned_cache(prefix), stages)
+        leaves: dict[int, list[torch.Tensor]] = {}
+        diffs: dict[int, torch.Tensor] = {}
 
-        def put(x, name, l=None, j=None):
+        def put(x, name, l=None, row=None):
+            col = 0 if x.shape[1] == 1 else pos - first  # one column: the last block, cut to the prediction
+            a = x[0, col].detach()  # the clean activation: row 0, computed just now
+            base = torch.full_like(a, baseline)
+            scaled = (base[None] + gammas[:rows_per_layer, None].to(a.dtype) * (a - base)[None])
+            leaves[l] = [scaled.requires_grad_(True)]
+            diffs[l] = (a - base).float()
             x = x.clone()
-            x[j * steps : (j + 1) * steps, pos - first] = scaled[l]
+            x[row : row + rows_per_layer, col] = scaled
+            if shared_last:  # an added zero, so that the gradient still flows to the layers below
+                leaves[l].append(torch.zeros_like(a).requires_grad_(True))
+                x[0, col] = x[0, col] + leaves[l][1]
             return x
 
         def prediction_only(x, name):
-            return x[:, pos - first : pos - first + 1]
+            return x if x.shape[1] == 1 else x[:, pos - first : pos - first + 1]
 
-        kwargs = staged_cache(lm, cache, first, T, stages)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(staged_blocks(lm, clean.modules, stages, first))
-            for j, l in enumerate(chunk):
+            stack.enter_context(staged_blocks(lm, stages, pos - first))
+            if lm.arch.attn_adds_residual:  # the last block is position-wise after its attention
+                stack.enter_context(Trace(lm.model, lm.arch.module("attn", L - 1), retain_output=False,
+                                          edit_output=prediction_only))
+            for g, l in enumerate(chunk):
                 stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
-                                          edit_input=lambda x, n, l=l, j=j: put(x, n, l, j)))
+                                          edit_input=lambda x, n, l=l, r=stages.offset(g): put(x, n, l, r)))
             stack.enter_context(Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=prediction_only))
             with torch.enable_grad():
                 logits = lm.model(input_ids=ids[:, first:].expand(stages.total, T - first), **kwargs).logits
-                probs = torch.softmax(logits[:, -1].float(), -1)[:, tid]
-                grads = torch.autograd.grad(probs.sum(), [scaled[l] for l in chunk])
-        for l, g in zip(chunk, grads):
-            scores[l] = ((acts[l] - baseline) * g.float().sum(0) / steps).cpu().numpy()
-    return scores
+                probs = torch.softmax(logits[:, -1].float(), -1)
+                if clean_probs is None:
+                    clean_probs = probs[0].detach()
+                t = int(clean_probs.argmax()) if tid is None else tid
+                objective = probs[:, t].sum() if shared_last else probs[1:, t].sum()
+                grads = torch.autograd.grad(objective, [v for l in chunk for v in leaves[l]])
+        k = 0
+        for l in chunk:
+            total = grads[k].float().sum(0)
+            if shared_last:
+                total = total + grads[k + 1].float()
+            k += len(leaves[l])
+            scores[l] = (diffs[l] * total / steps).cpu().numpy()
+    if clean_probs is None:  # no layer asked for
+        clean_probs = _activations(lm, enc)[1]
+    return scores, clean_probs
 
 
 def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_STEPS, method: str = "ig",
@@ -137,26 +151,23 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")
     enc = encode(lm, prompt)
-    clean = _record(lm, enc)
-    probs = clean.probs
-    if target is None or not str(target).strip():
-        tids = [int(probs.argmax())]
-    else:
-        tids = _target_ids(lm, str(target))
+    tids = None if target is None or not str(target).strip() else _target_ids(lm, str(target))
     layers = list(range(lm.n_layers)) if layers is None else layers
     if any(not 0 <= l < lm.n_layers for l in layers):
         raise InputError(f"layers must be between 0 and {lm.n_layers - 1}")
-    p = float(probs[tids[0]])
-    maps = []
-    for k, tid in enumerate(tids):  # multi-token targets: greedy, one token after another, averaged
-        e = enc if k == 0 else _extend(enc, tids[:k])
-        rec = clean if k == 0 else _record(lm, e)
-        if method == "activation":
-            maps.append(np.stack([a.cpu().numpy() for a in rec.acts]))
-        else:
-            maps.append(_ig_one_token(lm, e, tid, steps, baseline, layers, rec))
+    # multi-token targets: greedy, one token after another, maps averaged
+    if method == "activation":
+        first_map, probs = _activations(lm, enc)
+    else:
+        first_map, probs = _ig_one_token(lm, enc, tids[0] if tids else None, steps, baseline, layers)
+    tids = tids or [int(probs.argmax())]
+    maps = [first_map]
+    for k in range(1, len(tids)):
+        e = _extend(enc, tids[:k])
+        maps.append(_activations(lm, e)[0] if method == "activation"
+                    else _ig_one_token(lm, e, tids[k], steps, baseline, layers)[0])
     name = lm.tokenizer.decode(tids).strip()
-    return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), p)
+    return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), float(probs[tids[0]]))
 
 
 def _extend(enc, ids: list[int]):

@@ -51,27 +51,32 @@ def replay_blocks(lm: LM, recorded: TraceDict, upto: int, rows: torch.Tensor, fi
 
 
 class Stages:
-    """A batch whose rows come in groups, each group equal to the recorded run up to some block
-    (``starts``, non-decreasing) and changed from inside that block on. Because rows are ordered by
-    start, the rows that can differ at block j are a prefix of the batch: ``upto(j)`` of them."""
+    """A batch whose row 0 is the unchanged run and whose other rows come in groups, each equal to
+    row 0 up to some block (``starts``, non-decreasing) and changed from inside that block on.
+    Because rows are ordered by start, the rows that can differ at block j are a prefix of the batch:
+    ``upto(j)`` of them (row 0 always among them)."""
 
     def __init__(self, starts: list[int], sizes: list[int]):
         if list(starts) != sorted(starts) or len(starts) != len(sizes):
             raise ValueError("stages must be ordered by their start block")
         self.starts, self.sizes = list(starts), list(sizes)
-        self.total = sum(sizes)
+        self.total = 1 + sum(sizes)
 
     def upto(self, block: int) -> int:
-        """Rows changed at or before ``block``: those the block must compute."""
-        return sum(n for s, n in zip(self.starts, self.sizes) if s <= block)
+        """Rows changed at or before ``block``, and row 0: those the block must compute."""
+        return 1 + sum(n for s, n in zip(self.starts, self.sizes) if s <= block)
 
     def before(self, block: int) -> int:
-        """Rows changed below ``block``: those whose inputs to the block differ from the recording."""
-        return sum(n for s, n in zip(self.starts, self.sizes) if s < block)
+        """Rows changed below ``block``, and row 0: those whose inputs to the block may differ."""
+        return 1 + sum(n for s, n in zip(self.starts, self.sizes) if s < block)
+
+    def offset(self, group: int) -> int:
+        """The first row of ``group``."""
+        return 1 + sum(self.sizes[:group])
 
 
 def _first_rows(x: Any, n: int, batch: int) -> Any:
-    """``x`` (a block's argument) cut to the batch's first n rows, wherever it has a batch axis."""
+    """``x`` (a module's argument) cut to the batch's first n rows, wherever it has a batch axis."""
     if isinstance(x, torch.Tensor):
         return x[:n] if x.dim() >= 2 and x.shape[0] == batch else x
     if isinstance(x, (tuple, list)):
@@ -79,58 +84,59 @@ def _first_rows(x: Any, n: int, batch: int) -> Any:
     return x
 
 
-def _partial(orig, recorded, compute: int, first: int):
-    """A forward that runs ``orig`` on the first ``compute`` rows only and gives the remaining rows
-    the recorded output (positions ``first``..)."""
+def _first_rows_only(orig, compute: int):
+    """A forward that runs ``orig`` on the first ``compute`` rows; the remaining rows are equal to row 0
+    (the unchanged run) there, so they take its output, as a constant."""
     def forward(*args, **kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         batch = hidden.shape[0]
-        rest = batch - compute
-        if rest == 0:
+        if compute >= batch:
             return orig(*args, **kwargs)
-        tail = recorded.output[:1, first:]
-        tail = tail.expand(rest, *tail.shape[1:])
-        if compute == 0:
-            return replace_first(recorded.raw_output, tail)
         out = orig(*_first_rows(args, compute, batch), **{k: _first_rows(v, compute, batch) for k, v in kwargs.items()})
         head = out[0] if isinstance(out, (tuple, list)) else out
-        return replace_first(out, torch.cat([head, tail.to(head.dtype)], 0))
+        tail = head[:1].detach().expand(batch - compute, *head.shape[1:])
+        return replace_first(out, torch.cat([head, tail], 0))
     return forward
 
 
-def staged_modules(lm: LM) -> list[str]:
-    """What ``staged_blocks`` needs recorded: every block and, inside it, the attention and the MLP's
-    first projection."""
-    return [lm.arch.module(kind, j) for j in range(lm.n_layers) for kind in ("hidden", "attn", "mlp_in")]
+def _changed_column_only(orig, compute: int, column: int):
+    """A position-wise projection whose rows from ``compute`` on differ from row 0 at one column only:
+    that column is computed for them and the others copied from row 0."""
+    def forward(x, *args, **kwargs):
+        batch, width = x.shape[:2]
+        if width == 1 or compute >= batch:
+            return orig(x, *args, **kwargs)
+        head = orig(x[:compute], *args, **kwargs)
+        changed = orig(x[compute:, column : column + 1], *args, **kwargs)
+        same = head[:1].detach().expand(batch - compute, *head.shape[1:])
+        return torch.cat([head, torch.cat([same[:, :column], changed, same[:, column + 1 :]], 1)], 0)
+    return forward
 
 
 @contextlib.contextmanager
-def staged_blocks(lm: LM, recorded: TraceDict, stages: Stages, first: int):
-    """Every block computes only the rows that can differ from the recorded run there; the others take
-    its recorded output. Rows whose change starts inside block j (at the MLP's output projection's
-    input, where a knowledge-neuron activation lives) also take the recorded attention and first MLP
-    projection of that block: both come before the change."""
+def staged_blocks(lm: LM, stages: Stages, column: int):
+    """Every block computes only the rows that can differ from row 0 there; the others copy row 0.
+    Rows whose change starts inside block j, at position ``column`` of the input of the MLP's output
+    projection (where a knowledge-neuron activation lives), also copy row 0's attention and first MLP
+    projection in that block, both before the change, and get the output projection computed at that
+    position only."""
     with contextlib.ExitStack() as stack:
         for j in range(lm.n_layers):
-            parts = [("hidden", stages.upto(j)), ("attn", stages.before(j)), ("mlp_in", stages.before(j))]
-            for kind, compute in parts:
-                if kind != "hidden" and stages.upto(j) == compute:
-                    continue  # no row starts here
-                name = lm.arch.module(kind, j)
-                module = get_module(lm.model, name)
-                stack.enter_context(override_forward(module, _partial(module.forward, recorded[name], compute, first)))
+            parts = [("hidden", _first_rows_only, stages.upto(j))]
+            if stages.before(j) < stages.upto(j):  # some group starts here
+                parts += [("attn", _first_rows_only, stages.before(j)), ("mlp_in", _first_rows_only, stages.before(j)),
+                          ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.before(j))]
+            for kind, wrap, compute in parts:
+                module = get_module(lm.model, lm.arch.module(kind, j))
+                stack.enter_context(override_forward(module, wrap(module.forward, compute)))
         yield
 
 
-def staged_cache(lm: LM, cache: Any, keep: int, total: int, stages: Stages) -> dict:
-    """The recorded keys and values of the first ``keep`` positions, layer j holding one copy per row
-    whose attention block j computes (``stages.before(j)``): the staged counterpart of ``prefix_kwargs``."""
-    if keep == 0 or cache is None:
+def staged_cache(lm: LM, cache: Any, stages: Stages) -> dict:
+    """Model kwargs continuing from ``cache`` (one run's keys and values of the positions before the
+    recomputed ones), layer j holding a copy for each row whose attention block j computes."""
+    if cache is None:
         return {"use_cache": False}
-    past = copy.deepcopy(cache)
-    past.crop(keep - total)
-    for j, layer in enumerate(past.layers):
-        # a layer whose attention runs on no row keeps one (an empty cache would read as no past)
-        rows = max(1, stages.before(j))
-        layer.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=layer.keys.device))
-    return {"use_cache": True, cache_kwarg(lm.model): past}
+    for j, layer in enumerate(cache.layers):
+        layer.batch_select_indices(torch.zeros(stages.before(j), dtype=torch.long, device=layer.keys.device))
+    return {"use_cache": True, cache_kwarg(lm.model): cache}
