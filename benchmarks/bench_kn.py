@@ -64,6 +64,22 @@ PROMPTS = {
 }
 
 
+def random_model(spec: str):
+    """A randomly initialised 12 x 512 model of the family, with the shipped world tokenizer."""
+    import transformers as T
+    from knlab.models import from_model
+    torch.manual_seed(0)
+    if spec.startswith("random gpt2"):
+        tok = load_model("world-gpt", device="cpu").tokenizer
+        model = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=len(tok), n_embd=512, n_layer=12, n_head=8, n_positions=128))
+    else:
+        tok = load_model("world-bert", device="cpu").tokenizer
+        model = T.BertForMaskedLM(T.BertConfig(vocab_size=len(tok), hidden_size=512, num_hidden_layers=12,
+                                               num_attention_heads=8, intermediate_size=2048,
+                                               max_position_embeddings=128))
+    return from_model(model.eval(), tok, spec=spec)
+
+
 def flops(fn) -> float:
     """Floating-point operations of the matrix products one call runs (torch's FLOP counter)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -77,13 +93,18 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--models", default="world-gpt,world-bert")
+    ap.add_argument("--big", action="store_true",
+                    help="also random GPT-2 and BERT of 12 layers x 512 (world vocabulary), where arithmetic dominates")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
           f"{args.repeats} alternating repeats; speed-up = median over repeats of straightforward / knlab")
     summary = {}
-    for spec in args.models.split(","):
-        lm = load_model(spec, device="cpu")
-        for prompt, target in PROMPTS[spec]:
+    models = [(spec, spec) for spec in args.models.split(",")]
+    if args.big:
+        models += [("random gpt2 (12 x 512)", "world-gpt"), ("random bert (12 x 512)", "world-bert")]
+    for spec, prompts in models:
+        lm = load_model(spec, device="cpu") if spec == prompts else random_model(spec)
+        for prompt, target in PROMPTS[prompts]:
             fast_fn = lambda: attribute(lm, prompt, target, args.steps).scores  # noqa: E731
             ref_fn = lambda: straightforward(lm, prompt, target, args.steps)  # noqa: E731
             fast_fn(), ref_fn()  # warm-up
@@ -99,7 +120,7 @@ def main() -> int:
             summary.setdefault(spec, []).append(ratio)
             rel = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-12)
             gf, gr = flops(fast_fn) / 1e9, flops(ref_fn) / 1e9
-            print(f"{spec:10s} {prompt[:40]!r:42s} knlab {np.median(fast_t) * 1e3:6.1f} ms | straightforward "
+            print(f"{spec:22s} {prompt[:40]!r:42s} knlab {np.median(fast_t) * 1e3:6.1f} ms | straightforward "
                   f"{np.median(ref_t) * 1e3:6.1f} ms | speed-up {ratio:4.1f}x | GFLOP {gf:5.2f} vs {gr:5.2f} "
                   f"({gr / gf:3.1f}x fewer) | max relative difference {rel:.1e}")
     for spec, ratios in summary.items():

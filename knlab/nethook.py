@@ -8,6 +8,7 @@ so no request can leave a hook behind on the shared model.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
@@ -16,11 +17,19 @@ import torch
 EditFn = Callable[[Any, str], Any]
 
 
+_MODULES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.nn.Module]]" = weakref.WeakKeyDictionary()
+
+
 def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise LookupError(f"{type(model).__name__} has no module named {name!r}") from None
+    """The submodule called ``name``; lookups are remembered per model (every method makes dozens per
+    request, and a loaded model's module tree does not change)."""
+    known = _MODULES.setdefault(model, {})
+    if name not in known:
+        try:
+            known[name] = model.get_submodule(name)
+        except AttributeError:
+            raise LookupError(f"{type(model).__name__} has no module named {name!r}") from None
+    return known[name]
 
 
 def get_parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:

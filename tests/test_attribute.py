@@ -90,3 +90,26 @@ def test_fast_ig_equals_the_reference_loop_on_every_family(tiny_lm):
     fast = attribute(tiny_lm, prompt, "Ottawa", steps=5).scores
     ref = reference("bench_kn").ig_straightforward(tiny_lm, prompt, tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa"), 5)
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12
+
+
+@pytest.mark.parametrize("lm_name,prompt", [("gpt", "The Space Needle is in downtown"),
+                                            ("bert", "The Space Needle is in downtown [MASK] .")])
+def test_staged_batch_in_chunks_with_one_step_or_some_layers_equals_the_reference(lm_name, prompt, request):
+    """The staged batch's bookkeeping (row offsets, the shared gamma = 1 step, per-layer cache rows,
+    the cut last block) holds however the layers are split into batches and whatever the steps."""
+    from conftest import reference
+    from knlab.attribute import _ig_one_token
+    lm = request.getfixturevalue(lm_name)
+    enc, tid = encode(lm, prompt), lm.tokenizer.convert_tokens_to_ids("Seattle")
+    ref = reference("bench_kn").ig_straightforward
+    full = ref(lm, prompt, tid, 4)
+    scale = np.abs(full).max()
+    one_per_batch, probs = _ig_one_token(lm, enc, tid, 4, 0.0, list(range(lm.n_layers)), max_floats=1)
+    assert np.abs(one_per_batch - full).max() <= 1e-4 * scale
+    assert abs(float(probs[tid]) - float(next_token_probs(lm, enc)[tid])) < 1e-5
+    some, _ = _ig_one_token(lm, enc, tid, 4, 0.0, [1, lm.n_layers - 2])
+    assert np.abs(some[[1, lm.n_layers - 2]] - full[[1, lm.n_layers - 2]]).max() <= 1e-4 * scale
+    assert not some[[0, lm.n_layers - 1]].any()
+    single = ref(lm, prompt, tid, 1)  # gamma = 0 only: nothing to share with the clean row
+    mine, _ = _ig_one_token(lm, enc, tid, 1, 0.0, list(range(lm.n_layers)))
+    assert np.abs(mine - single).max() <= 1e-4 * max(np.abs(single).max(), 1e-12)
