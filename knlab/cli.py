@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
@@ -331,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KnlabError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (head, a closed pager) stopped reading: not an error of ours
+        try:  # point stdout at /dev/null, so that flushing it at exit raises no second error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":

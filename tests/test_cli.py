@@ -196,3 +196,22 @@ def test_edit_without_the_covariance():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["criteria"]["reliability"] == 1.0 and out["timing"]["mom2"] < 0.05  # no covariance used
+
+
+def test_a_reader_that_stops_reading_is_no_error(monkeypatch):
+    """`python -m knlab paradigm ... --json | head -c 100`: the closed pipe ends the command quietly."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from knlab import cli
+
+    class ClosedPipe(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    redirected = []
+    monkeypatch.setattr(cli.os, "dup2", lambda fd, to: redirected.append(to))
+    err = io.StringIO()
+    with redirect_stdout(ClosedPipe()), redirect_stderr(err):
+        code = cli.main(["paradigm", "--list"])
+    assert code == 0 and err.getvalue() == ""
