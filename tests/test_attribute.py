@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from knlab.attribute import attribute
 from knlab.errors import InputError
