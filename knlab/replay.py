@@ -1,8 +1,12 @@
-"""Continuing a recorded run for a batch of rows that differ from it only from some block / position on:
-the shared mechanism behind fast causal tracing (rows = corrupted samples) and fast integrated
-gradients (rows = copies of the clean run). Blocks below the first changed one return their recorded
-output instead of recomputing it; positions before the first changed one come from the recorded keys
-and values."""
+"""Running only what differs from a known run, for a batch of rows that equal it up to some block /
+position: the shared mechanism behind fast causal tracing, ROME's v* and integrated gradients.
+
+Two forms. ``replay_blocks``: every row starts changing at the same block, and the blocks below return a
+recorded run's outputs (rows = corrupted samples in tracing, templates in ROME). ``staged_blocks``: row 0
+of the batch is the unchanged run itself and the other rows start changing at different blocks (rows =
+one layer's scaled copies in IG), so each block runs only the rows that differ there and the rest copy
+row 0. In both, positions before the first changed one come from keys and values computed once.
+"""
 
 from __future__ import annotations
 
