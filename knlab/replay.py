@@ -10,10 +10,11 @@ row 0. In both, positions before the first changed one come from keys and values
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import inspect
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -30,28 +31,57 @@ def returned_cache(output: Any) -> Any:
     return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
 
 
-def prefix_kwargs(lm: LM, cache: Any, keep: int, total: int, rows: torch.Tensor) -> dict:
+def prefix_kwargs(lm: LM, cache: Any, keep: int, total: int, rows: torch.Tensor,
+                  starts: Sequence[int] | None = None) -> dict:
     """Model kwargs that start a forward pass at position ``keep``: the recorded cache cut to its first
-    ``keep`` positions, with recorded row ``rows[i]`` as batch row i."""
+    ``keep`` positions, with recorded row ``rows[i]`` as batch row i. With ``starts`` (see
+    ``replay_blocks``), layer j holds only the rows that block j runs."""
     if keep == 0 or cache is None:
         return {"use_cache": False}
     past = copy.deepcopy(cache)
     past.crop(keep - total)  # a negative crop drops that many positions from the end
-    past.batch_select_indices(rows)
+    if starts is None:
+        past.batch_select_indices(rows)
+    else:
+        for j, layer in enumerate(past.layers):  # a layer no row runs keeps one (empty reads as no past)
+            layer.batch_select_indices(rows[: max(1, bisect.bisect_right(starts, j))])
     return {"use_cache": True, cache_kwarg(lm.model): past}
 
 
 @contextlib.contextmanager
-def replay_blocks(lm: LM, recorded: TraceDict, upto: int, rows: torch.Tensor, first: int):
-    """Blocks 0..upto-1 return their recorded outputs (rows ``rows``, positions ``first``..) unrun."""
+def replay_blocks(lm: LM, recorded: TraceDict, upto: int | Sequence[int], rows: torch.Tensor, first: int):
+    """Blocks below ``upto`` return their recorded outputs (row ``rows[i]``, positions ``first``..)
+    unrun. ``upto`` per row (non-decreasing): each block runs only the rows that start at or below it,
+    a prefix of the batch, and the others take the recorded output."""
+    starts = [upto] * len(rows) if isinstance(upto, int) else list(upto)
+    if starts != sorted(starts) or len(starts) != len(rows):
+        raise ValueError("rows must be ordered by the block they start at")
     with contextlib.ExitStack() as stack:
-        for b in range(upto):
+        for b in range(lm.n_layers):
+            run = bisect.bisect_right(starts, b)
+            if run == len(rows):
+                continue
             name = lm.arch.layer(b)
             cached = recorded[name]
-            value = cached.output[rows][:, first:]
-            stack.enter_context(override_forward(get_module(lm.model, name),
-                                                 lambda *a, _c=cached, _v=value, **k: replace_first(_c.raw_output, _v)))
+            value = cached.output[rows[run:]][:, first:]
+            if run == 0:
+                forward = lambda *a, _c=cached, _v=value, **k: replace_first(_c.raw_output, _v)  # noqa: E731
+            else:
+                module = get_module(lm.model, name)
+                forward = _first_rows_then(module.forward, run, value)
+            stack.enter_context(override_forward(get_module(lm.model, name), forward))
         yield
+
+
+def _first_rows_then(orig, run: int, rest: torch.Tensor):
+    """A forward that runs ``orig`` on the first ``run`` rows and appends ``rest`` for the others."""
+    def forward(*args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        batch = hidden.shape[0]
+        out = orig(*_first_rows(args, run, batch), **{k: _first_rows(v, run, batch) for k, v in kwargs.items()})
+        head = out[0] if isinstance(out, (tuple, list)) else out
+        return replace_first(out, torch.cat([head, rest.to(head.dtype)], 0))
+    return forward
 
 
 class Stages:

@@ -149,7 +149,7 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
     cache = returned_cache(res) if use_prefix_cache else None
 
     out = np.full(len(configs), corrupted_p)
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[int, list[tuple[int, int]]] = {}  # first changed position -> (start block, configuration)
     same_as: dict[int, int] = {}  # configurations that are identical once no-op cells are gone
     seen: dict[tuple, int] = {}
     for i, cfg in enumerate(configs):
@@ -163,38 +163,39 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
         # first block that must run, and the first position that can differ from the corrupted run
         start = min(l + 1 if k == "hidden" else l for k, l, _ in cfg)
         first = min(t for _k, _l, t in cfg) if (cache is not None and not lm.masked) else 0
-        groups.setdefault((start, first), []).append(i)
-    for idxs in groups.values():
-        out[idxs] = 0.0
+        groups.setdefault(first, []).append((min(start, L), i))
+        out[i] = 0.0
     chunks = []
-    for (start, first), idxs in sorted(groups.items()):
+    for first, members in sorted(groups.items()):
+        # rows ordered by start block: each block runs only the rows that start at or below it
         per = max(samples, (max_batch * 8) // max(8, T - first))
-        rows = [(c, s) for c in idxs for s in range(samples)]
-        chunks += [(start, first, rows[j : j + per]) for j in range(0, len(rows), per)]
-    for n, (start, first, chunk) in enumerate(chunks):
+        rows = [(start, c, s) for start, c in sorted(members) for s in range(samples)]
+        chunks += [(first, rows[j : j + per]) for j in range(0, len(rows), per)]
+    for n, (first, chunk) in enumerate(chunks):
         B, width = len(chunk), T - first
-        sample_idx = torch.tensor([s for _c, s in chunk], device=lm.device)
+        starts = [start for start, _c, _s in chunk]
+        sample_idx = torch.tensor([s for _st, _c, s in chunk], device=lm.device)
         masks = {m: torch.zeros(B, width, dtype=torch.bool, device=lm.device) for m in modules}
-        for r, (c, _s) in enumerate(chunk):
+        for r, (_st, c, _s) in enumerate(chunk):
             for k, l, t in configs[c]:
                 masks[module_name(lm, k, l)][r, t - first] = True
-        used = sorted({module_name(lm, k, l) for c, _s in chunk for k, l, _t in configs[c]})
+        used = sorted({module_name(lm, k, l) for _st, c, _s in chunk for k, l, _t in configs[c]})
 
-        def restore(x, name):
-            return torch.where(masks[name][:, :, None], clean[name][None, first:].to(x.dtype), x)
+        def restore(x, name):  # x: the rows this module ran (a prefix of the batch)
+            return torch.where(masks[name][: x.shape[0], :, None], clean[name][None, first:].to(x.dtype), x)
 
         # positions before `first` are the corrupted run's: reuse its keys and values
-        kwargs = prefix_kwargs(lm, cache, first, T, sample_idx)
+        kwargs = prefix_kwargs(lm, cache, first, T, sample_idx, starts)
         with contextlib.ExitStack() as stack:
-            if start == 0:
+            if starts[0] == 0:
                 stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False,
                                           edit_output=lambda x, nm: corrupt(x, nm, sample_idx, first)))
-            stack.enter_context(replay_blocks(lm, corrupted_blocks, min(start, L), sample_idx, first))
+            stack.enter_context(replay_blocks(lm, corrupted_blocks, starts, sample_idx, first))
             for m in used:
                 stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
             logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
         p = torch.softmax(logits[:, pos - first].float(), -1)[:, answer_id].cpu().numpy()
-        for r, (c, _s) in enumerate(chunk):
+        for r, (_st, c, _s) in enumerate(chunk):
             out[c] += p[r] / samples
         if progress:
             progress((n + 1) / len(chunks))
