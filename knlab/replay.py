@@ -14,7 +14,7 @@ import bisect
 import contextlib
 import copy
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -67,21 +67,9 @@ def replay_blocks(lm: LM, recorded: TraceDict, upto: int | Sequence[int], rows: 
             if run == 0:
                 forward = lambda *a, _c=cached, _v=value, **k: replace_first(_c.raw_output, _v)  # noqa: E731
             else:
-                module = get_module(lm.model, name)
-                forward = _first_rows_then(module.forward, run, value)
+                forward = _first_rows_only(get_module(lm.model, name).forward, run, lambda head, n, _v=value: _v)
             stack.enter_context(override_forward(get_module(lm.model, name), forward))
         yield
-
-
-def _first_rows_then(orig, run: int, rest: torch.Tensor):
-    """A forward that runs ``orig`` on the first ``run`` rows and appends ``rest`` for the others."""
-    def forward(*args, **kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        batch = hidden.shape[0]
-        out = orig(*_first_rows(args, run, batch), **{k: _first_rows(v, run, batch) for k, v in kwargs.items()})
-        head = out[0] if isinstance(out, (tuple, list)) else out
-        return replace_first(out, torch.cat([head, rest.to(head.dtype)], 0))
-    return forward
 
 
 class Stages:
@@ -118,19 +106,23 @@ def _first_rows(x: Any, n: int, batch: int) -> Any:
     return x
 
 
-def _first_rows_only(orig, compute: int):
-    """A forward that runs ``orig`` on the first ``compute`` rows; the remaining rows are equal to row 0
-    (the unchanged run) there, so they take its output, as a constant."""
+def _first_rows_only(orig, run: int, rest: Callable[[torch.Tensor, int], torch.Tensor]):
+    """A forward that runs ``orig`` on the batch's first ``run`` rows only; ``rest(head, n)`` gives the
+    output of the other n rows (a recording of them, or a copy of row 0 of ``head``)."""
     def forward(*args, **kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         batch = hidden.shape[0]
-        if compute >= batch:
+        if run >= batch:
             return orig(*args, **kwargs)
-        out = orig(*_first_rows(args, compute, batch), **{k: _first_rows(v, compute, batch) for k, v in kwargs.items()})
+        out = orig(*_first_rows(args, run, batch), **{k: _first_rows(v, run, batch) for k, v in kwargs.items()})
         head = out[0] if isinstance(out, (tuple, list)) else out
-        tail = head[:1].detach().expand(batch - compute, *head.shape[1:])
-        return replace_first(out, torch.cat([head, tail], 0))
+        return replace_first(out, torch.cat([head, rest(head, batch - run).to(head.dtype)], 0))
     return forward
+
+
+def _like_row_0(head: torch.Tensor, n: int) -> torch.Tensor:
+    """n rows equal to row 0 (the unchanged run), as a constant."""
+    return head[:1].detach().expand(n, *head.shape[1:])
 
 
 def _changed_column_only(orig, compute: int, column: int):
@@ -156,9 +148,10 @@ def staged_blocks(lm: LM, stages: Stages, column: int):
     position only."""
     with contextlib.ExitStack() as stack:
         for j in range(lm.n_layers):
-            parts = [("hidden", _first_rows_only, stages.upto(j))]
+            copy_row_0 = lambda f, n: _first_rows_only(f, n, _like_row_0)  # noqa: E731
+            parts = [("hidden", copy_row_0, stages.upto(j))]
             if stages.before(j) < stages.upto(j):  # some group starts here
-                parts += [("attn", _first_rows_only, stages.before(j)), ("mlp_in", _first_rows_only, stages.before(j)),
+                parts += [("attn", copy_row_0, stages.before(j)), ("mlp_in", copy_row_0, stages.before(j)),
                           ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.before(j))]
             for kind, wrap, compute in parts:
                 module = get_module(lm.model, lm.arch.module(kind, j))
