@@ -146,3 +146,21 @@ def test_paradigm_summary(bert, gpt):
     assert s.n_prompts == 3
     with pytest.raises(InputError, match="masked model"):
         trace_paradigm(gpt, "determiner_noun_agreement_2", limit=2, samples=2)
+
+
+@pytest.mark.parametrize("lm_name,prompt", [("gpt", "The Space Needle is in downtown"),
+                                            ("bert", "The Space Needle is in downtown [MASK] .")])
+def test_rows_staged_by_start_block_in_any_chunking_give_the_same_probabilities(lm_name, prompt, request):
+    """Rows of one pass start at different blocks (ordered by start); cutting the pass into chunks that
+    begin at any start changes no probability."""
+    from knlab.predict import encode
+    lm = request.getfixturevalue(lm_name)
+    rng = locate_subject(lm, prompt, "Space Needle")
+    answer = lm.tokenizer.convert_tokens_to_ids("Seattle")
+    T, L = len(encode(lm, prompt).tokens), lm.n_layers
+    configs = [[("hidden", l, t)] for t in range(T) for l in range(L)]
+    configs += [[("mlp", w, t) for w in restore_window(l, 3, L)] for t in range(T) for l in range(L)]
+    whole = restored_probs(lm, prompt, rng, answer, configs, samples=2, noise=0.5, seed=1)
+    chunked = restored_probs(lm, prompt, rng, answer, configs, samples=2, noise=0.5, seed=1, max_batch=1)
+    assert np.abs(whole.probs - chunked.probs).max() < 1e-5
+    assert np.ptp(whole.probs) > 1e-3  # restores at different blocks do differ
