@@ -64,7 +64,8 @@ def _activations(lm: LM, enc) -> tuple[np.ndarray, torch.Tensor]:
 def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, layers: list[int],
                   max_floats: int = 2**27) -> tuple[np.ndarray, torch.Tensor]:
     """IG of every layer in ``layers`` (and the clean next-token distribution), all in one batch:
-    row 0 is the clean run, then ``steps`` rows per layer, ordered by layer. A row that scales layer l
+    row 0 is the clean run, then ``steps - 1`` rows per layer, ordered by layer (the last step, gamma = 1,
+    is the clean run itself, whose gradients come from row 0 for every layer). A row that scales layer l
     equals the clean run below l, so each block computes only the clean row and the rows of the
     layers at or below it, the rest copying the clean row; inside block l, l's rows copy the clean
     attention and first MLP projection too. In a causal model the positions before the prediction
@@ -75,8 +76,6 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
     T, L, W = ids.shape[1], lm.n_layers, lm.ffn_width
     first = pos if not lm.masked and pos == T - 1 else 0  # the first position that is run
     gammas = torch.linspace(0, 1, steps, device=lm.device)
-    # the last step (gamma = 1) is the clean run itself: its gradients, for every layer at once, come
-    # from the clean row, whose activations are made leaves too
     shared_last = steps >= 2
     rows_per_layer = steps - 1 if shared_last else steps
     scores, clean_probs = np.zeros((L, W)), None
