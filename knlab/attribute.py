@@ -11,6 +11,7 @@ layer, exactly as the reference code does one layer at a time.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,14 +84,15 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
     d = lm.model.get_input_embeddings().weight.shape[1]
     per = max(1, max_floats // (rows_per_layer * (T - first) * L * (16 * d + 4 * W)))
     order = sorted(set(layers))
+    prefix = None
+    if first and order:  # the prompt's keys and values before the prediction: once, for every chunk
+        with torch.no_grad():
+            prefix = returned_cache(lm.model.base_model(input_ids=ids[:, :first], use_cache=True))
     for c in range(0, len(order), per):
         chunk = order[c : c + per]
         stages = Stages(chunk, [rows_per_layer] * len(chunk))
-        kwargs = {"use_cache": False}
-        if first:
-            with torch.no_grad():
-                prefix = lm.model.base_model(input_ids=ids[:, :first], use_cache=True)  # no head needed
-            kwargs = staged_cache(lm, returned_cache(prefix), stages)
+        last_chunk = c + per >= len(order)
+        kwargs = staged_cache(lm, prefix if last_chunk or prefix is None else copy.deepcopy(prefix), stages)
         leaves: dict[int, list[torch.Tensor]] = {}
         diffs: dict[int, torch.Tensor] = {}
 

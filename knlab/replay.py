@@ -43,9 +43,15 @@ def prefix_kwargs(lm: LM, cache: Any, keep: int, total: int, rows: torch.Tensor,
     if starts is None:
         past.batch_select_indices(rows)
     else:
-        for j, layer in enumerate(past.layers):  # a layer no row runs keeps one (empty reads as no past)
-            layer.batch_select_indices(rows[: max(1, bisect.bisect_right(starts, j))])
+        _rows_per_layer(past, rows, lambda j: bisect.bisect_right(starts, j))
     return {"use_cache": True, cache_kwarg(lm.model): past}
+
+
+def _rows_per_layer(cache: Any, rows: torch.Tensor, running: Callable[[int], int]) -> None:
+    """Layer j of ``cache`` keeps rows ``rows[:running(j)]``, the rows whose attention block j runs;
+    a layer no row runs keeps one (an empty layer reads as no past at all)."""
+    for j, layer in enumerate(cache.layers):
+        layer.batch_select_indices(rows[: max(1, running(j))])
 
 
 @contextlib.contextmanager
@@ -64,11 +70,12 @@ def replay_blocks(lm: LM, recorded: TraceDict, upto: int | Sequence[int], rows: 
             name = lm.arch.layer(b)
             cached = recorded[name]
             value = cached.output[rows[run:]][:, first:]
+            module = get_module(lm.model, name)
             if run == 0:
                 forward = lambda *a, _c=cached, _v=value, **k: replace_first(_c.raw_output, _v)  # noqa: E731
             else:
-                forward = _first_rows_only(get_module(lm.model, name).forward, run, lambda head, n, _v=value: _v)
-            stack.enter_context(override_forward(get_module(lm.model, name), forward))
+                forward = _first_rows_only(module.forward, run, lambda head, n, _v=value: _v)
+            stack.enter_context(override_forward(module, forward))
         yield
 
 
@@ -134,7 +141,7 @@ def _changed_column_only(orig, compute: int, column: int):
             return orig(x, *args, **kwargs)
         head = orig(x[:compute], *args, **kwargs)
         changed = orig(x[compute:, column : column + 1], *args, **kwargs)
-        same = head[:1].detach().expand(batch - compute, *head.shape[1:])
+        same = _like_row_0(head, batch - compute)
         return torch.cat([head, torch.cat([same[:, :column], changed, same[:, column + 1 :]], 1)], 0)
     return forward
 
@@ -146,9 +153,9 @@ def staged_blocks(lm: LM, stages: Stages, column: int):
     projection (where a knowledge-neuron activation lives), also copy row 0's attention and first MLP
     projection in that block, both before the change, and get the output projection computed at that
     position only."""
+    copy_row_0 = lambda f, n: _first_rows_only(f, n, _like_row_0)  # noqa: E731
     with contextlib.ExitStack() as stack:
         for j in range(lm.n_layers):
-            copy_row_0 = lambda f, n: _first_rows_only(f, n, _like_row_0)  # noqa: E731
             parts = [("hidden", copy_row_0, stages.upto(j))]
             if stages.before(j) < stages.upto(j):  # some group starts here
                 parts += [("attn", copy_row_0, stages.before(j)), ("mlp_in", copy_row_0, stages.before(j)),
@@ -161,9 +168,10 @@ def staged_blocks(lm: LM, stages: Stages, column: int):
 
 def staged_cache(lm: LM, cache: Any, stages: Stages) -> dict:
     """Model kwargs continuing from ``cache`` (one run's keys and values of the positions before the
-    recomputed ones), layer j holding a copy for each row whose attention block j computes."""
+    recomputed ones), layer j holding a copy for each row whose attention block j computes. ``cache``
+    is changed in place."""
     if cache is None:
         return {"use_cache": False}
-    for j, layer in enumerate(cache.layers):
-        layer.batch_select_indices(torch.zeros(stages.before(j), dtype=torch.long, device=layer.keys.device))
+    device = cache.layers[0].keys.device
+    _rows_per_layer(cache, torch.zeros(stages.total, dtype=torch.long, device=device), stages.before)
     return {"use_cache": True, cache_kwarg(lm.model): cache}
