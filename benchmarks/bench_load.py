@@ -48,13 +48,20 @@ MASKED = "The capital of {} is [MASK] ."
 PAIRS = [("Albania", "Islamabad"), ("Australia", "Doha"), ("Azerbaijan", "Moscow"), ("Bahamas", "Apia"),
          ("Bahrain", "Riyadh"), ("Barbados", "Belgrade"), ("Belarus", "Freetown"), ("Belgium", "Bratislava"),
          ("Bhutan", "Honiara"), ("Brazil", "Juba"), ("Cameroon", "Khartoum"), ("China", "Bern")]
+# smollm2-135m (--model): countries whose capital it knows, new capitals all one token of it. ROME's
+# locality on it is not verified pair by pair: another country moving to this client's own new capital
+# under its own edit is allowed there (a leak, another client's capital, never is).
+SMOL_PAIRS = [("France", "Madrid"), ("Canada", "Moscow"), ("Germany", "Cairo"), ("Italy", "London"),
+              ("Japan", "Lima"), ("Greece", "Oslo"), ("Austria", "Dublin"), ("Cuba", "Lisbon")]
+PAIRS_BY_MODEL = {"world-gpt": PAIRS, "smollm2-135m": SMOL_PAIRS}
+STRICT_LOCALITY = {"world-gpt"}
 
 
 def client_facts(n: int) -> list[tuple[str, str, str]]:
     """(country, true capital, new capital) for each of ``n`` clients; new capitals all distinct."""
     from knlab.world import facts as F
     rel = F.relation("P36")
-    out = [(c, rel.fact(c).object, t) for c, t in PAIRS[:n]]
+    out = [(c, rel.fact(c).object, t) for c, t in PAIRS_BY_MODEL.get(MODEL, PAIRS)[:n]]
     if n > len(out):  # more clients than verified pairs: further facts (locality not verified for these)
         used = {c for c, _, _ in out} | {t for _, _, t in out} | {o for _, o, _ in out}
         rest = [f for f in rel.facts[40:] if " " not in f.subject and f.subject not in used]
@@ -139,7 +146,7 @@ class LoadClient:
         out, ok = self.call("/predict", MODEL, prompt, 3)
         if not ok:
             return
-        got = out[1]["top"][0]["token"]
+        got = out[1]["top"][0]["token"].strip()  # a BPE model's token carries its leading space
         if got in self.others_targets:  # somebody else's edit showed up in this session
             k = self.others_targets[got]
             self.stats.violation(f"{self.where()}: {prompt!r} -> {got!r}, client {k}'s new capital (leak)")
@@ -150,7 +157,8 @@ class LoadClient:
             if got != want:
                 self.stats.violation(f"{self.where()}: {prompt!r} -> {got!r}, expected {want!r}")
         else:
-            allowed = {true} | ({self.target} if self.active == "kn" else set())
+            loose = self.active == "kn" or (self.active and MODEL not in STRICT_LOCALITY)
+            allowed = {true} | ({self.target} if loose else set())
             if got not in allowed:
                 self.stats.violation(f"{self.where()}: {prompt!r} -> {got!r}, expected {true!r}")
 
@@ -341,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kn-share", type=float, default=0.1, help="share of edits made with KN instead of ROME")
     ap.add_argument("--no-warmup", action="store_true", help="time the first model load and ROME statistics too")
     ap.add_argument("--url", default=None, help="an already-running app (default: start python app.py)")
+    ap.add_argument("--model", default=MODEL, choices=sorted(PAIRS_BY_MODEL),
+                    help="the model the clients edit (smollm2-135m: use --kn-share 0, a KN edit takes ~30 s there)")
     args = ap.parse_args(argv)
+    global MODEL
+    MODEL = args.model
     proc, log = None, None
     url = args.url
     if url is None:

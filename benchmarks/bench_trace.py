@@ -5,6 +5,7 @@ as one batch) per (token, layer) cell and kind. knlab runs every cell and sample
 large batches with identical noise. Prints seconds, the speed ratio and the largest grid difference.
 
     python benchmarks/bench_trace.py [--samples 10] [--window 10] [--repeats 1]
+    python benchmarks/bench_trace.py --model smollm2-135m    # the real model: "The capital of France is"
 """
 
 from __future__ import annotations
@@ -96,9 +97,18 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--model", default=None,
+                    help="instead of the default set: this model on 'The capital of France is' (window: its default)")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, samples {args.samples}, window {args.window}")
+    if args.model:
+        from knlab.trace import default_window
+        lm = load_model(args.model, device="cpu")
+        window = args.window if "--window" in sys.argv else default_window(lm.n_layers)
+        print(f"{args.model}: window {window}")
+        bench(lm, "The capital of France is", "France", args.samples, window, args.repeats)
+        return 0
     gpt = load_model("world-gpt", device="cpu")
     import transformers as T
     big = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=len(gpt.tokenizer), n_embd=512, n_layer=12, n_head=8,

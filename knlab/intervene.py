@@ -12,7 +12,7 @@ import torch
 from knlab.errors import InputError
 from knlab.models import LM
 from knlab.nethook import Trace
-from knlab.predict import encode, next_token_probs, target_id, token_strings
+from knlab.predict import encode, first_token, next_token_probs, target_id, token_strings
 
 FACTORS = {"suppress": 0.0, "enhance": 2.0}
 
@@ -134,7 +134,10 @@ class KnowledgeNeuronEdit:
         from knlab.nethook import get_module
         check_neurons(lm, self.neurons)
         emb = get_module(lm.model, lm.arch.embed).weight
-        e_old, e_new = emb[target_id(lm, self.old)], emb[target_id(lm, self.new)]
+        old, new = first_token(lm, self.old), first_token(lm, self.new)  # a BPE word: the piece it starts with
+        if old is None or new is None:
+            raise InputError(f"{self.old!r} / {self.new!r}: not words {lm.spec} can say")
+        e_old, e_new = emb[old], emb[new]
         with torch.no_grad():
             for l, i in self.neurons:
                 W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", l)))  # a view

@@ -16,6 +16,34 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED = {"world-gpt": ASSETS / "models" / "world-gpt", "world-bert": ASSETS / "models" / "world-bert"}
 
 
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model knlab offers by name: a real pretrained LM from a package, or one of its own organisms."""
+
+    name: str
+    masked: bool
+    purpose: str  # what it is for, as the app's model list shows it
+    real: bool  # a pretrained language model (True) or a model organism trained on the world (False)
+
+
+SHIPPED_MODELS: dict[str, ShippedModel] = {m.name: m for m in (
+    ShippedModel("smollm2-135m", False, "a real pretrained LM (SmolLM2-135M-Instruct, LLaMA, 30 layers)", True),
+    ShippedModel("world-gpt", False, "model organism, causal: 6 layers trained on the world's facts", False),
+    ShippedModel("world-bert", True, "model organism, masked ([MASK]): 6 layers trained on the world's facts", False),
+)}
+
+
+def shipped_installed() -> list[str]:
+    """The shipped models this machine can load now (the real one needs its package installed)."""
+    from knlab.packaged import PACKAGED, installed
+    return [n for n in SHIPPED_MODELS if n not in PACKAGED or installed(PACKAGED[n])]
+
+
+def default_model() -> str:
+    """The real model when it is installed, else the causal organism."""
+    return "smollm2-135m" if "smollm2-135m" in shipped_installed() else "world-gpt"
+
+
 class ModelLoadError(KnlabError):
     """A model could not be loaded; the message says what is available instead."""
 
@@ -47,7 +75,7 @@ class LM:
 
 
 def available() -> str:
-    return (f"shipped models: {', '.join(SHIPPED)}; or a Hugging Face model id / local path of a supported "
+    return (f"shipped models: {', '.join(SHIPPED_MODELS)}; or a Hugging Face model id / local path of a supported "
             f"family ({', '.join(ARCHITECTURES)})")
 
 
@@ -97,6 +125,12 @@ def _config(source: str, spec: str):
 
 
 def _resolve(spec: str) -> str:
+    from knlab.packaged import PACKAGED, NotInstalled, converted
+    if spec in PACKAGED:
+        try:
+            return str(converted(PACKAGED[spec]))
+        except NotInstalled as e:
+            raise ModelLoadError(str(e)) from None
     if spec in SHIPPED:
         path = SHIPPED[spec]
         if not (path / "config.json").exists():

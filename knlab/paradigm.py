@@ -15,6 +15,7 @@ from knlab.attribute import attribute
 from knlab.errors import InputError
 from knlab.intervene import NeuronIntervention
 from knlab.models import LM
+from knlab.predict import single_token
 from knlab.neurons import select
 from knlab.world import paradigms as P
 from knlab.world.corpus import evaluation_pairs
@@ -82,9 +83,12 @@ def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None) -> P
     sel = select(maps)
     groups = P.modifiers()
     vocab = [(tok, g) for g, toks in groups.items() for tok in toks]
-    ids = [lm.tokenizer.convert_tokens_to_ids(t) for t, _ in vocab]
-    good = [lm.tokenizer.convert_tokens_to_ids(p.good_token) for p in pairs]
-    bad = [lm.tokenizer.convert_tokens_to_ids(p.bad_token) for p in pairs]
+    vocab = [(t, g) for t, g in vocab if single_token(lm, t) is not None]  # a BPE model may split a modifier
+    ids = [single_token(lm, t) for t, _ in vocab]
+    good = [single_token(lm, p.good_token) for p in pairs]
+    bad = [single_token(lm, p.bad_token) for p in pairs]
+    if None in good or None in bad:
+        raise InputError(f"{name}: some critical words are not single tokens of {lm.spec}")
     before = _probs(lm, prompts)
     if sel.neurons:
         with NeuronIntervention(tuple(sel.neurons), "suppress").apply(lm):

@@ -84,6 +84,25 @@ def target_id(lm: LM, target: str) -> int:
     return ids[0]
 
 
+def single_token(lm: LM, word: str) -> int | None:
+    """The token id of ``word`` as the model would emit it next (leading space for BPE), or None when it is
+    not one token: the one word -> token helper of every word-level comparison."""
+    ids = lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+    unk = lm.tokenizer.unk_token_id
+    return ids[0] if len(ids) == 1 and ids[0] != unk else None
+
+
+def first_token(lm: LM, word: str) -> int | None:
+    """The token a word starts with when the model says it next: what one prediction position can score.
+    The same as ``single_token`` for one-token words (all of the organisms'); for a BPE model's longer
+    words (" Kab" + "ul") the first piece. None for an empty word or one the model cannot say."""
+    if not isinstance(word, str) or not word.strip():
+        return None
+    ids = lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+    unk = lm.tokenizer.unk_token_id
+    return ids[0] if ids and ids[0] != unk else None
+
+
 def target_ids(lm: LM, target: str) -> list[int]:
     """All tokens of a (possibly multi-token) target as the model would emit it after the prompt."""
     if not isinstance(target, str) or not target.strip():

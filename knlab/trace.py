@@ -63,11 +63,13 @@ _NOISE: dict[tuple[str, int], float] = {}
 
 
 def noise_level(lm: LM, sds: float = NOISE_SDS) -> float:
-    """3 x embedding std, measured once per loaded model (over the world corpus for the shipped models)."""
+    """3 x embedding std, measured once per loaded model: for the shipped models over the tokens of the world
+    corpus (as ROME measures it over the subjects of its facts), otherwise over every embedding row."""
     key = (lm.spec, id(lm.model))
     if key not in _NOISE:
         texts = None
-        if lm.spec in ("world-gpt", "world-bert"):
+        from knlab.models import SHIPPED_MODELS
+        if lm.spec in SHIPPED_MODELS:
             from knlab.world.corpus import build_documents
             texts = [d.text for d in build_documents()][:4000]
         _NOISE[key] = embedding_std(lm, texts)
@@ -216,6 +218,13 @@ def restore_last_subject_token(lm: LM, prompt: str, subject: str, answer_id: int
 KINDS = ("hidden", "mlp", "attn")
 
 
+def default_window(n_layers: int) -> int:
+    """The published window (10 layers on GPT-2 XL's 48) as the same fifth of this model's depth: 6 on a
+    30-layer model, 1 on a 6-layer organism. Ten layers of six would restore the whole network in every
+    cell and show no layer structure at all."""
+    return max(1, min(10, round(n_layers / 5)))
+
+
 def restore_window(layer: int, window: int, n_layers: int) -> list[int]:
     """The layers whose MLP / attention outputs are restored for grid cell ``layer`` (centred window)."""
     return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
@@ -255,36 +264,64 @@ class TraceResult:
 
 
 def answer_for(lm: LM, prompt: str, answer: str | None) -> tuple[str, int]:
-    """The answer token: the one given, or the model's clean top prediction."""
-    from knlab.predict import next_token_probs, target_id
+    """The answer token: the one given (a word the model says in several pieces: its first piece, which is
+    what the prediction position decides), or the model's clean top prediction."""
+    from knlab.predict import first_token, next_token_probs
     if answer is not None and str(answer).strip():
-        i = target_id(lm, str(answer))
+        i = first_token(lm, str(answer))
+        if i is None:
+            raise InputError(f"{str(answer).strip()!r} is not something {lm.spec} can say (not in its vocabulary)")
         return lm.tokenizer.decode([i]).strip(), i
     probs = next_token_probs(lm, encode(lm, prompt))
     i = int(probs.argmax())
     return lm.tokenizer.decode([i]).strip(), i
 
 
-def _check_params(samples: int, window: int, n_layers: int) -> None:
+def _check_params(samples: int, window: int | None, n_layers: int) -> int:
     from knlab.limits import check_count
     check_count(samples, "trace_samples", "samples")
+    if window is None:
+        return default_window(n_layers)
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= max(1, 2 * n_layers):
         raise InputError(f"window must be a whole number from 1 to {max(1, 2 * n_layers)}")
+    return window
 
 
-def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10, window: int = 10,
-          noise: float | str | None = None, seed: int = 0, kinds: Iterable[str] = KINDS,
-          progress=None) -> TraceResult:
-    """Meng et al.'s causal trace of ``prompt``: for every (token, layer) and kind, p(answer) after
-    restoring that clean state (hidden) or a window of clean module outputs (mlp, attn)."""
+@dataclass
+class TraceSetup:
+    """What a trace and its first-order preview (``patching``) both check and resolve before running."""
+
+    kinds: tuple[str, ...]
+    window: int
+    noise: float
+    enc: object  # predict.Encoded
+    subject_range: tuple[int, int]
+    answer: str
+    answer_id: int
+
+
+def prepare(lm: LM, prompt: str, subject: str, answer: str | None, samples: int, window: int | None,
+            noise: float | str | None, kinds: Iterable[str]) -> TraceSetup:
     kinds = tuple(kinds)
     for k in kinds:
         module_name(lm, k, 0)
-    _check_params(samples, window, lm.n_layers)
+    window = _check_params(samples, window, lm.n_layers)
     level = parse_noise(lm, noise)
     enc = encode(lm, prompt)
     rng = locate_subject(lm, prompt, subject)
     ans, aid = answer_for(lm, prompt, answer)
+    return TraceSetup(kinds, window, level, enc, rng, ans, aid)
+
+
+def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10, window: int | None = None,
+          noise: float | str | None = None, seed: int = 0, kinds: Iterable[str] = KINDS,
+          progress=None) -> TraceResult:
+    """Meng et al.'s causal trace of ``prompt``: for every (token, layer) and kind, p(answer) after
+    restoring that clean state (hidden) or a window of clean module outputs (mlp, attn); ``window=None``:
+    ``default_window`` of the model's depth."""
+    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds)
+    kinds, window, level, enc, rng, ans, aid = (st.kinds, st.window, st.noise, st.enc, st.subject_range,
+                                                st.answer, st.answer_id)
     T, L = enc.input_ids.shape[1], lm.n_layers
     configs: list[list[Cell]] = []
     index: list[tuple[str, int, int]] = []
@@ -401,7 +438,7 @@ def trace_relation(lm: LM, relation: str, limit: int | None = None, template: st
         try:
             results.append(trace(lm, prompt, f.subject, f.object, **kwargs))
         except InputError:
-            continue  # object not a single token of this model: skip the fact
+            continue  # an object the model cannot say: skip the fact
         if progress:
             progress((i + 1) / len(facts), f"{i + 1}/{len(facts)} facts")
     return summarize(results, f"{relation} ({template})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Callable
 
 import gradio as gr
@@ -25,20 +26,38 @@ from knlab.plots import (attribution_overview, category_figure, edit_figure, eva
                          paradigm_figure, prediction_figure, trace_figure)
 from knlab.world.paradigms import paradigm_names
 from knlab.predict import predict
+from knlab.models import SHIPPED_MODELS, default_model, shipped_installed
+from knlab.patching import patch_estimate
 from knlab.trace import guess_subject, summarize, trace
 from knlab.worker import ModelWorker, default_worker, gpu
 
 log = logging.getLogger("knlab.ui")
-SHIPPED_CHOICES = ["world-gpt", "world-bert"]
-EXAMPLES = {"world-gpt": "The capital of Canada is", "world-bert": "The capital of Canada is [MASK] ."}
+EXAMPLES = {"smollm2-135m": "The capital of France is", "world-gpt": "The capital of Canada is",
+            "world-bert": "The capital of Canada is [MASK] ."}
+
+
+def start_model() -> str:
+    """The model the app opens with: ``KNLAB_DEFAULT_MODEL``, else the real model when it is installed."""
+    return os.environ.get("KNLAB_DEFAULT_MODEL", "").strip() or default_model()
+
+
+def model_choices(names) -> list[tuple[str, str]]:
+    """(label, name) pairs: each shipped model labelled with what it is for."""
+    return [(f"{n} — {SHIPPED_MODELS[n].purpose}" if n in SHIPPED_MODELS else n, n) for n in names]
+
+
+def example(model: str) -> str:
+    return EXAMPLES.get(model, EXAMPLES["world-gpt"])
 
 
 class Context:
     """What every tab needs: the worker, the model picker, and the sessions (each with its own edits)."""
 
-    def __init__(self, worker: ModelWorker, model: gr.Dropdown, sessions: Sessions | None = None):
+    def __init__(self, worker: ModelWorker, model: gr.Dropdown, sessions: Sessions | None = None,
+                 start: str = "world-gpt"):
         self.worker = worker
         self.model = model
+        self.start = start  # the model the page opens with: tabs start with examples it answers
         self.sessions = sessions or Sessions()
 
     @staticmethod
@@ -87,7 +106,7 @@ def build_predict_tab(ctx: Context) -> None:
     with gr.Tab("Predict", id="predict"):
         gr.Markdown("What does the model say next? For a masked model (world-bert), put one `[MASK]` in the prompt.")
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=EXAMPLES["world-gpt"], scale=4, elem_id="predict-prompt")
+            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=4, elem_id="predict-prompt")
             top = gr.Slider(1, 20, value=10, step=1, label="Top k", scale=1)
         go_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
         plot = gr.Plot(label="Prediction", elem_id="predict-plot")
@@ -107,14 +126,15 @@ def build_trace_tab(ctx: Context) -> None:
         gr.Markdown("Causal tracing (Meng et al.): corrupt the subject's embeddings with noise, then restore one "
                     "clean state at a time and see how much of p(answer) comes back. Subject tokens are marked *.")
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=EXAMPLES["world-gpt"], scale=3, elem_id="trace-prompt")
-            subject = gr.Textbox(label="Subject (as in the prompt)", value=guess_subject(EXAMPLES["world-gpt"]),
+            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=3, elem_id="trace-prompt")
+            subject = gr.Textbox(label="Subject (as in the prompt)", value=guess_subject(example(ctx.start)),
                                  scale=2, elem_id="trace-subject")
             answer = gr.Textbox(label="Answer (empty: the clean top prediction)", value="", scale=2)
         with gr.Accordion("Parameters (published defaults)", open=False):
             with gr.Row():
                 samples = gr.Slider(1, min(50, limits().trace_samples), value=min(10, limits().trace_samples), step=1, label="Noise samples")
-                window = gr.Slider(1, 20, value=10, step=1, label="Window (MLP / attention)")
+                window = gr.Slider(0, 20, value=0, step=1,
+                                   label="Window (MLP / attention; 0: a fifth of the depth, as 10 of GPT-2 XL's 48)")
                 noise = gr.Textbox(value="3sd", label="Noise: '3sd' (x embedding std) or a number")
                 seed = gr.Number(value=0, precision=0, label="Seed")
         go_btn = gr.Button("Trace", variant="primary", elem_id="trace-button")
@@ -123,21 +143,32 @@ def build_trace_tab(ctx: Context) -> None:
         cats = gr.Plot(label="Indirect effect by token category", elem_id="trace-categories")
         raw = gr.JSON(label="Result", visible=False)
 
-        def run(model, prompt, subject, answer, samples, window, noise, seed, request: gr.Request,
+        def run(model, prompt, subject, answer, samples, window, noise, seed, preview, request: gr.Request,
                 progress=gr.Progress()):
+            args = (prompt, subject, answer or None, whole(samples, 'samples'), whole(window, 'window') or None,
+                    noise, whole(seed or 0, 'seed'))
+            if preview:  # drawn at once; the exact grid replaces it when it is ready
+                est = ctx.serve(patch_estimate, model, request, *args)
+                yield (f"**Preview** (attribution patching: a first-order estimate of every cell from one clean, "
+                       f"one corrupted and one backward pass; it can leave [0, 1] and underrates saturated "
+                       f"cells). p({est.answer}): clean **{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
+                       f"*Exact trace running...*", trace_figure(est), gr.update(), est.to_json())
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
-            res = ctx.serve(trace, model, request, prompt, subject, answer or None, whole(samples, 'samples'),
-                            whole(window, 'window'), noise, whole(seed or 0, 'seed'),
+            res = ctx.serve(trace, model, request, *args,
                             progress=lambda f: progress(0.05 + 0.9 * f, desc="restoring clean states"))
             progress(0.95, desc="drawing")
             msg = (f"**p({res.answer})**: clean **{res.clean:.3f}**, subject corrupted **{res.corrupted:.3f}** "
-                   f"(noise std {res.noise:.3g}, {res.samples} samples). Best hidden-state restore: "
+                   f"(noise std {res.noise:.3g}, {res.samples} samples, window {res.window}). Best hidden-state restore: "
                    f"**{res.grids['hidden'].max():.3f}** at token *{res.tokens[int(res.grids['hidden'].max(1).argmax())].strip()}*.")
-            return msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json()
+            yield msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json()
 
-        inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed]
+        preview = gr.Checkbox(value=True, label="Draw a first-order preview first (attribution patching)",
+                              elem_id="trace-preview")
+        inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview]
         go_btn.click(run, inputs, [status, plot, cats, raw], api_name="trace")
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
+        ctx.model.change(lambda m: (example(m), guess_subject(example(m))) if m in EXAMPLES else (gr.update(), gr.update()),
+                         ctx.model, [prompt, subject], api_visibility="private")
 
 
 def build_attribute_tab(ctx: Context) -> None:
@@ -432,12 +463,18 @@ def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
         gr.Markdown(describe_limits(), elem_id="limits")
         with gr.Row():
             if hosted():
-                model = gr.Dropdown(list(allowed_models()), value=allowed_models()[0], allow_custom_value=False,
+                names = list(allowed_models())
+                start = start_model() if start_model() in names else names[0]
+                model = gr.Dropdown(model_choices(names), value=start, allow_custom_value=False,
                                     label="Model", elem_id="model")
             else:
-                model = gr.Dropdown(SHIPPED_CHOICES, value="world-gpt", allow_custom_value=True, label="Model",
-                                    info="a shipped model, or a Hugging Face model id / local path", elem_id="model")
-        ctx = Context(worker, model)
+                start = start_model()
+                model = gr.Dropdown(model_choices(shipped_installed()), value=start, allow_custom_value=True,
+                                    label="Model", elem_id="model",
+                                    info="a shipped model, or a Hugging Face model id / local path" +
+                                    ("" if "smollm2-135m" in shipped_installed() else
+                                     " (the real model smollm2-135m is not installed: see the README)"))
+        ctx = Context(worker, model, start=start)
         with gr.Tabs():
             for build in TABS:
                 build(ctx)

@@ -27,6 +27,13 @@ def bert():
     return load_model("world-bert", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def smol():
+    """The real model, SmolLM2-135M (installed by ./run_tests.sh; converted once into knlab's cache)."""
+    from knlab.models import load_model
+    return load_model("smollm2-135m", device="cpu")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,8 +45,10 @@ def app_url(tmp_path_factory):
     """The real app, started as a user would (python app.py), on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
+    # the page opens on world-gpt so the browser tests stay fast; the real model is the default otherwise
+    # (tests/test_ui.py) and is driven through the API (tests/test_app.py) and the browser explicitly
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "KNLAB_DEFAULT_MODEL": "world-gpt"}
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -116,3 +116,23 @@ def test_paper_claim_reruns_live_beside_the_published(client):
     with pytest.raises(Exception) as info:  # ROME on a masked model: one clear message
         client.predict("world-bert", 3, api_name="/paper_rome_table_1")
     assert "masked" in str(info.value) and "Traceback" not in str(info.value)
+
+
+@pytest.mark.slow  # a minute of the real model through the app: ./run_tests.sh --fast leaves it out
+def test_the_real_model_through_the_api(app_url):
+    """smollm2-135m answers every instrument's endpoint, its edits stay in the session that made them, and
+    its base weights are unchanged afterwards."""
+    alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    m, prompt = "smollm2-135m", "The capital of France is"
+    _plot, pred = alice.predict(m, prompt, 3, api_name="/predict")
+    assert pred["top"][0]["token"] == " Paris"
+    status, _p, _c, tr = alice.predict(m, prompt, "France", "", 2, 0, "3sd", 0, False, api_name="/trace")
+    assert tr["window"] == 6 and len(tr["hidden"][0]) == 30 and tr["clean"] > 5 * tr["corrupted"]
+    out = alice.predict(m, prompt, "", 3, "ig", api_name="/attribute")
+    assert out[-1]["target"].strip() == "Paris" and out[-1]["layers"] == 30
+    out = alice.predict(m, "rome", prompt, "France", "Rome", None, api_name="/edit")
+    assert out[-1]["criteria"]["reliability"] == 1.0
+    assert alice.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Rome"
+    assert bob.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Paris"
+    alice.predict(api_name="/reset")
+    assert Client(app_url, verbose=False).predict(api_name="/status")["models"][m]["unchanged"]

@@ -64,7 +64,7 @@ def test_kn_edit_through_the_worker_and_sequenced_edits(gpt):
 @pytest.mark.parametrize("args,needle", [
     (("rome", "The capital of Canada is", "Canda", "Rome"), "not in the prompt"),
     (("rome", "The capital of Canada is", "Canada", "Ottawa"), "already answers"),
-    (("rome", "The capital of Canada is", "Canada", "Zorblaxia"), "not a single token"),
+    (("rome", "The capital of Canada is", "Canada", "Zorblaxia"), "not something .* can say"),
     (("memit", "The capital of Canada is", "Canada", "Rome"), "unknown edit method"),
     (("rome", "   ", "Canada", "Rome"), "empty"),
 ])

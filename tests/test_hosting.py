@@ -8,7 +8,7 @@ def test_hosted_mode_allows_only_the_listed_models(monkeypatch):
     monkeypatch.delenv("KNLAB_HOSTED", raising=False)
     assert check_model("some-org/some-model") == "some-org/some-model"  # a local lab may load anything
     monkeypatch.setenv("KNLAB_HOSTED", "1")
-    assert allowed_models() == ("world-gpt", "world-bert")
+    assert allowed_models() == ("smollm2-135m", "world-gpt", "world-bert")  # the shipped models installed
     assert check_model(" world-bert ") == "world-bert"
     for spec in ("gpt2", "../../etc/passwd", "/tmp", "assets/models/world-gpt"):
         with pytest.raises(InputError, match="offers only"):
@@ -43,4 +43,4 @@ def test_hosted_app_offers_a_fixed_model_list(monkeypatch):
     dropdowns = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model"]
     assert len(dropdowns) == 1
     assert dropdowns[0].allow_custom_value is False
-    assert [c[0] for c in dropdowns[0].choices] == ["world-gpt", "world-bert"]
+    assert [c[1] for c in dropdowns[0].choices] == ["smollm2-135m", "world-gpt", "world-bert"]  # (label, name)

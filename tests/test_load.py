@@ -1,7 +1,11 @@
 """Isolation under load: 8 concurrent HTTP clients for 60 s against the real app, each editing its own fact
 and checking that its predictions show its own edits and nobody else's (benchmarks/bench_load.py)."""
 
+import pytest
+
 from conftest import reference
+
+pytestmark = pytest.mark.slow  # a system test: ./run_tests.sh --fast leaves it out
 
 
 def test_concurrent_sessions_see_only_their_own_edits(app_url):

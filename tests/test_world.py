@@ -117,6 +117,7 @@ def test_subject_last_token_carries_the_fact(gpt):
     assert curve["best_share"] >= M.REQUIRED_RESTORE
 
 
+@pytest.mark.slow  # trains: ./run_tests.sh --fast leaves it out
 @pytest.mark.parametrize("kind", ["gpt", "bert"])
 def test_training_is_deterministic_from_the_seed(kind, tmp_path):
     from safetensors.torch import load_file

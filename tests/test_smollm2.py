@@ -1,0 +1,69 @@
+"""The real model, SmolLM2-135M, through every instrument: properties, not snapshots."""
+
+import numpy as np
+import pytest
+
+from knlab.models import weights_checksum
+from knlab.predict import predict
+
+PROMPT, SUBJECT = "The capital of France is", "France"
+
+
+def test_it_answers_paris(smol):
+    pred = predict(smol, PROMPT, top=3)
+    assert pred.top_tokens[0] == " Paris" and pred.top_probs[0] > 0.5
+
+
+def test_trace_shows_the_early_and_the_late_site(smol):
+    """Meng et al.'s two sites: the last subject token's state carries the fact through the early layers,
+    the last token's from the late ones on; in between neither does (the fact moves between them)."""
+    from knlab.trace import trace
+    res = trace(smol, PROMPT, SUBJECT, kinds=("hidden",), samples=5)
+    grid, L = res.grids["hidden"], smol.n_layers
+    assert res.clean > 0.5 and res.corrupted < 0.1 * res.clean
+    subj_last, last = res.subject_range[1] - 1, res.position
+    early, late = slice(0, L // 3), slice(2 * L // 3, L)
+    assert grid[subj_last, early].mean() > 0.7 * res.clean  # early site: the subject's last token
+    assert grid[subj_last, late].mean() < 0.3 * res.clean
+    assert grid[last, late].mean() > 0.7 * res.clean  # late site: the prediction position
+    assert grid[last, early].mean() < 0.3 * res.clean
+
+
+def test_attribution_covers_every_layer(smol):
+    from knlab.attribute import attribute
+    res = attribute(smol, PROMPT, steps=5)
+    assert res.scores.shape == (30, 1536) and res.target.strip() == "Paris"
+    assert np.isfinite(res.scores).all() and np.abs(res.scores).max() > 0
+
+
+def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
+    from knlab.edit import edit
+    from knlab.worker import ModelWorker
+    before = weights_checksum(smol.model)
+    rep = edit(smol, "rome", PROMPT, SUBJECT, "Rome", mom2=False, generate_tokens=0)
+    assert rep.criteria["reliability"] == 1.0
+    assert rep.layer == 5  # the real model's ROME layer (model card: the layer sweep)
+    assert weights_checksum(smol.model) == before  # edit() hands back a spec, the model is untouched
+    worker = ModelWorker()
+    worker.add_model(smol)
+    edited = worker.run("smollm2-135m", [rep.spec], predict, PROMPT, 1)
+    assert edited.top_tokens[0] == " Rome"
+    assert weights_checksum(smol.model) == before
+    assert worker.run("smollm2-135m", [], predict, PROMPT, 1).top_tokens[0] == " Paris"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["predict", "   "], "the prompt is empty"),
+    (["trace", PROMPT, "--subject", "Germany"], "not in the prompt"),
+    (["edit", "rome", PROMPT, "--subject", SUBJECT, "--target", "Paris"], "already answers"),
+    (["trace", PROMPT, "--subject", SUBJECT, "--window", "0"], "window"),
+])
+def test_bad_input_on_it_is_one_clear_line(smol, argv, needle, capsys):
+    from knlab.cli import main
+    from knlab.worker import default_worker
+    if "smollm2-135m" not in default_worker().status()["models"]:
+        default_worker().add_model(smol)
+    code = main(argv + ["--model", "smollm2-135m"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and needle in err, err
+    assert default_worker().status()["models"]["smollm2-135m"]["unchanged"]
