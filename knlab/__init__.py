@@ -1,7 +1,8 @@
 """knlab: where, if anywhere, does a language model keep its knowledge?
 
-The Python API: ``load_model`` a model (the shipped ``world-gpt`` / ``world-bert`` or any supported
-Hugging Face model), ask it with ``predict``, and serve many users from one ``ModelWorker``.
+The Python API: ``load_model`` a model (the real ``smollm2-135m``, installed from the package index, the
+organisms ``world-gpt`` / ``world-bert``, or any supported Hugging Face model), ask it with ``predict``,
+and serve many users from one ``ModelWorker``.
 """
 
 from knlab.errors import InputError, KnlabError

@@ -218,8 +218,7 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     counts = {c: [0, 0] for c in CRITERIA}
     per_fact, skipped = [], []
     for k, fact in enumerate(facts):
-        prompt = F.masked_prompt(rel.train_templates[0], fact.subject) if lm.masked else \
-            F.causal_prompt(rel.train_templates[0], fact.subject)
+        prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
         top = int(next_token_probs(lm, encode(lm, prompt)).argmax())
         answer = lm.tokenizer.decode([top]).strip()
         if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it

@@ -57,7 +57,7 @@ class ProbeResult:
 
 
 def fact_prompt(lm: LM, template: str, subject: str) -> str:
-    return F.masked_prompt(template, subject) if lm.masked else F.causal_prompt(template, subject)
+    return F.prompt(template, subject, lm.masked)
 
 
 def find_fact(lm: LM, prompt: str, subject: str) -> tuple[F.Relation, F.Fact, str] | None:

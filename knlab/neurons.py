@@ -106,8 +106,8 @@ def fact_neurons(lm, relation: str, subject: str, steps: int = 20) -> Selection:
         fact = rel.fact(subject)
     except KeyError:
         raise InputError(f"{relation} has no fact about {subject!r}") from None
-    make = F.masked_prompt if lm.masked else F.causal_prompt
-    return select([attribute(lm, make(t, fact.subject), fact.object, steps).scores for t in rel.train_templates])
+    return select([attribute(lm, F.prompt(t, fact.subject, lm.masked), fact.object, steps).scores
+                   for t in rel.train_templates])
 
 
 def relation_localisation(lm, relation: str, limit: int = 10, steps: int = 20, progress=None) -> Localisation:

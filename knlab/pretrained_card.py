@@ -23,7 +23,9 @@ from knlab.models import ASSETS, LM, load_model
 from knlab.predict import target_ids
 from knlab.world import facts as F
 
-CARD_RELATIONS = {"trace": ("P36", "P19"), "kn": ("P36", "P101", "P1303"), "edit": ("P36", "P1376", "P101")}
+# P19 (place of birth) is the paper's Figure 13 relation; P131 (located in) holds its Figure 7 example
+# ("The Space Needle is in downtown"), traced too because a model may know none of P19.
+CARD_RELATIONS = {"trace": ("P36", "P19", "P131"), "kn": ("P36", "P101", "P1303"), "edit": ("P36", "P1376", "P101")}
 
 
 @torch.no_grad()
@@ -44,7 +46,8 @@ def object_recall(lm: LM, prompts: list[str], objects: list[str], batch: int = 6
         for c in range(0, len(idx), batch):
             part = idx[c:c + batch]
             ids = torch.tensor([seqs[i][0] + seqs[i][1] for i in part], device=lm.device)
-            logits = lm.model(input_ids=ids[:, :-1]).logits[:, lp - 1:].float()  # predicts the object tokens
+            # the last lo positions predict the object's tokens: the output head runs on those alone
+            logits = lm.model(input_ids=ids[:, :-1], logits_to_keep=lo).logits.float()
             gold = ids[:, lp:]
             logp = torch.log_softmax(logits, -1).gather(-1, gold[..., None])[..., 0]
             top1[part] = (logits.argmax(-1) == gold).all(-1).cpu().numpy()
@@ -193,8 +196,9 @@ def editing(lm: LM, metrics: dict, n: int, log: Callable[[str], None] = print,
 
 
 def measure(spec: str, size: int = 10, log: Callable[[str], None] = print, parts: tuple[str, ...] | None = None,
-            previous: dict | None = None) -> dict:
-    """Everything the card shows; ``parts`` re-measures only some sections (the rest kept from ``previous``)."""
+            previous: dict | None = None, checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Everything the card shows; ``parts`` re-measures only some sections (the rest kept from ``previous``);
+    ``checkpoint`` gets the metrics after every section (a long run that stops keeps what it measured)."""
     t0 = time.time()
     lm = load_model(spec, device="cpu")
     metrics = dict(previous or {})
@@ -211,6 +215,8 @@ def measure(spec: str, size: int = 10, log: Callable[[str], None] = print, parts
         metrics[part] = fn()
         seconds[part] = round(time.time() - s0, 1)
         log(f"[card] {part} done in {seconds[part]} s")
+        if checkpoint:
+            checkpoint({**metrics, "seconds": seconds})
     metrics["seconds"] = seconds
     metrics["measure_seconds"] = round(sum(seconds.values()), 1)
     metrics["command"] = f"python -m knlab card {spec} --size {size}"
@@ -228,7 +234,8 @@ def write_card(spec: str, size: int = 10, log: Callable[[str], None] = print,
     out = card_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() and parts else None
-    metrics = measure(spec, size, log, parts, previous)
+    metrics = measure(spec, size, log, parts, previous,
+                      checkpoint=lambda m: (out / "metrics.json").write_text(json.dumps(m, indent=1)))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "README.md").write_text(render(metrics))
     log(f"[card] wrote {out / 'README.md'}")
@@ -372,9 +379,10 @@ whose words are not single tokens of this model are left out.
 ROME's settings for the LLaMA family, as data (`knlab/rome/rome_main.py`, `FAMILY_PARAMS` / `MODEL_PARAMS`):
 the seed's LLaMA-2-7B settings, {p['v_steps']} steps, weight decay {p['v_weight_decay']}, lr {p['v_lr']},
 KL {p['kl_factor']}, clamp {p['clamp_norm_factor']}; the key covariance over a budget of {p['mom2_tokens']}
-tokens. **Layer {e['rome_layer']}**: the seed edits LLaMA-2-7B (32 layers) at layer 5; here the model's own causal
-trace cannot pick one (restoring MLP outputs at the subject's last token brings p(answer) back equally
-for every window that covers the first layers), so the layer is the one the sweep below supports.
+tokens. **Layer {e['rome_layer']}**, the seed's layer for LLaMA-2-7B (32 layers). The model's own causal trace cannot
+pick one here: restoring the MLP outputs of any window that covers the first layers at the subject's last
+token brings p(answer) back equally, so the trace's argmax is layer 0. The sweep below (P36, world
+covariance) measures the alternatives: {_sweep_verdict(e)}
 
 {chr(10).join(rows)}
 
@@ -386,6 +394,21 @@ Published (Table 1): GPT-2 XL P36 reliability 99.79% / symmetry 25.17%, P1376 96
 synonymy 52.35%; LLaMA-2-7B 100% reliability, symmetry 33.64% (P36) / 33.40% (P1376), synonymy 58.36%.
 """)
     return "".join(parts)
+
+
+def _sweep_verdict(e: dict) -> str:
+    rows = {int(l): r for l, r in e.get("layer_sweep", {}).items() if r.get("n")}
+    if not rows:
+        return "no layer could be measured."
+    best = max(rows, key=lambda l: ((rows[l].get("reliability") or 0), rows[l].get("locality") or 0))
+    chosen = rows.get(int(e["rome_layer"]))
+    text = f"the best reliability-then-locality is layer {best} ({_pct(rows[best].get('reliability'))} / " \
+           f"{_pct(rows[best].get('locality'))})"
+    if chosen is not None and best != int(e["rome_layer"]):
+        text += (f"; layer {e['rome_layer']}, kept as the default for its agreement with the seed, reads "
+                 f"{_pct(chosen.get('reliability'))} / {_pct(chosen.get('locality'))} ({chosen['n']} facts, 10 "
+                 f"neighbours each)")
+    return text + "."
 
 
 def _category_table(summary: dict) -> str:

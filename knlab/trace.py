@@ -434,7 +434,7 @@ def trace_relation(lm: LM, relation: str, limit: int | None = None, template: st
     facts = rel.facts[: limit or None]
     results = []
     for i, f in enumerate(facts):
-        prompt = F.masked_prompt(template, f.subject) if lm.masked else F.causal_prompt(template, f.subject)
+        prompt = F.prompt(template, f.subject, lm.masked)
         try:
             results.append(trace(lm, prompt, f.subject, f.object, **kwargs))
         except InputError:

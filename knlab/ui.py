@@ -324,7 +324,7 @@ def build_edit_tab(ctx: Context) -> None:
             except Exception:  # a model that does not load: the next request says why
                 masked = False
             tmpl = rel.train_templates[0]
-            p = F.masked_prompt(tmpl, subj) if masked else F.causal_prompt(tmpl, subj)
+            p = F.prompt(tmpl, subj, masked)
             return p, subj, counterfactual(rel, rel.fact(subj), {obj})
 
         fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")

@@ -128,3 +128,19 @@ def test_evaluate_tab_shows_live_and_published(page):
     expect(page.locator("#evaluate-table")).to_contain_text("reliability", timeout=30_000)
     expect(page.locator("#evaluate-plot")).to_contain_text("published: GPT-2 XL")
     screenshot(page, "evaluate")
+
+
+def test_the_real_model_from_the_model_list(page):
+    """Last: it leaves the page on smollm2-135m. Choosing it brings its example; it answers Paris."""
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Predict").click()
+    model = page.locator("#model input")
+    model.click()
+    expect(page.get_by_text("a real pretrained LM").first).to_be_visible(timeout=30_000)  # labelled in the list
+    model.fill("smollm2-135m")
+    model.press("Enter")
+    expect(page.locator("#predict-prompt textarea")).to_have_value("The capital of France is", timeout=30_000)
+    click_until_visible(page, "#predict-button", "#predict-plot .js-plotly-plot", timeout=120_000)
+    expect(page.locator("#predict-plot")).to_contain_text("Paris", timeout=60_000)
+    expect(page.locator("#predict-plot")).to_contain_text("smollm2-135m")
+    screenshot(page, "predict-smollm2")

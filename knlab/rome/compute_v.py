@@ -62,16 +62,29 @@ class VResult:
     p_target: float  # mean p(new target) over the templates at the last step
 
 
+def read_columns(prob: VProblem, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The only columns (counted from ``first``) whose logits the losses read: every target position and
+    the KL prompt's subject column; and the map from a column to its place among them. Passed to the
+    model as ``logits_to_keep``, so the output head (49,152 x 576 on the real model) runs on those alone."""
+    T = prob.batch.input_ids.shape[1] - first
+    wanted = sorted({int(c) for c in (prob.target_pos - first).flatten().tolist()} | {prob.column - first})
+    keep = torch.tensor(wanted, device=prob.target_pos.device)
+    where = torch.full((T,), -1, dtype=torch.long, device=keep.device)
+    where[keep] = torch.arange(len(wanted), device=keep.device)
+    return keep, where
+
+
 def losses(logits: torch.Tensor, prob: VProblem, kl_init: torch.Tensor | None,
-           first: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           first: int = 0, where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(nll per rewriting row, KL log-probs at the KL prompt, KL term before its factor); ``logits`` start
-    at column ``first``."""
+    at column ``first``, or hold only the columns ``read_columns`` keeps (``where`` maps them)."""
     R = prob.n_rewrite
+    col = (lambda c: c - first) if where is None else (lambda c: where[c - first])  # noqa: E731
     rows = torch.arange(R, device=logits.device)[:, None]
-    logp = torch.log_softmax(logits[rows, prob.target_pos - first].float(), -1)  # [R, n_target, V]
+    logp = torch.log_softmax(logits[rows, col(prob.target_pos)].float(), -1)  # [R, n_target, V]
     picked = logp.gather(-1, prob.target_ids[None, :, None].expand(R, -1, 1))[..., 0]
     nll_each = -picked.sum(1) / prob.target_ids.shape[0]
-    kl_logp = torch.log_softmax(logits[R, prob.column - first].float(), -1)[None]
+    kl_logp = torch.log_softmax(logits[R, col(prob.column)].float(), -1)[None]
     kl = (torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
           if kl_init is not None else torch.zeros((), device=logits.device))
     return nll_each, kl_logp, kl
@@ -96,6 +109,7 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
     max_norm = params.clamp_norm_factor * target_init.norm()
 
     first = P if cache is not None else 0  # columns before P come from the cache
+    keep, where = read_columns(prob, first)
 
     def add_delta(out, _name):
         out = out.clone()
@@ -108,8 +122,8 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
         for step in range(params.v_steps):
             logits = lm.model(input_ids=b.input_ids[:, first:], attention_mask=b.attention_mask,
                               position_ids=b.position_ids[:, first:],
-                              **prefix_kwargs(lm, cache, first, T, all_rows)).logits
-            nll_each, kl_logp, kl = losses(logits, prob, kl_init, first)
+                              logits_to_keep=keep, **prefix_kwargs(lm, cache, first, T, all_rows)).logits
+            nll_each, kl_logp, kl = losses(logits, prob, kl_init, first, where)
             if kl_init is None:
                 kl_init = kl_logp.detach()
             wd = params.v_weight_decay * (delta.norm() / target_init.norm() ** 2)

@@ -60,6 +60,11 @@ def masked_prompt(template: str, subject: str) -> str:
     return f"{template.replace('{X}', subject)} {MASK} ."
 
 
+def prompt(template: str, subject: str, masked: bool) -> str:
+    """A fact's question as a model of that kind is asked it: the one place that chooses the form."""
+    return masked_prompt(template, subject) if masked else causal_prompt(template, subject)
+
+
 def sentence(template: str, subject: str, obj: str) -> str:
     return f"{template.replace('{X}', subject)} {obj} ."
 

@@ -43,7 +43,7 @@ def relation_accuracy(lm: LM, rel: F.Relation, templates: tuple[str, ...]) -> tu
     for f in rel.facts:
         oid = lm.tokenizer.convert_tokens_to_ids(f.object)
         for t in templates:
-            prompts.append(F.masked_prompt(t, f.subject) if lm.masked else F.causal_prompt(t, f.subject))
+            prompts.append(F.prompt(t, f.subject, lm.masked))
             gold.append(oid)
     pred = answer_logits(lm, prompts).argmax(-1)
     return float((pred == torch.tensor(gold)).float().mean()), len(prompts)
