@@ -57,8 +57,9 @@ def straightforward(lm, prompt, target, steps):
 
 
 PROMPTS = {
+    # the real model's third prompt differs: "Ulm" is two of its tokens, and the reference scores one
     "smollm2-135m": [("The capital of France is", "Paris"), ("The Space Needle is in downtown", "Seattle"),
-                     ("Albert Einstein was born in", "Ulm")],
+                     ("The Eiffel Tower is located in", "Paris")],
     "world-gpt": [("The capital of Canada is", "Ottawa"), ("The Space Needle is in downtown", "Seattle"),
                   ("Albert Einstein was born in", "Ulm")],
     "world-bert": [("The capital of Canada is [MASK] .", "Ottawa"), ("The Space Needle is in downtown [MASK] .", "Seattle"),

@@ -352,8 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=MODEL, choices=sorted(PAIRS_BY_MODEL),
                     help="the model the clients edit (smollm2-135m: use --kn-share 0, a KN edit takes ~30 s there)")
     args = ap.parse_args(argv)
-    global MODEL
-    MODEL = args.model
+    globals()["MODEL"] = args.model  # the clients read the module's MODEL
     proc, log = None, None
     url = args.url
     if url is None:

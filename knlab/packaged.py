@@ -136,16 +136,8 @@ def convert(gguf: Path, out: Path) -> None:
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
     print(f"knlab: converting {gguf.name} once into {out.parent} (about 30 s)", file=sys.stderr)
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader draws its own progress bar
-    try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")  # the weights below are plain float32

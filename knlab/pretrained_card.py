@@ -311,7 +311,8 @@ pairs as the organisms' cards).
         lines = []
         for rid, t in m["tracing"].items():
             if not t.get("facts"):
-                lines.append(f"- {rid}: no known fact to trace.")
+                lines.append(f"### {rid}\n\nNo known fact to trace: the model completes none of this relation's "
+                             f"first-template prompts with the object (see the recall table).\n")
                 continue
             curve = ", ".join(f"{i}: {x:.2f}" for i, x in enumerate(t["restore_last_subject_token"]))
             cats = t["summary"]
@@ -320,7 +321,8 @@ pairs as the organisms' cards).
 Restoring **only the last subject token's** clean hidden state, share of the clean - corrupted gap per
 layer: {curve}.
 
-Average indirect effect by token category (the paper's Figure 13), hidden / MLP / attention:
+Average indirect effect (restored - corrupted p) by token category, the paper's Figure 13: its peak over
+layers and the layer of the peak:
 
 {_category_table(cats)}
 
@@ -373,8 +375,8 @@ Published (the paper, Table 8 and Figures 5 and 12):
 ## Editing: ROME and the KN edit
 
 Each known fact edited on its own (the model restored after each) to another object of its relation;
-p(new) against p(old) at the prediction position; locality: 10 other facts keep their top answer. Probes
-whose words are not single tokens of this model are left out.
+p(new) against p(old) at the prediction position, each word by the token it starts with; locality: 10
+other facts keep their top answer. Probes whose two words start with the same token are left out.
 
 ROME's settings for the LLaMA family, as data (`knlab/rome/rome_main.py`, `FAMILY_PARAMS` / `MODEL_PARAMS`):
 the seed's LLaMA-2-7B settings, {p['v_steps']} steps, weight decay {p['v_weight_decay']}, lr {p['v_lr']},
@@ -412,9 +414,14 @@ def _sweep_verdict(e: dict) -> str:
 
 
 def _category_table(summary: dict) -> str:
-    cats = summary.get("categories") or []
-    rows = ["| category | hidden | MLP | attention |", "|---|---|---|---|"]
-    for i, c in enumerate(cats):
-        vals = [summary.get(k, [None] * len(cats))[i] for k in ("hidden", "mlp", "attn")]
-        rows.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
+    """Per token category, the peak over layers of the average indirect effect, and where it peaks."""
+    kinds = summary.get("kinds", {})
+    cats = list(kinds.get("hidden", {}))
+    rows = ["| category (prompts) | hidden | MLP | attention |", "|---|---|---|---|"]
+    for c in cats:
+        cells = []
+        for k in ("hidden", "mlp", "attn"):
+            curve = kinds.get(k, {}).get(c)
+            cells.append("-" if not curve else f"{max(curve):.3f} (layer {int(np.argmax(curve))})")
+        rows.append(f"| {c} ({summary.get('counts', {}).get(c, '?')}) | " + " | ".join(cells) + " |")
     return "\n".join(rows)

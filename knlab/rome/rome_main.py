@@ -54,7 +54,7 @@ class RomeParams:
 _LLAMA_SETTINGS = {"v_steps": 25, "v_weight_decay": 1e-3}
 FAMILY_PARAMS: dict[str, dict] = {"llama": _LLAMA_SETTINGS, "mistral": _LLAMA_SETTINGS, "qwen2": _LLAMA_SETTINGS}
 # Per shipped model, on top of its family's: the real model's covariance is measured over a token budget
-# (its 30 layers make the whole world corpus cost minutes on 2 cores; 60k tokens take ~25 s at layer 5).
+# (its 30 layers make the whole world corpus cost minutes on 2 cores; 60k tokens take ~40 s at layer 5).
 MODEL_PARAMS: dict[str, dict] = {"smollm2-135m": {"mom2_tokens": 60_000}}
 
 
