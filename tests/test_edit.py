@@ -10,6 +10,7 @@ from knlab.worker import ModelWorker, applied
 from knlab.world import facts as F
 
 
+@pytest.mark.slow  # 30 edits (~30 s): ./run_tests.sh --fast leaves it out
 def test_rome_reliability_on_the_first_30_p36_facts(gpt):
     base = weights_checksum(gpt.model)
     ev = evaluate_relation(gpt, "rome", "P36", limit=30)

@@ -16,8 +16,9 @@ def test_determiner_noun_analysis_on_the_masked_model(bert):
         assert t.rel_change == pytest.approx(100 * (t.post - t.pre) / min(t.pre, t.post), rel=1e-6)
     assert 0 <= res.overturned <= res.correct_before
     assert res.correct_before >= 0.9  # the organism knows the paradigm
-    if res.neurons:  # suppressing the shared neurons changes the determiners' probabilities
-        assert any(abs(t.rel_change) > 0 for t in res.tokens if t.token in ("this", "these", "that", "those"))
+    assert res.neurons  # the paradigm's prompts share knowledge neurons on the organism ...
+    # ... and suppressing them changes the determiners' probabilities
+    assert any(abs(t.rel_change) > 0 for t in res.tokens if t.token in ("this", "these", "that", "those"))
     js = res.to_json()
     assert set(js) >= {"neurons", "tau", "r2_1", "tokens", "overturned"}
     assert weights_checksum(bert.model) == before

@@ -36,6 +36,7 @@ def test_attribution_covers_every_layer(smol):
     assert np.isfinite(res.scores).all() and np.abs(res.scores).max() > 0
 
 
+@pytest.mark.slow  # a real-model edit (~25 s): ./run_tests.sh --fast leaves it out
 def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
     from knlab.edit import edit
     from knlab.worker import ModelWorker
