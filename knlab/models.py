@@ -21,15 +21,13 @@ class ShippedModel:
     """A model knlab offers by name: a real pretrained LM from a package, or one of its own organisms."""
 
     name: str
-    masked: bool
     purpose: str  # what it is for, as the app's model list shows it
-    real: bool  # a pretrained language model (True) or a model organism trained on the world (False)
 
 
 SHIPPED_MODELS: dict[str, ShippedModel] = {m.name: m for m in (
-    ShippedModel("smollm2-135m", False, "a real pretrained LM (SmolLM2-135M-Instruct, LLaMA, 30 layers)", True),
-    ShippedModel("world-gpt", False, "model organism, causal: 6 layers trained on the world's facts", False),
-    ShippedModel("world-bert", True, "model organism, masked ([MASK]): 6 layers trained on the world's facts", False),
+    ShippedModel("smollm2-135m", "a real pretrained LM (SmolLM2-135M-Instruct, LLaMA, 30 layers)"),
+    ShippedModel("world-gpt", "model organism, causal: 6 layers trained on the world's facts"),
+    ShippedModel("world-bert", "model organism, masked ([MASK]): 6 layers trained on the world's facts"),
 )}
 
 

@@ -73,23 +73,16 @@ def next_token_probs(lm: LM, enc: Encoded) -> torch.Tensor:
     return torch.softmax(logits[0, enc.position].float(), -1)
 
 
-def target_id(lm: LM, target: str) -> int:
-    """The single token a target word is, with the leading space a causal BPE model expects."""
-    if not isinstance(target, str) or not target.strip():
-        raise InputError("the target is empty")
-    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    if len(ids) != 1 or (unk is not None and ids[0] == unk):
-        raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
-    return ids[0]
+def spoken_ids(lm: LM, word: str) -> list[int]:
+    """The tokens of ``word`` as the model would say it next (with the leading space a BPE model expects):
+    the one tokenisation behind every word -> token helper below."""
+    return lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
 
 
 def single_token(lm: LM, word: str) -> int | None:
-    """The token id of ``word`` as the model would emit it next (leading space for BPE), or None when it is
-    not one token: the one word -> token helper of every word-level comparison."""
-    ids = lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    return ids[0] if len(ids) == 1 and ids[0] != unk else None
+    """The token id of ``word`` as the model would emit it next, or None when it is not one token."""
+    ids = spoken_ids(lm, word)
+    return ids[0] if len(ids) == 1 and ids[0] != lm.tokenizer.unk_token_id else None
 
 
 def first_token(lm: LM, word: str) -> int | None:
@@ -98,16 +91,25 @@ def first_token(lm: LM, word: str) -> int | None:
     words (" Kab" + "ul") the first piece. None for an empty word or one the model cannot say."""
     if not isinstance(word, str) or not word.strip():
         return None
-    ids = lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
-    unk = lm.tokenizer.unk_token_id
-    return ids[0] if ids and ids[0] != unk else None
+    ids = spoken_ids(lm, word)
+    return ids[0] if ids and ids[0] != lm.tokenizer.unk_token_id else None
+
+
+def target_id(lm: LM, target: str) -> int:
+    """The single token a target word is, with the leading space a causal BPE model expects."""
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    i = single_token(lm, target)
+    if i is None:
+        raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
+    return i
 
 
 def target_ids(lm: LM, target: str) -> list[int]:
     """All tokens of a (possibly multi-token) target as the model would emit it after the prompt."""
     if not isinstance(target, str) or not target.strip():
         raise InputError("the target is empty")
-    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    ids = spoken_ids(lm, target)
     unk = lm.tokenizer.unk_token_id
     if not ids or (unk is not None and unk in ids):
         raise InputError(f"{target.strip()!r} is not something {lm.spec} can say (not in its vocabulary)")

@@ -25,7 +25,8 @@ BATCH = 64
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("KNLAB_CACHE", Path.home() / ".cache" / "knlab")) / "mom2"
+    from knlab.packaged import cache_root  # the one place that knows where knlab's cache is
+    return cache_root() / "mom2"
 
 
 _MEMORY: dict[str, torch.Tensor] = {}  # path -> mom2, so a warm worker never reads the disk twice
