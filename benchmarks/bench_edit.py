@@ -5,7 +5,7 @@ step re-tokenizes every context-template prompt (and the KL prompt "{subject} is
 through the whole model on its own, with a hook on the edited layer's MLP output projection adding the
 delta at the subject's last token; the losses are summed and there is one backward per step. Same
 templates, same k* / u, same loss (NLL of the target over every template + kl_factor x KL + weight decay),
-same early stop, norm clamp, Adam settings and right vector as ``knlab.rome``; knlab instead runs all rows
+same early stop, norm clamp, Adam settings and right vector as ``knlab.methods.rome``; knlab instead runs all rows
 as one aligned batch, keeps the prefix before the subject as a KV cache, replays the blocks below the
 edited layer and differentiates w.r.t. the delta only.
 
@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knlab.nethook import Trace  # noqa: E402
-from knlab.rome.compute_v import KL_PROMPT  # noqa: E402
-from knlab.rome.repr_tools import prompt_template  # noqa: E402
+from knlab.core.nethook import Trace  # noqa: E402
+from knlab.methods.rome.compute_v import KL_PROMPT  # noqa: E402
+from knlab.methods.rome.repr_tools import prompt_template  # noqa: E402
 
 
 @dataclass
@@ -158,12 +158,14 @@ def main() -> int:
     ap.add_argument("--model", default="world-gpt", help="e.g. smollm2-135m (edits the facts it knows)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from knlab.models import load_model
-    from knlab.predict import encode, first_token, next_token_probs
-    from knlab.rome import default_layer, params_for, rome
-    from knlab.rome.context import context_templates
-    import knlab.rome.layer_stats as LS
-    from knlab.worker import applied
+    from knlab.core.models import load_model
+    from knlab.methods.predict import encode, first_token, next_token_probs
+    from knlab.methods.rome import params_for, rome
+    from knlab.studies.edit import rome_layer
+    from knlab.world.corpora import covariance_corpus
+    from knlab.methods.rome.context import context_templates
+    import knlab.methods.rome.layer_stats as LS
+    from knlab.core.specs import applied
     from knlab.world import facts as F
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
@@ -173,7 +175,7 @@ def main() -> int:
     print(f"{lm.spec}: {params}")
     # one-off work, reported apart: the default layer (a causal trace), templates, covariance
     t0 = time.perf_counter()
-    layer = default_layer(lm)
+    layer = rome_layer(lm)
     t_layer = time.perf_counter() - t0
     t0 = time.perf_counter()
     contexts = context_templates(lm, params.template_seed)
@@ -183,7 +185,8 @@ def main() -> int:
     LS.measure_mom2 = lambda *a, **k: measured.append(1) or measure(*a, **k)
     try:
         t0 = time.perf_counter()
-        mom2 = LS.layer_stats(lm, layer, params.mom2_corpus, tokens=params.mom2_tokens)
+        corpus = covariance_corpus(params.mom2_corpus)
+        mom2 = LS.layer_stats(lm, layer, corpus, tokens=params.mom2_tokens)
         t_mom2 = time.perf_counter() - t0
     finally:
         LS.measure_mom2 = measure
@@ -198,14 +201,14 @@ def main() -> int:
              == first_token(lm, f.object)]
     facts = list(known[:args.facts + 1])
     rome(lm, F.causal_prompt(rel.train_templates[0], facts[0].subject), facts[0].subject, facts[1].object,
-         layer, params)  # warm-up
+         layer, params, corpus=corpus)  # warm-up
     fast_edit, fast_wall, slow, dv, du, dvs, dshort = [], [], [], [], [], [], []
     first_ref = None
     for i, f in enumerate(facts[:args.facts]):
         prompt = F.causal_prompt(rel.train_templates[0], f.subject)
         new = facts[i + 1].object
         t0 = time.perf_counter()
-        res = rome(lm, prompt, f.subject, new, layer, params)
+        res = rome(lm, prompt, f.subject, new, layer, params, corpus=corpus)
         fast_wall.append(time.perf_counter() - t0)
         fast_edit.append(res.seconds["edit"])
         t0 = time.perf_counter()
@@ -217,7 +220,7 @@ def main() -> int:
         dvs.append(rel_diff(res.v_star, ref.v_star))
         # the same comparison after a short run, before Adam has amplified float rounding (see below)
         short = dataclasses.replace(params, v_steps=args.short_steps)
-        dshort.append(rel_diff(rome(lm, prompt, f.subject, new, layer, short).v_star,
+        dshort.append(rel_diff(rome(lm, prompt, f.subject, new, layer, short, corpus=corpus).v_star,
                                rome_straightforward(lm, prompt, f.subject, new, layer, short, contexts,
                                                     mom2).v_star))
         enc = encode(lm, prompt)

@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knlab.attribute import attribute  # noqa: E402
-from knlab.edit import edit  # noqa: E402
-from knlab.models import load_model  # noqa: E402
-from knlab.patching import patch_estimate  # noqa: E402
-from knlab.predict import predict  # noqa: E402
-from knlab.trace import trace  # noqa: E402
+from knlab.methods.attribute import attribute  # noqa: E402
+from knlab.studies.edit import edit  # noqa: E402
+from knlab.core.models import load_model  # noqa: E402
+from knlab.methods.patching import patch_estimate  # noqa: E402
+from knlab.methods.predict import predict  # noqa: E402
+from knlab.methods.trace import trace  # noqa: E402
 
 PROMPT, SUBJECT = "The capital of France is", "France"
 

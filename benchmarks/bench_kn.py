@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knlab.attribute import attribute  # noqa: E402
-from knlab.models import load_model  # noqa: E402
-from knlab.nethook import Trace  # noqa: E402
-from knlab.predict import encode, target_id  # noqa: E402
+from knlab.methods.attribute import attribute  # noqa: E402
+from knlab.core.models import load_model  # noqa: E402
+from knlab.core.nethook import Trace  # noqa: E402
+from knlab.methods.predict import encode, target_id  # noqa: E402
 
 
 def ig_straightforward(lm, prompt, target_id, steps):
@@ -70,7 +70,7 @@ PROMPTS = {
 def random_model(spec: str):
     """A randomly initialised 12 x 512 model of the family, with the shipped world tokenizer."""
     import transformers as T
-    from knlab.models import from_model
+    from knlab.core.models import from_model
     torch.manual_seed(0)
     if spec.startswith("random gpt2"):
         tok = load_model("world-gpt", device="cpu").tokenizer

@@ -3,7 +3,7 @@
 Times ``patch_estimate`` (one clean forward, one corrupted forward, one backward) against ``trace``
 (every cell restored and run) for "The capital of France is" (subject France; masked models get
 " [MASK] ." appended), and prints seconds, the speed ratio and the estimate's agreement with the exact
-grids: Pearson's r per kind over all cells (``knlab.patching.agreement``), r over the live cells only
+grids: Pearson's r per kind over all cells (``knlab.methods.patching.agreement``), r over the live cells only
 (those that can change p: no-op cells are exactly p_corrupted in both and inflate r), and the largest
 |estimate - exact|.
 
@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knlab.models import load_model  # noqa: E402
-from knlab.patching import _pearson, agreement, patch_estimate  # noqa: E402
-from knlab.trace import KINDS, _is_noop, parse_noise, restore_window, trace  # noqa: E402
+from knlab.core.models import load_model  # noqa: E402
+from knlab.methods.patching import _pearson, agreement, patch_estimate  # noqa: E402
+from knlab.methods.trace import KINDS, _is_noop, parse_noise, restore_window, trace  # noqa: E402
 
 PROMPT, SUBJECT = "The capital of France is", "France"
 

@@ -71,7 +71,7 @@ def gguf_first_answer() -> float:
     """The straightforward start: read the GGUF with transformers (no cache), then predict."""
     code = ("import time; t0 = time.perf_counter(); import torch; "
             "from transformers import AutoModelForCausalLM, AutoTokenizer; "
-            "from knlab.packaged import PACKAGED, gguf_file; p, _ = gguf_file(PACKAGED['smollm2-135m']); "
+            "from knlab.core.packaged import PACKAGED, gguf_file; p, _ = gguf_file(PACKAGED['smollm2-135m']); "
             "m = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32); "
             "t = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name); "
             "ids = t('The capital of France is', return_tensors='pt').input_ids; "
@@ -87,7 +87,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    from knlab.packaged import PACKAGED, converted
+    from knlab.core.packaged import PACKAGED, converted
     converted(PACKAGED["smollm2-135m"])  # the one-off conversion, outside the timed starts
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     firsts = []

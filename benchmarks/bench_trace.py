@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knlab.models import from_model, load_model  # noqa: E402
-from knlab.nethook import Trace  # noqa: E402
-from knlab.predict import encode  # noqa: E402
-from knlab.trace import (KINDS, locate_subject, module_name, parse_noise, restore_window,  # noqa: E402
+from knlab.core.models import from_model, load_model  # noqa: E402
+from knlab.core.nethook import Trace  # noqa: E402
+from knlab.methods.predict import encode  # noqa: E402
+from knlab.methods.trace import (KINDS, locate_subject, module_name, parse_noise, restore_window,  # noqa: E402
                          trace)
 
 
@@ -103,7 +103,7 @@ def main() -> int:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, samples {args.samples}, window {args.window}")
     if args.model:
-        from knlab.trace import default_window
+        from knlab.methods.trace import default_window
         lm = load_model(args.model, device="cpu")
         window = args.window if "--window" in sys.argv else default_window(lm.n_layers)
         print(f"{args.model}: window {window}")

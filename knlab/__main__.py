@@ -1,5 +1,5 @@
 import sys
 
-from knlab.cli import main
+from knlab.app.cli import main
 
 sys.exit(main())

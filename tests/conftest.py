@@ -17,20 +17,20 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 @pytest.fixture(scope="session")
 def gpt():
-    from knlab.models import load_model
+    from knlab.core.models import load_model
     return load_model("world-gpt", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def bert():
-    from knlab.models import load_model
+    from knlab.core.models import load_model
     return load_model("world-bert", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def smol():
     """The real model, SmolLM2-135M (installed by ./run_tests.sh; converted once into knlab's cache)."""
-    from knlab.models import load_model
+    from knlab.core.models import load_model
     return load_model("smollm2-135m", device="cpu")
 
 
@@ -78,7 +78,7 @@ FAMILIES = ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"]
 @pytest.fixture(params=FAMILIES)
 def tiny_lm(request):
     """A randomly initialised model of each family, with the shipped world tokenizer (masked: world-bert's)."""
-    from knlab.models import from_model
+    from knlab.core.models import from_model
     from test_arch import TINY
     family = request.param
     tok = request.getfixturevalue("bert" if family == "bert" else "gpt").tokenizer

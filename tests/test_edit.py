@@ -3,10 +3,10 @@ P36 facts, unrelated facts unchanged), the KN edit through the same path, and th
 
 import pytest
 
-from knlab.edit import counterfactual, describe, edit, evaluate_relation
-from knlab.errors import InputError
-from knlab.models import weights_checksum
-from knlab.worker import ModelWorker, applied
+from knlab.studies.edit import counterfactual, describe, edit, evaluate_relation
+from knlab.core.errors import InputError
+from knlab.core.models import weights_checksum
+from knlab.serve.worker import ModelWorker, applied
 from knlab.world import facts as F
 
 
@@ -32,7 +32,7 @@ def test_report_and_spec(gpt):
     assert "Rome" in rep.generation["after"] and "Ottawa" in rep.generation["before"]
     assert describe(rep.spec).startswith("ROME L")
     with applied(gpt, [rep.spec]):  # the spec alone reproduces the edit
-        from knlab.predict import predict
+        from knlab.methods.predict import predict
         assert predict(gpt, "The capital of Canada is", 1).top_tokens[0].strip() == "Rome"
 
 
@@ -54,7 +54,7 @@ def test_kn_edit_through_the_worker_and_sequenced_edits(gpt):
     first = worker.run("world-gpt", [], edit, "rome", "The capital of Canada is", "Canada", "Rome")
     # a second edit is computed on the model with the first applied, and both hold together
     second = worker.run("world-gpt", [first.spec], edit, "rome", "The capital of Spain is", "Spain", "Vienna")
-    from knlab.predict import predict
+    from knlab.methods.predict import predict
     tops = worker.run("world-gpt", [first.spec, second.spec],
                       lambda lm: [predict(lm, p, 1).top_tokens[0].strip()
                                   for p in ("The capital of Canada is", "The capital of Spain is")])

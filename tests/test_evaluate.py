@@ -2,7 +2,7 @@
 
 import torch
 
-from knlab.evaluate import Probe, criteria, find_fact, neighbour_prompts, score
+from knlab.studies.evaluate import Probe, criteria, find_fact, neighbour_prompts, score
 
 
 def test_scoring_rules(gpt):

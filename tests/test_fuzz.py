@@ -126,8 +126,8 @@ CLI_COMMANDS = st.one_of(
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(argv=CLI_COMMANDS)
 def test_cli_never_crashes(argv):
-    from knlab.cli import main
-    from knlab.worker import default_worker
+    from knlab.app.cli import main
+    from knlab.serve.worker import default_worker
     loaded = set(default_worker().status()["models"])
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -1,7 +1,7 @@
 import pytest
 
-from knlab.errors import InputError
-from knlab.hosting import Sessions, allowed_models, check_model
+from knlab.core.errors import InputError
+from knlab.serve.hosting import Sessions, allowed_models, check_model
 
 
 def test_hosted_mode_allows_only_the_listed_models(monkeypatch):
@@ -37,8 +37,8 @@ def test_sessions_cap_and_idle_expiry_drop_edits():
 
 def test_hosted_app_offers_a_fixed_model_list(monkeypatch):
     monkeypatch.setenv("KNLAB_HOSTED", "1")
-    from knlab.ui import build_app
-    from knlab.worker import ModelWorker
+    from knlab.app.ui import build_app
+    from knlab.serve.worker import ModelWorker
     app = build_app(ModelWorker())
     dropdowns = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model"]
     assert len(dropdowns) == 1

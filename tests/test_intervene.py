@@ -1,11 +1,11 @@
 import pytest
 
-from knlab.attribute import attribute
-from knlab.errors import InputError
-from knlab.intervene import NeuronIntervention, intervene, parse_neurons
-from knlab.models import weights_checksum
-from knlab.predict import predict
-from knlab.worker import ModelWorker
+from knlab.methods.attribute import attribute
+from knlab.core.errors import InputError
+from knlab.methods.intervene import NeuronIntervention, intervene, parse_neurons
+from knlab.core.models import weights_checksum
+from knlab.methods.predict import predict
+from knlab.serve.worker import ModelWorker
 
 
 @pytest.mark.parametrize("lm_name,prompt,target", [("gpt", "The capital of France is", "Paris"),
@@ -46,7 +46,7 @@ def test_bad_neurons(gpt):
 
 
 def test_kn_edit_moves_the_fact_and_is_undone(gpt):
-    from knlab.intervene import KnowledgeNeuronEdit
+    from knlab.methods.intervene import KnowledgeNeuronEdit
     worker = ModelWorker(device="cpu")
     worker.add_model(gpt)
     prompt = "The capital of Canada is"
@@ -54,7 +54,7 @@ def test_kn_edit_moves_the_fact_and_is_undone(gpt):
     spec = KnowledgeNeuronEdit(kns, "Ottawa", "Rome")
     assert spec.touched_parameters(gpt) == sorted({f"transformer.h.{l}.mlp.c_proj.weight" for l, _ in kns})
     rome = gpt.tokenizer.convert_tokens_to_ids("Rome")
-    from knlab.predict import encode, next_token_probs
+    from knlab.methods.predict import encode, next_token_probs
     p_rome = lambda lm: float(next_token_probs(lm, encode(lm, prompt))[rome])  # noqa: E731
     before_sum = weights_checksum(gpt.model)
     base = worker.run("world-gpt", [], p_rome)

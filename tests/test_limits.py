@@ -1,7 +1,7 @@
 import pytest
 
-from knlab.errors import InputError
-from knlab.limits import HOSTED, Limits, check_count, describe, limits
+from knlab.core.errors import InputError
+from knlab.core.limits import HOSTED, Limits, check_count, describe, limits
 
 
 def test_defaults_env_and_hosted(monkeypatch):
@@ -26,9 +26,9 @@ def test_check_count_rejects(bad, monkeypatch):
 
 
 def test_limits_are_enforced_where_the_work_is(gpt, monkeypatch):
-    from knlab.attribute import attribute
-    from knlab.predict import predict
-    from knlab.trace import trace
+    from knlab.methods.attribute import attribute
+    from knlab.methods.predict import predict
+    from knlab.methods.trace import trace
     monkeypatch.setenv("KNLAB_MAX_PROMPT_TOKENS", "4")
     with pytest.raises(InputError, match="tokens long; the limit is 4"):
         predict(gpt, "The capital of Canada is")

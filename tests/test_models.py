@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from knlab.models import ModelLoadError, load_model, shipped_weights_bytes, weights_checksum
+from knlab.core.models import ModelLoadError, load_model, shipped_weights_bytes, weights_checksum
 
 
 def test_shipped_models_load_with_the_auto_classes(gpt, bert):

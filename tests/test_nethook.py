@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from knlab.nethook import Trace, TraceDict, get_module, get_parameter
+from knlab.core.nethook import Trace, TraceDict, get_module, get_parameter
 
 
 def _net():

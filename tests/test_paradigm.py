@@ -1,9 +1,8 @@
-import numpy as np
 import pytest
 
-from knlab.errors import InputError
-from knlab.models import weights_checksum
-from knlab.paradigm import analyse
+from knlab.core.errors import InputError
+from knlab.core.models import weights_checksum
+from knlab.studies.paradigm import analyse
 
 
 def test_determiner_noun_analysis_on_the_masked_model(bert):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from knlab.errors import InputError
-from knlab.nethook import Trace, TraceDict, get_module
-from knlab.patching import METHOD, PatchEstimate, agreement, patch_estimate
-from knlab.predict import encode
-from knlab.trace import KINDS, TraceResult, _is_noop, locate_subject, module_name, restore_window, trace
+from knlab.core.errors import InputError
+from knlab.core.nethook import Trace, TraceDict, get_module
+from knlab.methods.patching import METHOD, PatchEstimate, agreement, patch_estimate
+from knlab.methods.predict import encode
+from knlab.methods.trace import KINDS, TraceResult, _is_noop, locate_subject, module_name, restore_window, trace
 
 
 def _prompt(lm, text="The capital of New Zealand is"):
@@ -164,7 +164,7 @@ def test_json_is_the_trace_contract_plus_the_method(canada):
     assert "method" not in ref  # the exact trace's JSON is unchanged
     assert np.array(js["hidden"]).shape == np.array(ref["hidden"]).shape
     assert js["samples"] == 10 and js["window"] == 10 and js["noise"] == ref["noise"] and js["seed"] == 0
-    from knlab.plots import trace_figure
+    from knlab.app.plots import trace_figure
     assert len(trace_figure(est).data) == 3  # drawn as a trace, unchanged
 
 

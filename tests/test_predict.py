@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from knlab.errors import InputError
-from knlab.predict import encode, predict, target_id
+from knlab.core.errors import InputError
+from knlab.methods.predict import encode, predict, target_id
 
 
 def test_causal_prediction_is_the_fact(gpt):

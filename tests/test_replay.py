@@ -1,13 +1,13 @@
-"""knlab.replay: a staged batch gives every row what running that row alone gives."""
+"""knlab.core.replay: a staged batch gives every row what running that row alone gives."""
 
 import contextlib
 
 import pytest
 import torch
 
-from knlab.nethook import Trace
-from knlab.predict import encode
-from knlab.replay import Stages, returned_cache, staged_blocks, staged_cache
+from knlab.core.nethook import Trace
+from knlab.methods.predict import encode
+from knlab.core.replay import Stages, returned_cache, staged_blocks, staged_cache
 
 
 def test_stages_count_rows_by_start_block():

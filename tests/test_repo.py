@@ -45,5 +45,5 @@ def test_the_knlab_command_is_the_cli():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     module, _, fn = meta["project"]["scripts"]["knlab"].partition(":")
     import importlib
-    from knlab.cli import main
+    from knlab.app.cli import main
     assert getattr(importlib.import_module(module), fn) is main

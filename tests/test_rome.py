@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from knlab.errors import InputError
-from knlab.models import weights_checksum
-from knlab.nethook import Trace, get_module
-from knlab.predict import encode, next_token_probs, target_id
-from knlab.rome import RomeEdit, RomeParams, rome
-from knlab.rome import context as C
-from knlab.rome import layer_stats as LS
-from knlab.worker import applied
+from knlab.core.errors import InputError
+from knlab.core.models import weights_checksum
+from knlab.core.nethook import Trace, get_module, per_model
+from knlab.methods.predict import encode, next_token_probs, target_id
+from knlab.methods.rome import RomeEdit, RomeParams, rome
+from knlab.methods.rome import context as C
+from knlab.methods.rome import layer_stats as LS
+from knlab.core.specs import applied
+from knlab.studies.edit import rome_layer
+from knlab.world.corpora import covariance_corpus
 
 PROMPT, SUBJECT = "The capital of Canada is", "Canada"
 
@@ -41,7 +43,7 @@ def canada(gpt, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KNLAB_CACHE", str(folder / "cache"))
         base = weights_checksum(gpt.model)
-        res = rome(gpt, PROMPT, SUBJECT, "Rome", params=RomeParams(mom2_corpus=str(corpus)))
+        res = rome(gpt, PROMPT, SUBJECT, "Rome", rome_layer(gpt), RomeParams(), corpus=covariance_corpus(str(corpus)))
     return res, base
 
 
@@ -88,7 +90,7 @@ def test_fast_v_star_equals_the_straightforward_one(gpt):
     the chaos reaches ~1e-1, hence the short run; a real difference (a token off, a term missing) shows at
     1e-2 or more from the first step."""
     from conftest import reference
-    from knlab.rome.context import context_templates
+    from knlab.methods.rome.context import context_templates
     params = RomeParams(v_steps=3, mom2=False)
     layer = 3
     res = rome(gpt, PROMPT, SUBJECT, "Rome", layer, params)
@@ -115,7 +117,7 @@ def test_mom2_is_cached_on_disk_and_equals_the_second_moment(gpt, tmp_path, monk
     calls = []
     measure = LS.measure_mom2
     monkeypatch.setattr(LS, "measure_mom2", lambda *a, **k: calls.append(1) or measure(*a, **k))
-    m = LS.layer_stats(gpt, layer, str(corpus))
+    m = LS.layer_stats(gpt, layer, covariance_corpus(str(corpus)))
     files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert calls == [1] and len(files) == 1 and f"layer{layer}-" in files[0].name
 
@@ -123,7 +125,7 @@ def test_mom2_is_cached_on_disk_and_equals_the_second_moment(gpt, tmp_path, monk
         raise AssertionError("measured again instead of read from the disk cache")
     monkeypatch.setattr(LS, "measure_mom2", fail)
     monkeypatch.setattr(LS, "_MEMORY", {})
-    again = LS.layer_stats(gpt, layer, str(corpus))
+    again = LS.layer_stats(gpt, layer, covariance_corpus(str(corpus)))
     assert torch.equal(again, m)
 
     # E[k k^T] over every token of every text, each text on its own (no padding)
@@ -144,7 +146,7 @@ def test_mom2_is_cached_on_disk_and_equals_the_second_moment(gpt, tmp_path, monk
 
 def test_context_templates(gpt, monkeypatch):
     state = torch.random.get_rng_state()
-    monkeypatch.setattr(C, "_CACHE", {})
+    per_model(gpt.model, "context_templates").clear()
     t = C.context_templates(gpt, seed=0)
     assert torch.equal(torch.random.get_rng_state(), state)  # sampling leaves the global RNG alone
     assert t[0] == "{}"
@@ -152,7 +154,7 @@ def test_context_templates(gpt, monkeypatch):
     for s in t:
         assert s.count("{}") == 1 and s.count("{") == s.count("}") == 1 and s.endswith("{}")
     assert len(set(t)) > 10
-    monkeypatch.setattr(C, "_CACHE", {})
+    per_model(gpt.model, "context_templates").clear()
     assert C.context_templates(gpt, seed=0) == t
     assert C.context_templates(gpt, seed=1) != t
 
@@ -163,7 +165,7 @@ def test_rome_on_every_causal_family(tiny_lm):
     start is zero up to rounding, which Adam blows up into arbitrary +-lr steps). Block 0 is replayed and
     the prefix cached, in each family's own cache and position scheme."""
     from conftest import reference
-    from knlab.rome.context import context_templates
+    from knlab.methods.rome.context import context_templates
     prompt, subject = "The capital city is in New Zealand", "New Zealand"
     params = RomeParams(mom2=False, v_steps=3)
     if tiny_lm.masked:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from knlab.models import weights_checksum
-from knlab.predict import predict
+from knlab.core.models import weights_checksum
+from knlab.methods.predict import predict
 
 PROMPT, SUBJECT = "The capital of France is", "France"
 
@@ -17,7 +17,7 @@ def test_it_answers_paris(smol):
 def test_trace_shows_the_early_and_the_late_site(smol):
     """Meng et al.'s two sites: the last subject token's state carries the fact through the early layers,
     the last token's from the late ones on; in between neither does (the fact moves between them)."""
-    from knlab.trace import trace
+    from knlab.methods.trace import trace
     res = trace(smol, PROMPT, SUBJECT, kinds=("hidden",), samples=5)
     grid, L = res.grids["hidden"], smol.n_layers
     assert res.clean > 0.5 and res.corrupted < 0.1 * res.clean
@@ -30,7 +30,7 @@ def test_trace_shows_the_early_and_the_late_site(smol):
 
 
 def test_attribution_covers_every_layer(smol):
-    from knlab.attribute import attribute
+    from knlab.methods.attribute import attribute
     res = attribute(smol, PROMPT, steps=5)
     assert res.scores.shape == (30, 1536) and res.target.strip() == "Paris"
     assert np.isfinite(res.scores).all() and np.abs(res.scores).max() > 0
@@ -38,8 +38,8 @@ def test_attribution_covers_every_layer(smol):
 
 @pytest.mark.slow  # a real-model edit (~25 s): ./run_tests.sh --fast leaves it out
 def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
-    from knlab.edit import edit
-    from knlab.worker import ModelWorker
+    from knlab.studies.edit import edit
+    from knlab.serve.worker import ModelWorker
     before = weights_checksum(smol.model)
     rep = edit(smol, "rome", PROMPT, SUBJECT, "Rome", mom2=False, generate_tokens=0)
     assert rep.criteria["reliability"] == 1.0
@@ -60,8 +60,8 @@ def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
     (["trace", PROMPT, "--subject", SUBJECT, "--window", "0"], "window"),
 ])
 def test_bad_input_on_it_is_one_clear_line(smol, argv, needle, capsys):
-    from knlab.cli import main
-    from knlab.worker import default_worker
+    from knlab.app.cli import main
+    from knlab.serve.worker import default_worker
     if "smollm2-135m" not in default_worker().status()["models"]:
         default_worker().add_model(smol)
     code = main(argv + ["--model", "smollm2-135m"])

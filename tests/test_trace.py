@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from knlab.errors import InputError
-from knlab.trace import locate_subject, noise_level, restore_last_subject_token, restored_probs
+from knlab.core.errors import InputError
+from knlab.methods.trace import locate_subject, noise_level, restore_last_subject_token, restored_probs
 
 
 def _answer(lm, word):
@@ -55,8 +55,9 @@ def test_noise_is_three_embedding_sds(gpt):
     assert noise_level(gpt) > 0
 
 
-from knlab.trace import (CATEGORIES, guess_subject, parse_noise, restore_window, summarize, token_categories,
-                         trace, trace_relation)
+from knlab.methods.trace import parse_noise, restore_window, trace
+from knlab.studies.trace_summary import CATEGORIES, token_categories, trace_relation
+from knlab.world.facts import guess_subject
 
 
 def test_grids_shapes_and_reference_points(gpt):
@@ -139,7 +140,7 @@ def test_fast_grids_equal_the_straightforward_ones_on_every_family(tiny_lm):
 
 
 def test_paradigm_summary(bert, gpt):
-    from knlab.trace import trace_paradigm
+    from knlab.studies.trace_summary import trace_paradigm
     s = trace_paradigm(bert, "determiner_noun_agreement_2", limit=3, samples=2, window=3, kinds=("hidden",))
     assert s.n_prompts == 3 and "last token" in s.kinds["hidden"]
     s = trace_paradigm(gpt, "anaphor_gender_agreement", limit=3, samples=2, window=3, kinds=("hidden",))
@@ -153,7 +154,7 @@ def test_paradigm_summary(bert, gpt):
 def test_rows_staged_by_start_block_in_any_chunking_give_the_same_probabilities(lm_name, prompt, request):
     """Rows of one pass start at different blocks (ordered by start); cutting the pass into chunks that
     begin at any start changes no probability."""
-    from knlab.predict import encode
+    from knlab.methods.predict import encode
     lm = request.getfixturevalue(lm_name)
     rng = locate_subject(lm, prompt, "Space Needle")
     answer = lm.tokenizer.convert_tokens_to_ids("Seattle")

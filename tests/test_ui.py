@@ -2,12 +2,12 @@
 
 from dataclasses import replace
 
-from knlab.packaged import PACKAGED
+from knlab.core.packaged import PACKAGED
 
 
 def test_the_real_model_is_the_default_and_labelled(monkeypatch):
-    from knlab.hosting import allowed_models
-    from knlab.ui import model_choices, start_model
+    from knlab.serve.hosting import allowed_models
+    from knlab.app.ui import model_choices, start_model
     monkeypatch.delenv("KNLAB_DEFAULT_MODEL", raising=False)
     monkeypatch.delenv("KNLAB_MODELS", raising=False)
     assert start_model() == "smollm2-135m"
@@ -20,8 +20,8 @@ def test_the_real_model_is_the_default_and_labelled(monkeypatch):
 
 
 def test_without_the_package_the_organisms_serve(monkeypatch):
-    from knlab.hosting import allowed_models
-    from knlab.ui import start_model
+    from knlab.serve.hosting import allowed_models
+    from knlab.app.ui import start_model
     monkeypatch.delenv("KNLAB_DEFAULT_MODEL", raising=False)
     monkeypatch.delenv("KNLAB_MODELS", raising=False)
     monkeypatch.setenv("KNLAB_CACHE", "/nonexistent-knlab-cache")

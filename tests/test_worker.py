@@ -2,12 +2,11 @@ import contextlib
 import threading
 
 import pytest
-import torch
 
-from knlab.models import weights_checksum
-from knlab.nethook import Trace, get_parameter
-from knlab.predict import predict
-from knlab.worker import ModelWorker
+from knlab.core.models import weights_checksum
+from knlab.core.nethook import Trace, get_parameter
+from knlab.methods.predict import predict
+from knlab.serve.worker import ModelWorker
 
 
 class AddToWeight:

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from knlab.models import SHIPPED
+from knlab.core.models import SHIPPED
 from knlab.world import corpus as C
 from knlab.world import facts as F
 from knlab.world import paradigms as P
-from knlab.world import measure as M
+from knlab.organisms import measure as M
 
 
 def test_fact_base_size_and_required_relations():
@@ -122,7 +122,7 @@ def test_subject_last_token_carries_the_fact(gpt):
 def test_training_is_deterministic_from_the_seed(kind, tmp_path):
     from safetensors.torch import load_file
 
-    from knlab.world.train import train
+    from knlab.organisms.train import train
     a = train(kind, tmp_path / "a", steps=3, log=lambda s: None)
     b = train(kind, tmp_path / "b", steps=3, log=lambda s: None)
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from knlab.errors import InputError
+from knlab.core.errors import InputError
 
 WORLD_DIR = Path(__file__).resolve().parents[2] / "assets" / "world"
 MASK = "[MASK]"
@@ -122,3 +122,22 @@ def all_facts() -> list[Fact]:
 REVERSE_RELATIONS = {"P36": "P1376", "P1376": "P36"}
 # Relation whose object is a synonym (via ``occupations``) of another relation's object (synonymy test).
 SYNONYM_RELATIONS = {"P101": "P106"}
+
+
+def guess_subject(prompt: str) -> str:
+    """A first guess at the subject for the UI (the user corrects it): the longest subject of the world
+    that occurs in the prompt, else the longest run of capitalised words after the first word."""
+    prompt = prompt or ""
+    known = [f.subject for f in all_facts() if f.subject in prompt]
+    if known:
+        return max(known, key=len)
+    words = prompt.replace("[MASK]", " ").split()
+    best, run = [], []
+    for i, w in enumerate(words):
+        if i > 0 and w[:1].isupper():
+            run.append(w)
+        else:
+            run = []
+        if len(run) > len(best):
+            best = run[:]
+    return " ".join(best) or (words[0] if words else "")

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from knlab.errors import InputError
+from knlab.core.errors import InputError
 from knlab.world.facts import MASK, WORLD_DIR
 
 

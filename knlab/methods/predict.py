@@ -1,0 +1,161 @@
+"""Next-token (causal) or [MASK]-fill (masked) distributions: the simplest question one asks a model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from knlab.core.errors import InputError
+from knlab.core.limits import ENV, limits
+from knlab.core.models import LM
+
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass
+class Encoded:
+    """A tokenized prompt and the position whose distribution is the model's answer."""
+
+    input_ids: torch.Tensor  # [1, T]
+    attention_mask: torch.Tensor
+    position: int  # last token (causal) or the [MASK] (masked)
+    tokens: list[str]
+
+
+def check_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    if any(ord(c) < 32 and c not in "\t\n" for c in prompt):
+        raise InputError("the prompt contains control characters")
+    return prompt.strip()
+
+
+def token_strings(lm: LM, ids: list[int]) -> list[str]:
+    return [lm.tokenizer.decode([i]) for i in ids]
+
+
+def encode(lm: LM, prompt: str) -> Encoded:
+    prompt = check_prompt(prompt)
+    tok = lm.tokenizer
+    enc = tok(prompt, return_tensors="pt")
+    ids = enc["input_ids"].to(lm.device)
+    if ids.shape[1] == 0:
+        raise InputError("the prompt has no tokens")
+    cap = limits().prompt_tokens
+    positions = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+    if positions:
+        cap = min(cap, int(positions))
+    if ids.shape[1] > cap:
+        raise InputError(f"the prompt is {ids.shape[1]} tokens long; the limit is {cap} "
+                         f"({ENV['prompt_tokens']} or the model's positions)")
+    if lm.masked:
+        mask_id = tok.mask_token_id
+        where = (ids[0] == mask_id).nonzero().flatten().tolist()
+        if not where:
+            raise InputError(f"a masked model needs a {tok.mask_token} in the prompt, "
+                             f"e.g. 'The capital of Canada is {tok.mask_token} .'")
+        if len(where) > 1:
+            raise InputError(f"the prompt has {len(where)} {tok.mask_token} tokens; use exactly one")
+        position = where[0]
+    else:
+        position = ids.shape[1] - 1
+    return Encoded(ids, enc["attention_mask"].to(lm.device), position, token_strings(lm, ids[0].tolist()))
+
+
+@torch.no_grad()
+def next_token_probs(lm: LM, enc: Encoded) -> torch.Tensor:
+    logits = lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+    return torch.softmax(logits[0, enc.position].float(), -1)
+
+
+def spoken_ids(lm: LM, word: str) -> list[int]:
+    """The tokens of ``word`` as the model would say it next (with the leading space a BPE model expects):
+    the one tokenisation behind every word -> token helper below."""
+    return lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+
+
+def single_token(lm: LM, word: str) -> int | None:
+    """The token id of ``word`` as the model would emit it next, or None when it is not one token."""
+    ids = spoken_ids(lm, word)
+    return ids[0] if len(ids) == 1 and ids[0] != lm.tokenizer.unk_token_id else None
+
+
+def first_token(lm: LM, word: str) -> int | None:
+    """The token a word starts with when the model says it next: what one prediction position can score.
+    The same as ``single_token`` for one-token words (all of the organisms'); for a BPE model's longer
+    words (" Kab" + "ul") the first piece. None for an empty word or one the model cannot say."""
+    if not isinstance(word, str) or not word.strip():
+        return None
+    ids = spoken_ids(lm, word)
+    return ids[0] if ids and ids[0] != lm.tokenizer.unk_token_id else None
+
+
+def target_id(lm: LM, target: str) -> int:
+    """The single token a target word is, with the leading space a causal BPE model expects."""
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    i = single_token(lm, target)
+    if i is None:
+        raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
+    return i
+
+
+def target_ids(lm: LM, target: str) -> list[int]:
+    """All tokens of a (possibly multi-token) target as the model would emit it after the prompt."""
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    ids = spoken_ids(lm, target)
+    unk = lm.tokenizer.unk_token_id
+    if not ids or (unk is not None and unk in ids):
+        raise InputError(f"{target.strip()!r} is not something {lm.spec} can say (not in its vocabulary)")
+    return ids
+
+
+@dataclass
+class Prediction:
+    model: str
+    prompt: str
+    tokens: list[str]  # the prompt's tokens
+    position: int
+    top_tokens: list[str]
+    top_probs: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "prompt": self.prompt,
+                "top": [{"token": t, "prob": float(p)} for t, p in zip(self.top_tokens, self.top_probs)]}
+
+
+def predict(lm: LM, prompt: str, top: int = 5) -> Prediction:
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 100:
+        raise InputError("top must be a whole number from 1 to 100")
+    enc = encode(lm, prompt)
+    probs = next_token_probs(lm, enc)
+    p, i = probs.topk(min(top, probs.shape[0]))
+    return Prediction(lm.spec, prompt.strip(), enc.tokens, enc.position,
+                      token_strings(lm, i.tolist()), p.cpu().numpy())
+
+
+@torch.no_grad()
+def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
+    """Logits at the prediction position (last token / [MASK]) for many prompts, batched by length."""
+    enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
+    out = torch.empty(len(prompts), lm.model.config.vocab_size)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(enc):
+        groups[len(ids)].append(i)
+    for idx in groups.values():
+        for c in range(0, len(idx), 256):
+            part = idx[c : c + 256]
+            ids = torch.tensor([enc[i] for i in part], device=lm.device)
+            logits = lm.model(input_ids=ids).logits.float()
+            if lm.masked:
+                pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
+            else:
+                pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
+            out[part] = logits[torch.arange(len(part)), pos].cpu()
+    return out

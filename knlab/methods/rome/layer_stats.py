@@ -1,0 +1,111 @@
+"""The second moment C = E[k k^T] of a layer's keys (the input of its MLP output projection) over a text
+corpus: ROME's "mom2". With it the update u = C^-1 k* is the least-squares change that moves k* while
+disturbing the keys the model usually sees as little as possible; without it a rank-one edit of a small
+model breaks many unrelated facts. Measuring it is the slow, one-off part of an edit, so the result is
+cached on disk per model, layer and corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from knlab.core.errors import InputError
+from knlab.core.models import LM, tensor_checksum
+from knlab.core.nethook import Trace, get_module
+from knlab.core.packaged import (
+    cache_root,  # the one place that knows where knlab's cache is
+)
+from knlab.methods.rome.repr_tools import right_padded
+
+MOM2_SAMPLES = 20000  # texts (ROME: 100,000 Wikipedia texts; the world corpus has ~11,600 documents)
+BATCH = 64
+
+
+def cache_dir() -> Path:
+    return cache_root() / "mom2"
+
+
+_MEMORY: dict[str, torch.Tensor] = {}  # path -> mom2, so a warm worker never reads the disk twice
+
+
+def within_budget(lm: LM, texts: Sequence[str], samples: int = MOM2_SAMPLES, tokens: int | None = None) -> list[str]:
+    """At most ``samples`` texts, and with ``tokens`` only as many as fit that many tokens: the budget that
+    keeps a 30-layer model's covariance to seconds on a CPU."""
+    texts = list(texts[:samples])
+    if not texts:
+        raise InputError("the covariance corpus has no text")
+    if tokens is not None:
+        kept, used = [], 0
+        for t in texts:
+            used += len(lm.tokenizer(t, truncation=True, max_length=256)["input_ids"])
+            if used > tokens and kept:
+                break
+            kept.append(t)
+        texts = kept
+    return texts
+
+
+def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
+    """Everything the statistic depends on: the corpus, and the weights that shape the layer's keys. Edits
+    only ever touch MLP output projections, so those of the layers below stand in for "the model as it is"
+    (an earlier edit of this session at a lower layer gives a different key, never a stale file)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}|right-padded".encode())  # not older files
+    for l in range(layer):
+        h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_out", l)).weight).encode())
+    h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_in", layer)).weight).encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float], None] | None = None,
+                 max_tokens: int = 256) -> torch.Tensor:
+    """E[k k^T] over every non-padding token of ``texts`` (float64 accumulation). The texts run sorted by
+    length, so a batch pads little (the statistic is a sum: the order does not change it)."""
+    tok = lm.tokenizer
+    width = lm.ffn_width
+    total = torch.zeros(width, width, dtype=torch.float64, device=lm.device)
+    count = 0
+    module = lm.arch.module("mlp_out", layer)
+    texts = sorted(texts, key=len)
+    for b in range(0, len(texts), BATCH):
+        # right padding whatever the tokenizer's side: left padding would shift the positions of every
+        # shorter text (the models number positions from the first column, not from the mask)
+        batch = right_padded(lm, tok(texts[b:b + BATCH], truncation=True, max_length=max_tokens)["input_ids"])
+        with Trace(lm.model, module, retain_output=False, retain_input=True, stop=True) as tr:
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        keys = tr.input[batch.attention_mask.bool()].double()
+        total += keys.T @ keys
+        count += keys.shape[0]
+        if progress:
+            progress(min(1.0, (b + BATCH) / len(texts)))
+    return (total / max(count, 1)).float()
+
+
+def layer_stats(lm: LM, layer: int, corpus: tuple[str, Sequence[str]], samples: int = MOM2_SAMPLES,
+                progress: Callable[[float], None] | None = None, tokens: int | None = None) -> torch.Tensor:
+    """The key second moment of ``layer`` [ffn_width, ffn_width] over ``corpus`` ((a name that identifies
+    the texts, the texts): ``world.corpora.covariance_corpus``), from the disk cache when it is there."""
+    name, texts = corpus
+    texts = within_budget(lm, texts, samples, tokens)
+    path = cache_dir() / lm.spec.replace("/", "--") / f"layer{layer}-{_key(lm, layer, name, len(texts))}.safetensors"
+    if str(path) in _MEMORY:
+        return _MEMORY[str(path)]
+    if path.exists():
+        try:
+            _MEMORY[str(path)] = load_file(str(path))["mom2"].to(lm.device)
+            return _MEMORY[str(path)]
+        except Exception:
+            path.unlink(missing_ok=True)  # a torn write: measure again
+    mom2 = measure_mom2(lm, layer, texts, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"mom2": mom2.cpu().contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    _MEMORY[str(path)] = mom2
+    return mom2

@@ -1,0 +1,357 @@
+"""Causal tracing (Meng et al. 2022): corrupt the subject's embeddings with noise, restore clean states.
+
+The core is ``restored_probs``: for any list of *restore configurations* (each a set of (kind, layer,
+token) cells whose clean output is put back into the corrupted run) it returns p(answer) averaged over
+the noise samples. All configurations and samples run as one batch, with the same noise for every
+configuration, so grids are comparable cell to cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from knlab.core.errors import InputError
+from knlab.core.limits import check_count
+from knlab.core.models import LM
+from knlab.core.nethook import Trace, TraceDict, get_module, per_model
+from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
+from knlab.methods.predict import encode, first_token, next_token_probs
+
+NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
+Cell = tuple[str, int, int]  # (kind: "hidden" | "mlp" | "attn", layer, token)
+
+
+def locate_subject(lm: LM, prompt: str, subject: str, occurrence: int = -1) -> tuple[int, int]:
+    """Token range [start, end) of ``subject`` in the tokenized prompt, from its character span.
+
+    ``occurrence`` picks among repeated mentions (default: the last one, nearest the prediction)."""
+    if not isinstance(subject, str) or not subject.strip():
+        raise InputError("the subject is empty")
+    subject = subject.strip()
+    starts, i = [], prompt.find(subject)
+    while i >= 0:
+        starts.append(i)
+        i = prompt.find(subject, i + 1)
+    if not starts:
+        raise InputError(f"the subject {subject!r} is not in the prompt {prompt!r}")
+    try:
+        a = starts[occurrence]
+    except IndexError:
+        raise InputError(f"the subject occurs {len(starts)} times; occurrence {occurrence} does not exist") from None
+    b = a + len(subject)
+    enc = lm.tokenizer(prompt, return_offsets_mapping=True)
+    toks = [t for t, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < b and e > a]
+    if not toks:
+        raise InputError(f"the subject {subject!r} covers no token of the prompt")
+    return toks[0], toks[-1] + 1
+
+
+def embedding_std(lm: LM, texts: Iterable[str] | None = None) -> float:
+    """Standard deviation of the token embeddings the model actually sees (over ``texts``, or all rows)."""
+    emb = get_module(lm.model, lm.arch.embed).weight.detach().float()
+    if texts is None:
+        return emb.std().item()
+    ids = sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]})
+    return emb[torch.tensor(ids, device=emb.device)].std().item()
+
+
+def noise_level(lm: LM, sds: float = NOISE_SDS) -> float:
+    """``sds`` x the model's embedding std: the reference std it carries (``lm.embedding_std``: the shipped
+    models', measured over the world corpus's tokens as ROME measures it over its facts' subjects),
+    otherwise over every embedding row, measured once per loaded model."""
+    if lm.embedding_std is not None:
+        return sds * lm.embedding_std
+    memo = per_model(lm.model, "embedding_std")
+    if "all rows" not in memo:
+        memo["all rows"] = embedding_std(lm)
+    return sds * memo["all rows"]
+
+
+def module_name(lm: LM, kind: str, layer: int) -> str:
+    if kind == "hidden":
+        return lm.arch.layer(layer)
+    if kind in ("mlp", "attn"):
+        return lm.arch.module(kind, layer)
+    raise InputError(f"unknown state kind {kind!r} (hidden, mlp, attn)")
+
+
+@dataclass
+class Restored:
+    clean: float  # p(answer) in the clean run
+    corrupted: float  # p(answer) with the subject corrupted, nothing restored
+    probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
+
+
+def _is_noop(cell: Cell, s0: int, pos: int, n_layers: int, masked: bool) -> bool:
+    """Cells whose clean state equals the corrupted one, or that nothing downstream reads: restoring
+    them cannot change p(answer), so they are not computed (their value is the corrupted p)."""
+    _k, l, t = cell
+    if not masked and t < s0:  # a causal model's tokens before the subject never see the noise
+        return True
+    return l == n_layers - 1 and t != pos  # last layer: only the prediction position is read
+
+
+@torch.no_grad()
+def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
+                   configs: Sequence[Iterable[Cell]], samples: int = 10, noise: float | None = None,
+                   seed: int = 0, max_batch: int = 512, progress=None,
+                   use_prefix_cache: bool = True) -> Restored:
+    """p(answer) for each restore configuration, averaged over ``samples`` noise draws.
+
+    Four things make this fast without changing a number: configurations run batched (rows =
+    configuration x sample) with the same noise; cells that cannot matter are skipped; blocks below a
+    configuration's first restored module are not recomputed, since there they are exactly the
+    corrupted run's, which is computed once and replayed; and for a causal model, positions before
+    the first restored token are not recomputed either: their keys and values come from the
+    corrupted run's cache."""
+    enc = encode(lm, prompt)
+    ids, pos = enc.input_ids, enc.position
+    T, L = ids.shape[1], lm.n_layers
+    s0, s1 = subject_range
+    if not (0 <= s0 < s1 <= T):
+        raise InputError(f"subject range {subject_range} is outside the prompt's {T} tokens")
+    level = noise_level(lm) if noise is None else float(noise)
+    configs = [[c for c in cfg if not _is_noop(c, s0, pos, L, lm.masked)] for cfg in configs]
+    modules = sorted({module_name(lm, k, l) for c in configs for k, l, _ in c})
+    blocks = [lm.arch.layer(l) for l in range(L)]
+    d = get_module(lm.model, lm.arch.embed).weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    noise_t = (torch.randn(samples, s1 - s0, d, generator=gen) * level).to(lm.device, lm.model.dtype)
+
+    def corrupt(x, _name, rows=None, offset=0):
+        """Add the subject noise to the embeddings of positions offset.. (rows: which samples)."""
+        x = x.clone()
+        a = max(s0, offset)
+        if a < s1:
+            nz = noise_t if rows is None else noise_t[rows]
+            x[:, a - offset : s1 - offset] += nz[:, a - s0 :]
+        return x
+
+    # clean run: the answer probability and every state we may restore
+    with TraceDict(lm.model, modules) as td:
+        logits = lm.model(input_ids=ids, use_cache=False).logits
+    clean_p = torch.softmax(logits[0, pos].float(), -1)[answer_id].item()
+    clean = {m: td[m].output[0] for m in modules}  # [T, d]
+
+    # corrupted run, one row per sample: p(answer), every block's output (for replay) and, for a
+    # causal model, the keys and values (for positions before a restored token, which nothing changes)
+    with Trace(lm.model, lm.arch.embed, retain_output=False, edit_output=corrupt), \
+            TraceDict(lm.model, blocks) as corrupted_blocks:
+        res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
+    corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
+    cache = returned_cache(res) if use_prefix_cache else None
+
+    out = np.full(len(configs), corrupted_p)
+    groups: dict[int, list[tuple[int, int]]] = {}  # first changed position -> (start block, configuration)
+    same_as: dict[int, int] = {}  # configurations that are identical once no-op cells are gone
+    seen: dict[tuple, int] = {}
+    for i, cfg in enumerate(configs):
+        if not cfg:
+            continue
+        key = tuple(sorted(cfg))
+        if key in seen:
+            same_as[i] = seen[key]
+            continue
+        seen[key] = i
+        # first block that must run, and the first position that can differ from the corrupted run
+        start = min(l + 1 if k == "hidden" else l for k, l, _ in cfg)
+        first = min(t for _k, _l, t in cfg) if (cache is not None and not lm.masked) else 0
+        groups.setdefault(first, []).append((min(start, L), i))
+        out[i] = 0.0
+    chunks = []
+    for first, members in sorted(groups.items()):
+        # rows ordered by start block: each block runs only the rows that start at or below it
+        per = max(samples, (max_batch * 8) // max(8, T - first))
+        rows = [(start, c, s) for start, c in sorted(members) for s in range(samples)]
+        chunks += [(first, rows[j : j + per]) for j in range(0, len(rows), per)]
+    for n, (first, chunk) in enumerate(chunks):
+        B, width = len(chunk), T - first
+        starts = [start for start, _c, _s in chunk]
+        sample_idx = torch.tensor([s for _st, _c, s in chunk], device=lm.device)
+        masks = {m: torch.zeros(B, width, dtype=torch.bool, device=lm.device) for m in modules}
+        for r, (_st, c, _s) in enumerate(chunk):
+            for k, l, t in configs[c]:
+                masks[module_name(lm, k, l)][r, t - first] = True
+        used = sorted({module_name(lm, k, l) for _st, c, _s in chunk for k, l, _t in configs[c]})
+
+        def restore(x, name):  # x: the rows this module ran (a prefix of the batch)
+            return torch.where(masks[name][: x.shape[0], :, None], clean[name][None, first:].to(x.dtype), x)
+
+        # positions before `first` are the corrupted run's: reuse its keys and values
+        kwargs = prefix_kwargs(lm, cache, first, T, sample_idx, starts)
+        with contextlib.ExitStack() as stack:
+            if starts[0] == 0:
+                stack.enter_context(Trace(lm.model, lm.arch.embed, retain_output=False,
+                                          edit_output=lambda x, nm: corrupt(x, nm, sample_idx, first)))
+            stack.enter_context(replay_blocks(lm, corrupted_blocks, starts, sample_idx, first))
+            for m in used:
+                stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
+            logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
+        p = torch.softmax(logits[:, pos - first].float(), -1)[:, answer_id].cpu().numpy()
+        for r, (_st, c, _s) in enumerate(chunk):
+            out[c] += p[r] / samples
+        if progress:
+            progress((n + 1) / len(chunks))
+    for i, j in same_as.items():
+        out[i] = out[j]
+    return Restored(clean_p, float(corrupted_p), out)
+
+
+def restore_last_subject_token(lm: LM, prompt: str, subject: str, answer_id: int, samples: int = 10,
+                               noise: float | None = None, seed: int = 0) -> tuple[Restored, tuple[int, int]]:
+    """p(answer) when only the last subject token's clean hidden state is restored, at each layer."""
+    rng = locate_subject(lm, prompt, subject)
+    t = rng[1] - 1
+    configs = [[("hidden", l, t)] for l in range(lm.n_layers)]
+    return restored_probs(lm, prompt, rng, answer_id, configs, samples, noise, seed), rng
+
+
+KINDS = ("hidden", "mlp", "attn")
+
+
+def default_window(n_layers: int) -> int:
+    """The published window (10 layers on GPT-2 XL's 48) as the same fifth of this model's depth: 6 on a
+    30-layer model, 1 on a 6-layer organism. Ten layers of six would restore the whole network in every
+    cell and show no layer structure at all."""
+    return max(1, min(10, round(n_layers / 5)))
+
+
+def restore_window(layer: int, window: int, n_layers: int) -> list[int]:
+    """The layers whose MLP / attention outputs are restored for grid cell ``layer`` (centred window)."""
+    return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
+
+
+@dataclass
+class TraceResult:
+    """Three token x layer grids of p(answer) with the restored state, plus the reference points."""
+
+    model: str
+    prompt: str
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    answer: str
+    answer_id: int
+    position: int
+    clean: float
+    corrupted: float
+    grids: dict[str, np.ndarray]  # kind -> [tokens, layers]
+    samples: int
+    window: int
+    noise: float
+    seed: int
+
+    def indirect_effect(self, kind: str) -> np.ndarray:
+        return self.grids[kind] - self.corrupted
+
+    def to_json(self) -> dict:
+        out = {"model": self.model, "prompt": self.prompt, "tokens": self.tokens,
+               "subject_range": list(self.subject_range), "answer": self.answer,
+               "clean": self.clean, "corrupted": self.corrupted}
+        for k in KINDS:
+            if k in self.grids:
+                out[k] = self.grids[k].tolist()
+        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed)
+        return out
+
+
+def answer_for(lm: LM, prompt: str, answer: str | None) -> tuple[str, int]:
+    """The answer token: the one given (a word the model says in several pieces: its first piece, which is
+    what the prediction position decides), or the model's clean top prediction."""
+    if answer is not None and str(answer).strip():
+        i = first_token(lm, str(answer))
+        if i is None:
+            raise InputError(f"{str(answer).strip()!r} is not something {lm.spec} can say (not in its vocabulary)")
+        return lm.tokenizer.decode([i]).strip(), i
+    probs = next_token_probs(lm, encode(lm, prompt))
+    i = int(probs.argmax())
+    return lm.tokenizer.decode([i]).strip(), i
+
+
+def _check_params(samples: int, window: int | None, n_layers: int) -> int:
+    check_count(samples, "trace_samples", "samples")
+    if window is None:
+        return default_window(n_layers)
+    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= max(1, 2 * n_layers):
+        raise InputError(f"window must be a whole number from 1 to {max(1, 2 * n_layers)}")
+    return window
+
+
+@dataclass
+class TraceSetup:
+    """What a trace and its first-order preview (``patching``) both check and resolve before running."""
+
+    kinds: tuple[str, ...]
+    window: int
+    noise: float
+    enc: object  # predict.Encoded
+    subject_range: tuple[int, int]
+    answer: str
+    answer_id: int
+
+
+def prepare(lm: LM, prompt: str, subject: str, answer: str | None, samples: int, window: int | None,
+            noise: float | str | None, kinds: Iterable[str]) -> TraceSetup:
+    kinds = tuple(kinds)
+    for k in kinds:
+        module_name(lm, k, 0)
+    window = _check_params(samples, window, lm.n_layers)
+    level = parse_noise(lm, noise)
+    enc = encode(lm, prompt)
+    rng = locate_subject(lm, prompt, subject)
+    ans, aid = answer_for(lm, prompt, answer)
+    return TraceSetup(kinds, window, level, enc, rng, ans, aid)
+
+
+def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10, window: int | None = None,
+          noise: float | str | None = None, seed: int = 0, kinds: Iterable[str] = KINDS,
+          progress=None) -> TraceResult:
+    """Meng et al.'s causal trace of ``prompt``: for every (token, layer) and kind, p(answer) after
+    restoring that clean state (hidden) or a window of clean module outputs (mlp, attn); ``window=None``:
+    ``default_window`` of the model's depth."""
+    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds)
+    kinds, window, level, enc, rng, ans, aid = (st.kinds, st.window, st.noise, st.enc, st.subject_range,
+                                                st.answer, st.answer_id)
+    T, L = enc.input_ids.shape[1], lm.n_layers
+    configs: list[list[Cell]] = []
+    index: list[tuple[str, int, int]] = []
+    for k in kinds:
+        for t in range(T):
+            for l in range(L):
+                cells = [(k, l, t)] if k == "hidden" else [(k, j, t) for j in restore_window(l, window, L)]
+                configs.append(cells)
+                index.append((k, t, l))
+    res = restored_probs(lm, prompt, rng, aid, configs, samples, level, seed, progress=progress)
+    grids = {k: np.zeros((T, L)) for k in kinds}
+    for (k, t, l), p in zip(index, res.probs):
+        grids[k][t, l] = p
+    return TraceResult(lm.spec, enc_prompt(prompt), enc.tokens, rng, ans, aid, enc.position, res.clean,
+                       res.corrupted, grids, samples, window, level, seed)
+
+
+def enc_prompt(prompt: str) -> str:
+    return prompt.strip()
+
+
+def parse_noise(lm: LM, noise: float | str | None) -> float:
+    """``None`` / "3sd" / "2.5sd": multiples of the embedding std; a plain number: the noise std itself."""
+    if noise is None:
+        return noise_level(lm)
+    if isinstance(noise, str):
+        s = noise.strip().lower()
+        try:
+            if s.endswith("sd"):
+                val = noise_level(lm, sds=float(s[:-2] or 3))
+            else:
+                val = float(s)
+        except ValueError:
+            raise InputError(f"noise must be a number or a multiple of the embedding std like '3sd', not {noise!r}") from None
+    else:
+        val = float(noise)
+    if not np.isfinite(val) or val < 0 or val > 1e4:
+        raise InputError("noise must be a finite, non-negative number")
+    return val

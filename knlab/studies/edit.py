@@ -1,0 +1,268 @@
+"""Model editing as the lab does it: make a ROME or knowledge-neuron edit of one fact, and measure at once
+what it did (reliability, generality) and did not do (locality, symmetry, synonymy), with the probe
+prompts and greedy generations before and after. ``evaluate_relation`` repeats that over a relation's
+facts, each edit on its own, as the paper's Table 1 does.
+
+The edit comes back as an edit spec (ROME: layer, u, v; KN: neurons, old, new); the session keeps the
+spec, never a copy of the weights, and the worker applies it on each later request."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from knlab.core.errors import InputError
+from knlab.core.limits import check_count, limits
+from knlab.core.models import LM
+from knlab.core.specs import applied
+from knlab.methods.attribute import attribute
+from knlab.methods.intervene import KnowledgeNeuronEdit
+from knlab.methods.neurons import select
+from knlab.methods.predict import check_prompt, encode, first_token, next_token_probs
+from knlab.methods.rome import default_layer, params_for, rome
+from knlab.studies.evaluate import (
+    CRITERIA,
+    NEIGHBOURS,
+    ProbeResult,
+    build_probes,
+    check_new_target,
+    criteria,
+    find_fact,
+    probe_probs,
+    resolve,
+    score,
+)
+from knlab.studies.localisation import fact_neurons
+from knlab.world import facts as F
+from knlab.world.corpora import covariance_corpus
+
+METHODS = ("rome", "kn")
+# The paper's Table 1 (ROME) and Yao et al.'s KN reliability, shown beside live results (PAPER.md section 7).
+PUBLISHED = {
+    "rome": {"GPT-2 XL": {"P101": {"reliability": 99.82, "synonymy": 52.35},
+                          "P1376": {"reliability": 96.37, "symmetry": 23.71},
+                          "P36": {"reliability": 99.79, "symmetry": 25.17}},
+             "LLaMA-2-7B": {"P101": {"reliability": 100.0, "synonymy": 58.36},
+                            "P1376": {"reliability": 100.0, "symmetry": 33.40},
+                            "P36": {"reliability": 100.0, "symmetry": 33.64}}},
+    "kn": {"note": "Yao et al. 2023 (CounterFact, not these relations): KN edit reliability GPT-J 1.66%, T5-XL 47.86%"},
+}
+
+
+@dataclass
+class EditReport:
+    method: str
+    model: str
+    prompt: str
+    subject: str
+    old: str
+    new: str
+    layer: int | None
+    neurons: list[tuple[int, int]] | None
+    seconds: float
+    before: dict
+    after: dict
+    criteria: dict
+    probes: list[ProbeResult]
+    generation: dict
+    relation: str | None
+    spec: Any = field(repr=False, default=None)
+    timing: dict = field(default_factory=dict)  # ROME: one-off templates / covariance seconds and the edit itself
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "model": self.model, "prompt": self.prompt, "subject": self.subject,
+                "old": self.old, "new": self.new, "layer": self.layer,
+                "neurons": [list(n) for n in self.neurons] if self.neurons is not None else None,
+                "seconds": round(self.seconds, 4), "before": self.before, "after": self.after,
+                "timing": {k: round(v, 4) for k, v in self.timing.items()},
+                "criteria": self.criteria, "relation": self.relation, "generation": self.generation,
+                "probes": [p.to_json() for p in self.probes]}
+
+
+def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
+    """Greedy continuation (causal) or the prompt with its [MASK] filled (masked)."""
+    if tokens <= 0:
+        return ""
+    enc = encode(lm, prompt)
+    if lm.masked:
+        top = int(next_token_probs(lm, enc).argmax())
+        return prompt.replace(lm.tokenizer.mask_token, lm.tokenizer.decode([top]).strip(), 1)
+    with torch.no_grad():
+        out = lm.model.generate(enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
+                                max_new_tokens=tokens, pad_token_id=lm.tokenizer.pad_token_id
+                                if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id)
+    return prompt + " " + lm.tokenizer.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def rome_layer(lm: LM) -> int:
+    """ROME's layer for this model: the published or shipped one, else its causal trace over the world's
+    P36 facts (``rome.default_layer``)."""
+    rel = F.relation("P36")
+    probes = [(F.causal_prompt(rel.train_templates[0], f.subject), f.subject, f.object) for f in rel.facts]
+    return default_layer(lm, probes)
+
+
+def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str, layer: int | None = None,
+              steps: int = 20, progress: Callable[[float, str], None] | None = None,
+              mom2: bool | str = True) -> tuple[Any, dict]:
+    """The edit spec and what describes it (layer or neurons)."""
+    if method == "rome":
+        params = params_for(lm, mom2=bool(mom2), mom2_corpus=mom2 if isinstance(mom2, str) else None)
+        res = rome(lm, prompt, subject, new, layer if layer is not None else rome_layer(lm), params=params,
+                   progress=progress, corpus=covariance_corpus(params.mom2_corpus) if params.mom2 else None)
+        return res.edit, {"layer": res.layer, "neurons": None, "timing": res.seconds}
+    if method == "kn":
+        if layer is not None:
+            raise InputError("a KN edit has no layer: it edits the neurons attribution finds")
+        found = find_fact(lm, prompt, subject)
+        if found and first_token(lm, found[1].object) == first_token(lm, old):  # "Kab" of "Kabul" on BPE
+            sel = fact_neurons(lm, found[0].id, subject, steps)  # over the fact's paraphrases, as Dai et al.
+        else:
+            sel = select([attribute(lm, prompt, old, steps).scores])
+        if not sel.neurons:
+            raise InputError(f"no knowledge neurons found for {old!r} at this prompt, so there is nothing to edit")
+        neurons = tuple((int(l), int(i)) for l, i in sel.neurons)
+        spec = KnowledgeNeuronEdit(neurons, old, new, label=f"KN ({len(neurons)} neurons): {prompt} -> {new}")
+        return spec, {"layer": None, "neurons": list(neurons)}
+    raise InputError(f"unknown edit method {method!r} (rome, kn)")
+
+
+def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int | None = None,
+         neighbours: int = NEIGHBOURS, progress: Callable[[float, str], None] | None = None,
+         generate_tokens: int = 8, mom2: bool | str = True) -> EditReport:
+    """Make the edit on the model as this request sees it (earlier edits of the session applied), measure
+    the five criteria before and after, and leave the model as it was: the spec is what comes back."""
+    if method not in METHODS:
+        raise InputError(f"unknown edit method {method!r} (rome, kn)")
+    prompt = check_prompt(prompt)
+    if not isinstance(subject, str) or not subject.strip() or subject.strip() not in prompt:
+        raise InputError(f"the subject {subject!r} is not in the prompt {prompt!r}" if isinstance(subject, str)
+                         and subject.strip() else "the subject is empty")
+    subject = subject.strip()
+    base = next_token_probs(lm, encode(lm, prompt))
+    old_id = int(base.argmax())
+    old = lm.tokenizer.decode([old_id]).strip()
+    new_id = check_new_target(lm, target, old)
+    new = target.strip()
+    probes, info = build_probes(lm, prompt, subject, old, new, neighbours)
+    before = probe_probs(lm, [p.prompt for p in probes])
+    kept = resolve(lm, probes, before)
+    probes, before = [probes[k] for k in kept], before[kept]
+    gen_before = generate(lm, prompt, generate_tokens)
+    t0 = time.perf_counter()
+    spec, where = make_spec(lm, method, prompt, subject, old, new, layer, progress=progress, mom2=mom2)
+    seconds = time.perf_counter() - t0
+    with applied(lm, [spec]):
+        after = probe_probs(lm, [p.prompt for p in probes])
+        gen_after = generate(lm, prompt, generate_tokens)
+        p_after = next_token_probs(lm, encode(lm, prompt))
+    results = score(lm, probes, before, after)
+    return EditReport(method, lm.spec, prompt, subject, old, new, where["layer"], where["neurons"], seconds,
+                      {"p_new": float(base[new_id]), "p_old": float(base[old_id])},
+                      {"p_new": float(p_after[new_id]), "p_old": float(p_after[old_id])},
+                      criteria(results), results, {"before": gen_before, "after": gen_after},
+                      info["relation"], spec, where.get("timing", {}))
+
+
+def describe(spec: Any) -> str:
+    """A line for the session's edit history."""
+    label = getattr(spec, "label", "")
+    if label:
+        return label
+    neurons = getattr(spec, "neurons", ())
+    return f"KN ({len(neurons)} neurons): {getattr(spec, 'old', '?')} -> {getattr(spec, 'new', '?')}"
+
+
+# ---- the paper's Table 1: every fact of a relation edited on its own ----
+
+TABLE_RELATIONS = ("P36", "P1376", "P101")
+
+
+@dataclass
+class Evaluation:
+    method: str
+    model: str
+    relation: str
+    n: int
+    counts: dict  # criterion -> [holds, probes]
+    rates: dict  # criterion -> share of facts for which the criterion held (None: not applicable)
+    skipped: list[dict]
+    facts: list[dict]
+    seconds: float
+
+    def to_json(self) -> dict:
+        out = {"method": self.method, "model": self.model, "relation": self.relation, "n": self.n}
+        for c in CRITERIA:
+            if c in ("symmetry", "synonymy") and self.counts[c][1] == 0:
+                continue
+            out[c] = self.rates[c]
+        out.update(counts=self.counts, skipped=self.skipped, facts=self.facts, seconds=round(self.seconds, 2),
+                   published=published(self.method, self.relation))
+        return out
+
+
+def published(method: str, relation: str) -> dict:
+    if method == "kn":
+        return {"note": PUBLISHED["kn"]["note"]}
+    return {model: rows[relation] for model, rows in PUBLISHED["rome"].items() if relation in rows}
+
+
+def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str]) -> str:
+    """The new object for an edit of ``fact``: another object of the same relation, fixed by a seed derived
+    from the fact (Canada's capital may become Rome, never Ottawa)."""
+    objects = sorted({f.object for f in rel.facts} - avoid - {fact.object})
+    return random.Random(fact.id).choice(objects)
+
+
+def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = None, neighbours: int = NEIGHBOURS,
+                      progress: Callable[[float, str], None] | None = None, layer: int | None = None,
+                      mom2: bool | str = True, subjects: list[str] | None = None) -> Evaluation:
+    """Edit each fact of ``relation`` independently (the model restored after each) and report, per
+    criterion, the share of facts for which it held (for a fact with several probes of one criterion, the
+    share of its probes). Facts the model gets wrong before editing are skipped and listed."""
+    if method not in METHODS:
+        raise InputError(f"unknown edit method {method!r} (rome, kn)")
+    if method == "rome" and lm.masked:
+        raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
+    rel = F.relation(relation)
+    if limit is not None:
+        limit = check_count(limit, "evaluate_facts", "limit")
+    facts = rel.facts if subjects is None else [rel.fact(s) for s in subjects]  # e.g. the facts a model knows
+    facts = facts[: limit or limits().evaluate_facts]
+    t0 = time.perf_counter()
+    sums = {c: 0.0 for c in CRITERIA}
+    counts = {c: [0, 0] for c in CRITERIA}
+    per_fact, skipped = [], []
+    for k, fact in enumerate(facts):
+        prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
+        top = int(next_token_probs(lm, encode(lm, prompt)).argmax())
+        answer = lm.tokenizer.decode([top]).strip()
+        if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
+            skipped.append({"subject": fact.subject, "reason": f"model answers {answer!r}, not {fact.object!r}"})
+            continue
+        new = counterfactual(rel, fact, {answer, fact.object})
+        try:
+            rep = edit(lm, method, prompt, fact.subject, new, layer=layer, neighbours=neighbours, generate_tokens=0,
+                       mom2=mom2)
+        except InputError as e:
+            skipped.append({"subject": fact.subject, "reason": str(e)})
+            continue
+        row = {"subject": fact.subject, "old": rep.old, "new": new}
+        for c in CRITERIA:
+            v = rep.criteria.get(c)
+            if v is not None:
+                sums[c] += v
+                counts[c][0] += sum(p.holds for p in rep.probes if p.criterion == c)
+                counts[c][1] += sum(1 for p in rep.probes if p.criterion == c)
+            row[c] = v
+        per_fact.append(row)
+        if progress:
+            progress((k + 1) / len(facts), f"{k + 1}/{len(facts)} facts edited")
+    n = len(per_fact)
+    rates = {c: (sums[c] / sum(1 for r in per_fact if r[c] is not None)
+                 if any(r[c] is not None for r in per_fact) else None) for c in CRITERIA}
+    return Evaluation(method, lm.spec, relation, n, counts, rates, skipped, per_fact, time.perf_counter() - t0)

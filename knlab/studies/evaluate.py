@@ -1,0 +1,179 @@
+"""What an edit did and did not change: the probes of the paper's five criteria, scored before and after.
+
+Every criterion is a list of probe prompts read at the prediction position (the last token, or the
+[MASK]); a probe *holds* when, after the edit:
+- reliability / generality / symmetry / synonymy: p(expected) > p(old), the paper's "p(new) against
+  p(old)" (for symmetry the expected word is the edited subject, for synonymy the new field's occupation);
+  a word is scored by the token it starts with (``predict.first_token``: the word itself on the organisms;
+  " Kab" of " Kabul" on a BPE model), and a probe whose two words start alike is left out;
+- locality: the neighbour's top prediction is the one it had before the edit;
+- symmetry_old: the old object no longer points back to the subject (the subject is not its top prediction).
+A criterion's score is the share of its probes that hold; ``None`` where it does not apply to the fact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from knlab.core.errors import InputError
+from knlab.core.models import LM
+from knlab.methods.predict import answer_logits, first_token
+from knlab.world import facts as F
+
+CRITERIA = ("reliability", "generality", "locality", "symmetry", "synonymy")
+NEIGHBOURS = 10  # locality probes per edit: half from the edited relation, half from the others
+
+
+@dataclass
+class Probe:
+    criterion: str
+    prompt: str
+    expected: str  # the word that should win after the edit (locality: the neighbour's own answer)
+    old: str | None = None  # the word it should beat (None for locality)
+    expected_id: int = -1
+    old_id: int = -1
+
+
+@dataclass
+class ProbeResult:
+    criterion: str
+    prompt: str
+    expected: str
+    old: str | None
+    p_before: float  # p(expected)
+    p_after: float
+    p_old_before: float | None
+    p_old_after: float | None
+    top_before: str
+    top_after: str
+    holds: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def fact_prompt(lm: LM, template: str, subject: str) -> str:
+    return F.prompt(template, subject, lm.masked)
+
+
+def find_fact(lm: LM, prompt: str, subject: str) -> tuple[F.Relation, F.Fact, str] | None:
+    """The world fact a prompt states (relation, fact, template), when it is one of the world's phrasings."""
+    for rel in F.relations().values():
+        for t in rel.templates:
+            if fact_prompt(lm, t, subject) == prompt:
+                try:
+                    return rel, rel.fact(subject), t
+                except KeyError:
+                    return None
+    return None
+
+
+def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGHBOURS) -> list[str]:
+    """Other facts the edit should leave alone: n/2 of the same relation, the rest from the others, chosen
+    by a seed derived from the edited subject so the same edit is always probed with the same facts."""
+    rng = random.Random(f"{relation}:{subject}")
+    rels = F.relations()
+    same = [f for f in rels[relation].facts if f.subject != subject] if relation in rels else []
+    other = [f for r in rels.values() if r.id != relation for f in r.facts if f.subject != subject]
+    k_same = min(len(same), n // 2) if same else 0
+    picked = rng.sample(same, k_same) + rng.sample(other, n - k_same)
+    return [fact_prompt(lm, rels[f.relation].train_templates[0], f.subject) for f in picked]
+
+
+def build_probes(lm: LM, prompt: str, subject: str, old: str, new: str,
+                 neighbours: int = NEIGHBOURS) -> tuple[list[Probe], dict]:
+    """The probes of every criterion that applies, and which fact (if any) of the world the prompt states."""
+    found = find_fact(lm, prompt, subject)
+    probes = [Probe("reliability", prompt, new, old)]
+    info = {"relation": None, "fact_object": None}
+    relation = None
+    if found:
+        rel, fact, template = found
+        relation = rel.id
+        info = {"relation": rel.id, "fact_object": fact.object}
+        for t in rel.templates:
+            if t != template and t in rel.held_out_templates:
+                probes.append(Probe("generality", fact_prompt(lm, t, subject), new, old))
+        if rel.id in F.REVERSE_RELATIONS:
+            rev = F.relation(F.REVERSE_RELATIONS[rel.id])
+            # the new object now points back to the subject; the old object no longer does
+            probes.append(Probe("symmetry", fact_prompt(lm, rev.train_templates[0], new), subject, None))
+            probes.append(Probe("symmetry_old", fact_prompt(lm, rev.train_templates[0], fact.object), subject, None))
+        if rel.id in F.SYNONYM_RELATIONS:
+            occ = F.occupations()
+            if new in occ and fact.object in occ:
+                syn = F.relation(F.SYNONYM_RELATIONS[rel.id])
+                probes.append(Probe("synonymy", fact_prompt(lm, syn.train_templates[0], subject), occ[new],
+                                    occ[fact.object]))
+    probes += [Probe("locality", p, "", None) for p in neighbour_prompts(lm, subject, relation, neighbours)]
+    return probes, info
+
+
+def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> list[int]:
+    """Fill token ids; the symmetry probe's 'old' is what the model answered before (if that is not the
+    subject itself). Returns the indices of the probes kept: those whose words are single tokens."""
+    out = []
+    for k, (p, row) in enumerate(zip(probes, before)):
+        top = int(row.argmax())
+        if p.criterion == "locality":
+            p.expected_id, p.expected = top, lm.tokenizer.decode([top]).strip()
+            out.append(k)
+            continue
+        eid = first_token(lm, p.expected)
+        if eid is None:
+            continue
+        p.expected_id = eid
+        if p.criterion == "symmetry":
+            second = int(row.topk(2).indices[1]) if top == eid else top
+            p.old_id, p.old = second, lm.tokenizer.decode([second]).strip()
+        elif p.old is not None:
+            oid = first_token(lm, p.old)
+            if oid is None or oid == eid:
+                continue
+            p.old_id = oid
+        out.append(k)
+    return out
+
+
+def score(lm: LM, probes: list[Probe], before: torch.Tensor, after: torch.Tensor) -> list[ProbeResult]:
+    results = []
+    dec = lambda i: lm.tokenizer.decode([int(i)]).strip()  # noqa: E731
+    for p, b, a in zip(probes, before, after):
+        if p.criterion == "locality":
+            holds = int(a.argmax()) == p.expected_id
+        elif p.criterion == "symmetry_old":
+            holds = int(a.argmax()) != p.expected_id
+        else:
+            holds = bool(a[p.expected_id] > a[p.old_id])
+        results.append(ProbeResult(p.criterion, p.prompt, p.expected, p.old, float(b[p.expected_id]),
+                                   float(a[p.expected_id]), float(b[p.old_id]) if p.old_id >= 0 else None,
+                                   float(a[p.old_id]) if p.old_id >= 0 else None, dec(b.argmax()), dec(a.argmax()),
+                                   holds))
+    return results
+
+
+def criteria(results: Sequence[ProbeResult]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for c in CRITERIA + ("symmetry_old",):
+        rs = [r.holds for r in results if r.criterion == c]
+        out[c] = sum(rs) / len(rs) if rs else None
+    return out
+
+
+def probe_probs(lm: LM, prompts: list[str]) -> torch.Tensor:
+    return torch.softmax(answer_logits(lm, prompts), -1)
+
+
+def check_new_target(lm: LM, target: str, old: str) -> int:
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the new target is empty")
+    tid = first_token(lm, target)
+    if tid is None:
+        raise InputError(f"the new target {target.strip()!r} is not something {lm.spec} can say")
+    if target.strip() == old or tid == first_token(lm, old):
+        raise InputError(f"the model already answers {old!r}; choose a different new target")
+    return tid

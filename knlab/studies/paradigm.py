@@ -1,0 +1,110 @@
+"""The paper's analysis of a grammatical paradigm (Niu et al. 2024, section 3 of PAPER.md): find the
+knowledge neurons shared by a paradigm's prompts, suppress them, and chart how the probability of each of
+the 24 modifiers changes (relative change, two-sample t-test per token) and how often the model's
+grammatical preference is overturned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+
+from knlab.core.errors import InputError
+from knlab.core.limits import check_count
+from knlab.core.models import LM
+from knlab.methods.attribute import attribute
+from knlab.methods.intervene import NeuronIntervention
+from knlab.methods.neurons import select
+from knlab.methods.predict import answer_logits, single_token
+from knlab.world import paradigms as P
+from knlab.world.corpus import evaluation_pairs
+
+
+@dataclass
+class TokenChange:
+    token: str
+    group: str  # plural / singular / neutral
+    pre: float
+    post: float
+    rel_change: float  # percent, (post - pre) / min(pre, post)
+    p_value: float
+
+
+@dataclass
+class ParadigmAnalysis:
+    model: str
+    paradigm: str
+    neurons: list[tuple[int, int]]
+    tau: float
+    r2_1: float
+    n_prompts: int
+    tokens: list[TokenChange]
+    overturned: float
+    correct_before: float
+    correct_after: float
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "paradigm": self.paradigm, "neurons": [[l, i] for l, i in self.neurons],
+                "tau": self.tau, "r2_1": self.r2_1, "n_prompts": self.n_prompts,
+                "tokens": [{"token": t.token, "group": t.group, "pre": t.pre, "post": t.post,
+                            "rel_change": t.rel_change, "p_value": t.p_value} for t in self.tokens],
+                "overturned": self.overturned, "correct_before": self.correct_before,
+                "correct_after": self.correct_after}
+
+
+def _prompt(lm: LM, p: P.MinimalPair) -> str:
+    if lm.masked:
+        return p.masked_prompt
+    if p.critical_index <= p.controller_index:
+        raise InputError(f"in {p.paradigm} the critical word comes before the word it agrees with; "
+                         f"a causal model cannot be asked for it: use a masked model (world-bert)")
+    return p.causal_prefix()
+
+
+@torch.no_grad()
+def _probs(lm: LM, prompts: list[str]) -> np.ndarray:
+    return torch.softmax(answer_logits(lm, prompts), -1).numpy()
+
+
+def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None) -> ParadigmAnalysis:
+    if name not in P.paradigm_names():
+        raise InputError(f"unknown paradigm {name!r}; known: {', '.join(P.paradigm_names())}")
+    n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
+    pairs = evaluation_pairs(name, n)
+    prompts = [_prompt(lm, p) for p in pairs]
+    maps = []
+    for k, (prompt, p) in enumerate(zip(prompts, pairs)):
+        maps.append(attribute(lm, prompt, p.good_token, steps).scores)
+        if progress:
+            progress((k + 1) / (len(pairs) + 1), f"attributing prompt {k + 1}/{len(pairs)}")
+    sel = select(maps)
+    groups = P.modifiers()
+    vocab = [(tok, g) for g, toks in groups.items() for tok in toks]
+    vocab = [(t, g) for t, g in vocab if single_token(lm, t) is not None]  # a BPE model may split a modifier
+    ids = [single_token(lm, t) for t, _ in vocab]
+    good = [single_token(lm, p.good_token) for p in pairs]
+    bad = [single_token(lm, p.bad_token) for p in pairs]
+    if None in good or None in bad:
+        raise InputError(f"{name}: some critical words are not single tokens of {lm.spec}")
+    before = _probs(lm, prompts)
+    if sel.neurons:
+        with NeuronIntervention(tuple(sel.neurons), "suppress").apply(lm):
+            after = _probs(lm, prompts)
+    else:
+        after = before.copy()
+    rows = np.arange(len(pairs))
+    ok_before = before[rows, good] > before[rows, bad]
+    ok_after = after[rows, good] > after[rows, bad]
+    changes = []
+    for (tok, g), i in zip(vocab, ids):
+        pre, post = float(before[:, i].mean()), float(after[:, i].mean())
+        rel = 100.0 * (post - pre) / max(min(pre, post), 1e-12)
+        if np.allclose(before[:, i], after[:, i]):
+            pval = 1.0
+        else:
+            pval = float(stats.ttest_ind(before[:, i], after[:, i]).pvalue)
+        changes.append(TokenChange(tok, g, pre, post, rel, pval))
+    return ParadigmAnalysis(lm.spec, name, sel.neurons, sel.tau, sel.r2_1, len(pairs), changes,
+                            float((ok_before & ~ok_after).mean()), float(ok_before.mean()), float(ok_after.mean()))
