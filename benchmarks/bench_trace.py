@@ -1,8 +1,9 @@
 """Causal tracing: knlab's batched trace vs the straightforward implementation, in the same process.
 
-The straightforward implementation is the reference code's loop: one forward pass (the noise samples
-as one batch) per (token, layer) cell and kind. knlab runs every cell and sample of a prompt in a few
-large batches with identical noise. Prints seconds, the speed ratio and the largest grid difference.
+The straightforward implementation (tests/reference/trace.py) is the reference code's loop: one forward
+pass (the noise samples as one batch) per (token, layer) cell and kind. knlab runs every cell and sample
+of a prompt in a few large batches with identical noise. Prints seconds, the speed ratio and the largest
+grid difference.
 
     python benchmarks/bench_trace.py [--samples 10] [--window 10] [--repeats 1]
     python benchmarks/bench_trace.py --model smollm2-135m    # the real model: "The capital of France is"
@@ -18,60 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
 from knlab.core.models import from_model, load_model  # noqa: E402
-from knlab.core.nethook import Trace  # noqa: E402
-from knlab.methods.predict import encode  # noqa: E402
-from knlab.methods.trace import (KINDS, locate_subject, module_name, parse_noise, restore_window,  # noqa: E402
-                         trace)
-
-
-@torch.no_grad()
-def trace_straightforward(lm, prompt, subject, answer_id, samples, window, noise, seed):
-    enc = encode(lm, prompt)
-    ids, pos = enc.input_ids, enc.position
-    T, L = ids.shape[1], lm.n_layers
-    s0, s1 = locate_subject(lm, prompt, subject)
-    d = lm.model.get_input_embeddings().weight.shape[1]
-    gen = torch.Generator().manual_seed(seed)
-    noise_t = torch.randn(samples, s1 - s0, d, generator=gen) * noise
-    # clean states of every module, one forward each
-    clean = {}
-    for k in KINDS:
-        for l in range(L):
-            name = module_name(lm, k, l)
-            with Trace(lm.model, name) as t:
-                lm.model(input_ids=ids)
-            clean[name] = t.output[0]
-
-    def corrupt(x, _):
-        x = x.clone()
-        x[:, s0:s1] += noise_t
-        return x
-
-    grids = {k: np.zeros((T, L)) for k in KINDS}
-    for k in KINDS:
-        for t in range(T):
-            for l in range(L):
-                layers = [l] if k == "hidden" else restore_window(l, window, L)
-                traces = [Trace(lm.model, lm.arch.embed, retain_output=False,
-                                edit_output=corrupt)]
-                for j in layers:
-                    name = module_name(lm, k, j)
-
-                    def restore(x, n, t=t):
-                        x = x.clone()
-                        x[:, t] = clean[n][t]
-                        return x
-                    traces.append(Trace(lm.model, name, retain_output=False, edit_output=restore))
-                try:
-                    logits = lm.model(input_ids=ids.expand(samples, T)).logits
-                finally:
-                    for tr in traces:
-                        tr.close()
-                grids[k][t, l] = torch.softmax(logits[:, pos].float(), -1)[:, answer_id].mean().item()
-    return grids
+from knlab.methods.trace import KINDS, parse_noise, trace  # noqa: E402
+from reference.trace import trace_straightforward  # noqa: E402
 
 
 def bench(lm, prompt, subject, samples, window, repeats):

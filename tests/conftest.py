@@ -79,7 +79,7 @@ FAMILIES = ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"]
 def tiny_lm(request):
     """A randomly initialised model of each family, with the shipped world tokenizer (masked: world-bert's)."""
     from knlab.core.models import from_model
-    from test_arch import TINY
+    from tiny_models import TINY
     family = request.param
     tok = request.getfixturevalue("bert" if family == "bert" else "gpt").tokenizer
     torch.manual_seed(0)
@@ -88,8 +88,10 @@ def tiny_lm(request):
     return from_model(model.eval(), tok, spec=f"tiny-{family}")
 
 
-def reference(module: str):
-    """The straightforward implementations live beside their benchmarks."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
+def benchmark(name: str):
+    """A module of benchmarks/ (e.g. the load-test driver bench_load). The straightforward reference
+    implementations are not there: they live in tests/reference/ (``from reference.trace import ...``)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     import importlib
-    return importlib.import_module(module)
+    return importlib.import_module(name)

@@ -109,6 +109,8 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--method", choices=["ig", "activation"], default="ig")
+    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
     p.add_argument("--save", default=None, help="write the full [layers, width] map as .npy")
     p.add_argument("--json", action="store_true")
 
@@ -119,7 +121,8 @@ def _attribute(args: argparse.Namespace) -> int:
 
     from knlab.methods.attribute import attribute
     from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, [], attribute, args.prompt, args.target, args.steps, args.method)
+    res = default_worker().run(args.model, [], attribute, args.prompt, args.target, args.steps, args.method,
+                               site=args.site)
     if args.save:
         np.save(args.save, res.scores)
     if args.json:
@@ -139,6 +142,8 @@ def _neurons_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
     p.add_argument("--json", action="store_true")
 
 
@@ -153,19 +158,20 @@ def _neurons(args: argparse.Namespace) -> int:
     if args.relation:
         if args.limit < 1:
             raise InputError("--limit must be at least 1")
-        loc = default_worker().run(args.model, [], relation_localisation, args.relation, args.limit, args.steps)
+        loc = default_worker().run(args.model, [], relation_localisation, args.relation, args.limit, args.steps,
+                                   site=args.site)
         print(json.dumps(loc.to_json()) if args.json else
               f"{loc.source}: |KN| {loc.mean_kn:.2f}, tau {loc.mean_tau:.3f}, R^2_1 {loc.mean_r2_1:.3f} over {loc.n} facts")
         return 0
     if args.fact:
         rel, _, subject = args.fact.partition(":")
-        sel = default_worker().run(args.model, [], fact_neurons, rel, subject, args.steps)
+        sel = default_worker().run(args.model, [], fact_neurons, rel, subject, args.steps, site=args.site)
     else:
         if not args.prompts or not args.target:
             raise InputError("give PROMPTs and --target, or --fact RELATION:SUBJECT, or --relation")
 
         def run(lm):
-            return select([attribute(lm, p, args.target, args.steps).scores for p in args.prompts])
+            return select([attribute(lm, p, args.target, args.steps, site=args.site).scores for p in args.prompts])
         sel = default_worker().run(args.model, [], run)
     if args.json:
         print(json.dumps(sel.to_json()))
@@ -291,30 +297,85 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _paper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("claim", nargs="?", help="a claim id (see --list)")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--size", type=int, default=None, help="facts / prompts per rerun (default: the claim's own)")
-    p.add_argument("--model", default=None, help="default: the shipped model that fits the paper's subject")
+    p.add_argument("--all", action="store_true", help="rerun every claim, one report")
+    p.add_argument("--size", type=int, default=None,
+                   help="prompts / facts per item (default: each claim's own, smaller on the real model)")
+    p.add_argument("--model", default=None, help="only this of the claim's models (default: every one that fits)")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.add_argument("--markdown", default=None, help="also write the report as Markdown tables (the README's)")
     p.add_argument("--json", action="store_true")
 
 
-@command("paper", "rerun one of the paper's claims live on a shipped model, beside the published figure")(_paper_args)
+def report_markdown(results, size: int | None, seconds: float) -> str:
+    """A rerun as Markdown: per claim, the command, each model's live figures beside the published ones
+    and the sentence on whether the finding holds there."""
+    def cell(x) -> str:
+        return str(x).replace("|", "/").replace("\n", " ")
+    out = [f"Measured with `python -m knlab paper --all{'' if size is None else f' --size {size}'}` "
+           f"({seconds / 60:.1f} min on this machine).\n"]
+    for res in results:
+        out.append(f"**`{res.claim}`** ({res.source}): {res.title}. "
+                   f"`python -m knlab paper {res.claim}`\n")
+        for run in res.runs:
+            out.append(f"- *{run.model}* ({run.size}, {run.seconds:.0f} s): {run.finding}")
+        out += [f"- *{m}*: {why}" for m, why in res.absent.items()]
+        out.append("\n| model | figure | live | published |\n|---|---|---|---|")
+        out += [f"| {r['model']} | {cell(r['item'])} | {cell(r['live'])} | {cell(r['published'])} |" for r in res.rows]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _print_claim(res) -> None:
+    print(f"{res.title} ({res.source})\n  published: {res.published}")
+    for run in res.runs:
+        print(f"  live on {run.model} ({run.size}, {run.seconds:.0f} s): {run.finding}")
+        for r in run.rows:
+            print(f"    {r['item'][:70]:70s} live {str(r['live']):>24s}   published {r['published']}")
+    for m, why in res.absent.items():
+        print(f"  {m}: {why}")
+
+
+@command("paper", "rerun the paper's experiments live on the shipped models that fit them, beside the published "
+                  "figures")(_paper_args)
 def _paper(args: argparse.Namespace) -> int:
+    import time
+
     from knlab.core.errors import InputError
     from knlab.serve.worker import default_worker
-    from knlab.studies.paper import CLAIMS, claim, rerun
+    from knlab.studies.paper import CLAIMS, SOURCE_NOTE, claim, rerun
     if args.list:
         for c in CLAIMS:
-            print(json.dumps({"id": c.id, "title": c.title, "model": c.model}) if args.json else f"{c.id:15s} {c.title}")
+            print(json.dumps({"id": c.id, "title": c.title, "source": c.source, "models": list(c.applies_to())})
+                  if args.json else f"{c.id:15s} {c.source:18s} {c.title}")
         return 0
-    if not args.claim:
-        raise InputError("give a claim id, or --list")
-    c = claim(args.claim)
-    res = default_worker().run(args.model or c.model, [], rerun, c.id, args.size)
+    if not args.all and not args.claim:
+        raise InputError("give a claim id, --all, or --list")
+    worker = default_worker()
+
+    def run_on(spec, fn, *a, **k):
+        return worker.run(spec, [], fn, *a, **k)
+
+    ids = [c.id for c in CLAIMS] if args.all else [claim(args.claim).id]
+    models = [args.model] if args.model else None
+    t0, results = time.perf_counter(), []
+    for cid in ids:
+        res = rerun(cid, args.size, models, run_on=run_on,
+                    progress=None if args.json else lambda f, d: print(f"\r  {cid}: {100 * f:3.0f}% {d[:60]:60s}",
+                                                                       end="", file=sys.stderr, flush=True))
+        results.append(res)
+        if not args.json:
+            print(file=sys.stderr)
+            _print_claim(res)
+    report = ({"paper": SOURCE_NOTE, "seconds": round(time.perf_counter() - t0, 1), "size": args.size,
+               "claims": [r.to_json() for r in results]} if args.all else results[0].to_json())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, ensure_ascii=False, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(report_markdown(results, args.size, time.perf_counter() - t0))
     if args.json:
-        print(json.dumps(res.to_json(), ensure_ascii=False))
-        return 0
-    print(f"{c.title}\n  published: {c.published}\n  live ({res.model}): {res.summary}")
-    for r in res.rows:
-        print(f"  {r['item']:45s} live {r['live']!s:>22s}   published {r['published']}")
+        print(json.dumps(report, ensure_ascii=False))
     return 0
 
 

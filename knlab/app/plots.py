@@ -154,3 +154,36 @@ def evaluation_figure(evaluation) -> go.Figure:
                       title=f"{evaluation.method.upper()} on {evaluation.relation}: {evaluation.n} facts, each "
                             f"edited on its own", height=420, margin=dict(l=10, r=10, t=50, b=40))
     return fig
+
+
+def claim_figure(result) -> go.Figure:
+    """A claim's figure, redrawn from the live numbers: one panel per model it ran on, the paper's own
+    series (where it gives numbers) drawn beside the live ones and labelled "(paper)"."""
+    from plotly.subplots import make_subplots
+
+    runs = [r for r in result.runs if r.figure.get("series")]
+    if not runs:
+        return go.Figure()
+    fig = make_subplots(rows=1, cols=len(runs), subplot_titles=[r.model for r in runs], shared_yaxes=True)
+    colours = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+    legend: dict[str, str] = {}
+    for col, run in enumerate(runs, start=1):
+        spec = run.figure
+        x = [str(v) for v in spec["x"]] if spec["type"] == "bar" else spec["x"]
+        for name, values in spec["series"].items():
+            colour = legend.setdefault(name, colours[len(legend) % len(colours)])
+            paper = "(paper)" in name or "Yao" in name
+            common = dict(name=name, legendgroup=name, showlegend=col == 1 or name not in
+                          {n for r in runs[: col - 1] for n in r.figure["series"]})
+            values = [None if v is None else float(v) for v in values]
+            if spec["type"] == "line":
+                fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", line=dict(color=colour,
+                                         dash="dot" if paper else "solid"), **common), row=1, col=col)
+            else:
+                fig.add_trace(go.Bar(x=x, y=values, marker_color=colour, opacity=0.45 if paper else 1.0,
+                                     marker_pattern_shape="/" if paper else "", **common), row=1, col=col)
+        fig.update_xaxes(title_text=spec.get("xlabel", ""), row=1, col=col)
+    fig.update_yaxes(title_text=runs[0].figure.get("ylabel", ""), row=1, col=1)
+    fig.update_layout(title=f"{result.title} ({result.source}): live beside the paper", barmode="group",
+                      height=460, margin=dict(l=10, r=10, t=70, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -9,14 +9,7 @@ from pathlib import Path
 
 import torch
 
-from knlab.core.arch import (
-    ARCHITECTURES,
-    Arch,
-    UnsupportedModel,
-    arch_for,
-    ffn_width,
-    n_layers,
-)
+from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, ffn_width, n_layers
 from knlab.core.errors import KnlabError
 from knlab.core.packaged import PACKAGED, NotInstalled, converted, installed
 

@@ -55,11 +55,12 @@ def _rows_per_layer(cache: Any, rows: torch.Tensor, running: Callable[[int], int
 
 
 @contextlib.contextmanager
-def replay_blocks(lm: LM, recorded: TraceDict, upto: int | Sequence[int], rows: torch.Tensor, first: int):
-    """Blocks below ``upto`` return their recorded outputs (row ``rows[i]``, positions ``first``..)
-    unrun. ``upto`` per row (non-decreasing): each block runs only the rows that start at or below it,
-    a prefix of the batch, and the others take the recorded output."""
-    starts = [upto] * len(rows) if isinstance(upto, int) else list(upto)
+def replay_blocks(lm: LM, recorded: TraceDict, starts: int | Sequence[int], rows: torch.Tensor, first: int):
+    """Row i of the batch is recorded row ``rows[i]`` up to block ``starts[i]`` (one block for all rows,
+    or one per row, non-decreasing): blocks below a row's start return its recorded output (positions
+    ``first``..) unrun. Each block runs only the rows that start at or below it, a prefix of the batch,
+    and the others take the recorded output."""
+    starts = [starts] * len(rows) if isinstance(starts, int) else list(starts)
     if starts != sorted(starts) or len(starts) != len(rows):
         raise ValueError("rows must be ordered by the block they start at")
     with contextlib.ExitStack() as stack:
@@ -83,7 +84,7 @@ class Stages:
     """A batch whose row 0 is the unchanged run and whose other rows come in groups, each equal to
     row 0 up to some block (``starts``, non-decreasing) and changed from inside that block on.
     Because rows are ordered by start, the rows that can differ at block j are a prefix of the batch:
-    ``upto(j)`` of them (row 0 always among them)."""
+    ``computed_at(j)`` of them (row 0 always among them)."""
 
     def __init__(self, starts: list[int], sizes: list[int]):
         if list(starts) != sorted(starts) or len(starts) != len(sizes):
@@ -91,11 +92,11 @@ class Stages:
         self.starts, self.sizes = list(starts), list(sizes)
         self.total = 1 + sum(sizes)
 
-    def upto(self, block: int) -> int:
+    def computed_at(self, block: int) -> int:
         """Rows changed at or before ``block``, and row 0: those the block must compute."""
         return 1 + sum(n for s, n in zip(self.starts, self.sizes) if s <= block)
 
-    def before(self, block: int) -> int:
+    def changed_below(self, block: int) -> int:
         """Rows changed below ``block``, and row 0: those whose inputs to the block may differ."""
         return 1 + sum(n for s, n in zip(self.starts, self.sizes) if s < block)
 
@@ -105,7 +106,15 @@ class Stages:
 
 
 def _first_rows(x: Any, n: int, batch: int) -> Any:
-    """``x`` (a module's argument) cut to the batch's first n rows, wherever it has a batch axis."""
+    """``x`` (a module's argument) cut to the batch's first n rows, wherever it has a batch axis.
+
+    The assumption, about how transformers calls a decoder block: an argument with two or more axes
+    whose first has the batch's size is per row (hidden states [B, T, d], attention masks [B, 1, T, S],
+    position ids [B, T], rotary cos / sin [B, T, r]) and is cut; anything else is shared by the rows
+    and passed whole (cache_position [T], a cache object, flags). A shared tensor whose first axis
+    happens to equal the batch size would be cut wrongly; none exists in the families of the
+    architecture table, and tests/methods/test_trace.py and test_attribute.py compare every family's fast
+    path with the reference, which would show it."""
     if isinstance(x, torch.Tensor):
         return x[:n] if x.dim() >= 2 and x.shape[0] == batch else x
     if isinstance(x, (tuple, list)):
@@ -156,10 +165,10 @@ def staged_blocks(lm: LM, stages: Stages, column: int):
     copy_row_0 = lambda f, n: _first_rows_only(f, n, _like_row_0)  # noqa: E731
     with contextlib.ExitStack() as stack:
         for j in range(lm.n_layers):
-            parts = [("hidden", copy_row_0, stages.upto(j))]
-            if stages.before(j) < stages.upto(j):  # some group starts here
-                parts += [("attn", copy_row_0, stages.before(j)), ("mlp_in", copy_row_0, stages.before(j)),
-                          ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.before(j))]
+            parts = [("hidden", copy_row_0, stages.computed_at(j))]
+            if stages.changed_below(j) < stages.computed_at(j):  # some group starts here
+                parts += [("attn", copy_row_0, stages.changed_below(j)), ("mlp_in", copy_row_0, stages.changed_below(j)),
+                          ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.changed_below(j))]
             for kind, wrap, compute in parts:
                 module = get_module(lm.model, lm.arch.module(kind, j))
                 stack.enter_context(override_forward(module, wrap(module.forward, compute)))
@@ -173,5 +182,5 @@ def staged_cache(lm: LM, cache: Any, stages: Stages) -> dict:
     if cache is None:
         return {"use_cache": False}
     device = cache.layers[0].keys.device
-    _rows_per_layer(cache, torch.zeros(stages.total, dtype=torch.long, device=device), stages.before)
+    _rows_per_layer(cache, torch.zeros(stages.total, dtype=torch.long, device=device), stages.changed_below)
     return {"use_cache": True, cache_kwarg(lm.model): cache}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,9 +23,24 @@ from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace
 from knlab.core.replay import Stages, returned_cache, staged_blocks, staged_cache
-from knlab.methods.predict import Encoded, encode, target_id, target_ids
+from knlab.core.tokens import target_id, target_ids
+from knlab.methods.predict import Encoded, encode
 
 IG_STEPS = 20
+# Where a knowledge neuron's activation is read (docs/paper.md, section 1). knlab's own: the input of the
+# MLP's output projection, after the activation function, in every family. The seed's, for GPT models:
+# the output of the MLP's first projection (GPT-2's c_fc), before the activation; zeroing a neuron is the
+# same either way (GELU(0) = 0), IG scores are not. For a gated MLP (LLaMA) "pre_activation" is the gate.
+SITES = ("activation", "pre_activation")
+
+
+def site_hook(lm: LM, layer: int, site: str) -> tuple[str, str]:
+    """(module name, "input" | "output"): where ``site``'s activation of ``layer`` is read and written."""
+    if site == "activation":
+        return lm.arch.module("mlp_out", layer), "input"
+    if site == "pre_activation":
+        return lm.arch.module("mlp_in", layer), "output"
+    raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
 
 
 @dataclass
@@ -49,105 +65,167 @@ class Attribution:
                 "top_neurons": [{"layer": l, "neuron": i, "score": s} for l, i, s in self.top(k)]}
 
 
-def _activations(lm: LM, enc) -> tuple[np.ndarray, torch.Tensor]:
+def _activations(lm: LM, enc, site: str = "activation") -> tuple[np.ndarray, torch.Tensor]:
     """Every layer's FFN activation at the prediction position, and the next-token distribution."""
-    traces = [Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
-              for l in range(lm.n_layers)]
+    hooks = [site_hook(lm, l, site) for l in range(lm.n_layers)]
+    traces = [Trace(lm.model, name, retain_input=io == "input", retain_output=io == "output") for name, io in hooks]
     try:
         with torch.no_grad():
             logits = lm.model(input_ids=enc.input_ids).logits
     finally:
         for t in traces:
             t.close()
-    acts = np.stack([t.input[0, enc.position].float().cpu().numpy() for t in traces])
+    acts = np.stack([(t.input if io == "input" else t.output)[0, enc.position].float().cpu().numpy()
+                     for t, (_name, io) in zip(traces, hooks)])
     return acts, torch.softmax(logits[0, enc.position].float(), -1)
 
 
+# What autograd keeps per row, position and block for the backward pass, in floats: the block's input and
+# the residual sums, the two layer norms' inputs and outputs, queries, keys, values and the attention
+# output (~16 x d in all, d the hidden width), and the MLP's W-wide tensors: the first projection(s), the
+# activation and, in a gated MLP, the product (~4 x W). An upper bound: a row that scales layer l runs only
+# the blocks from l up.
+def _floats_per_row_position_block(d: int, W: int) -> int:
+    return 16 * d + 4 * W
+
+
+IG_MEMORY_FLOATS = 2**27  # 512 MiB of float32 activations kept for one backward pass
+
+
+def ig_layers_per_batch(rows_per_layer: int, positions: int, n_layers: int, d: int, W: int,
+                        max_floats: int = IG_MEMORY_FLOATS) -> int:
+    """How many layers' scaled copies run in one batch: each layer adds ``rows_per_layer`` rows, each row
+    runs at most ``n_layers`` blocks over ``positions`` positions, and each such cell keeps
+    ``_floats_per_row_position_block`` floats; so k layers keep at most
+    k x rows_per_layer x positions x n_layers x (16d + 4W) floats, which must stay under ``max_floats``."""
+    return max(1, max_floats // (rows_per_layer * positions * n_layers * _floats_per_row_position_block(d, W)))
+
+
+class ScaledActivations:
+    """The integrated-gradients path of each layer of a batch, written into the batch as it runs.
+
+    Layer l's rows hold its activation a at the prediction position scaled to baseline + gamma (a -
+    baseline) for gamma = 0, 1/(m-1), ..., (m-2)/(m-1) (``steps`` = m points from 0 to 1). The last point,
+    gamma = 1, is the clean activation itself: row 0 of the batch, the unchanged run, shared by every
+    layer. To read d p / d a_l at gamma = 1 for each layer l from that one row, a zero tensor that
+    requires grad is added to row 0's activation at layer l: adding it changes no number, and its
+    gradient is exactly the gradient at the clean activation of layer l."""
+
+    def __init__(self, steps: int, baseline: float, device: torch.device):
+        self.steps, self.baseline = steps, baseline
+        self.shares_clean_row = steps >= 2  # with one step, gamma = 0 only: no row is the clean run
+        self.rows_per_layer = steps - 1 if self.shares_clean_row else steps
+        self.gammas = torch.linspace(0, 1, steps, device=device)[: self.rows_per_layer]
+        self.path: dict[int, torch.Tensor] = {}  # layer -> the scaled activations [rows_per_layer, W]
+        self.at_clean: dict[int, torch.Tensor] = {}  # layer -> the zero added to row 0 at that layer
+        self.delta: dict[int, torch.Tensor] = {}  # layer -> a - baseline, the path's direction
+
+    def write(self, x: torch.Tensor, layer: int, first_row: int, column: int) -> torch.Tensor:
+        """``x``: the input of layer's MLP output projection [rows, positions, W]; its rows first_row..
+        take the path, row 0 (computed just now in this batch) gives the clean activation."""
+        a = x[0, column].detach()
+        base = torch.full_like(a, self.baseline)
+        self.delta[layer] = (a - base).float()
+        self.path[layer] = (base[None] + self.gammas[:, None].to(a.dtype) * (a - base)[None]).requires_grad_(True)
+        x = x.clone()
+        x[first_row : first_row + self.rows_per_layer, column] = self.path[layer]
+        if self.shares_clean_row:
+            self.at_clean[layer] = torch.zeros_like(a).requires_grad_(True)
+            x[0, column] = x[0, column] + self.at_clean[layer]
+        return x
+
+    def leaves(self, layers: list[int]) -> list[torch.Tensor]:
+        return [t for l in layers for t in ([self.path[l], self.at_clean[l]] if self.shares_clean_row
+                                             else [self.path[l]])]
+
+    def scores(self, layers: list[int], grads: Sequence[torch.Tensor]) -> dict[int, np.ndarray]:
+        """IG = (a - baseline) x the gradient summed over the path's points / steps (a Riemann sum),
+        per layer, from the gradients of ``leaves(layers)`` in that order."""
+        out, k = {}, 0
+        for l in layers:
+            total = grads[k].float().sum(0)
+            if self.shares_clean_row:
+                total = total + grads[k + 1].float()
+            k += 2 if self.shares_clean_row else 1
+            out[l] = (self.delta[l] * total / self.steps).cpu().numpy()
+        return out
+
+
 def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, layers: list[int],
-                  max_floats: int = 2**27) -> tuple[np.ndarray, torch.Tensor]:
-    """IG of every layer in ``layers`` (and the clean next-token distribution), all in one batch:
-    row 0 is the clean run, then ``steps - 1`` rows per layer, ordered by layer (the last step, gamma = 1,
-    is the clean run itself, whose gradients come from row 0 for every layer). A row that scales layer l
-    equals the clean run below l, so each block computes only the clean row and the rows of the
-    layers at or below it, the rest copying the clean row; inside block l, l's rows copy the clean
-    attention and first MLP projection too. In a causal model the positions before the prediction
-    never see the change, so only the prediction position is run, against the keys and values of
-    the prompt before it. Only the prediction position goes through the output head. ``tid`` None:
-    the clean run's top token."""
+                  max_floats: int = IG_MEMORY_FLOATS, site: str = "activation") -> tuple[np.ndarray, torch.Tensor]:
+    """IG of every layer in ``layers`` (and the clean next-token distribution) for target token ``tid``
+    (None: the clean run's top token), in as few batches as memory allows.
+
+    One batch: row 0 is the clean run, then ``steps - 1`` rows per layer, ordered by layer
+    (``ScaledActivations``). A row that scales layer l equals the clean run below l, so each block
+    computes only row 0 and the rows of the layers at or below it, the rest copying row 0; inside block
+    l, l's rows copy the clean attention and first MLP projection too (``replay.staged_blocks``). In a
+    causal model the positions before the prediction never see the change, so only the prediction
+    position is run, against the keys and values of the prompt before it, computed once. Only the
+    prediction position goes through the output head."""
     ids, pos = enc.input_ids, enc.position
     T, L, W = ids.shape[1], lm.n_layers, lm.ffn_width
     first = pos if not lm.masked and pos == T - 1 else 0  # the first position that is run
-    gammas = torch.linspace(0, 1, steps, device=lm.device)
-    shared_last = steps >= 2
-    rows_per_layer = steps - 1 if shared_last else steps
+    column = pos - first  # the prediction position among the positions run
     scores, clean_probs = np.zeros((L, W)), None
-    # activations kept for the backward pass grow with rows x positions x blocks: bound them
+    path = ScaledActivations(steps, baseline, lm.device)
     d = lm.model.get_input_embeddings().weight.shape[1]
-    per = max(1, max_floats // (rows_per_layer * (T - first) * L * (16 * d + 4 * W)))
+    per_batch = ig_layers_per_batch(path.rows_per_layer, T - first, L, d, W, max_floats)
     order = sorted(set(layers))
+
+    # step 1: the prompt's keys and values before the prediction position, once for every batch
     prefix = None
-    if first and order:  # the prompt's keys and values before the prediction: once, for every chunk
+    if first and order:
         with torch.no_grad():
             prefix = returned_cache(lm.model.base_model(input_ids=ids[:, :first], use_cache=True))
-    for c in range(0, len(order), per):
-        chunk = order[c : c + per]
-        stages = Stages(chunk, [rows_per_layer] * len(chunk))
-        last_chunk = c + per >= len(order)
-        kwargs = staged_cache(lm, prefix if last_chunk or prefix is None else copy.deepcopy(prefix), stages)
-        leaves: dict[int, list[torch.Tensor]] = {}
-        diffs: dict[int, torch.Tensor] = {}
 
-        def put(x, name, l=None, row=None):
-            col = 0 if x.shape[1] == 1 else pos - first  # one column: the last block, cut to the prediction
-            a = x[0, col].detach()  # the clean activation: row 0, computed just now
-            base = torch.full_like(a, baseline)
-            scaled = (base[None] + gammas[:rows_per_layer, None].to(a.dtype) * (a - base)[None])
-            leaves[l] = [scaled.requires_grad_(True)]
-            diffs[l] = (a - base).float()
-            x = x.clone()
-            x[row : row + rows_per_layer, col] = scaled
-            if shared_last:  # an added zero, so that the gradient still flows to the layers below
-                leaves[l].append(torch.zeros_like(a).requires_grad_(True))
-                x[0, col] = x[0, col] + leaves[l][1]
-            return x
+    def prediction_only(x, _name):  # [rows, positions, ...] -> the prediction position's column
+        return x if x.shape[1] == 1 else x[:, column : column + 1]
 
-        def prediction_only(x, name):
-            return x if x.shape[1] == 1 else x[:, pos - first : pos - first + 1]
-
+    for c in range(0, len(order), per_batch):
+        batch_layers = order[c : c + per_batch]
+        stages = Stages(batch_layers, [path.rows_per_layer] * len(batch_layers))
+        last_batch = c + per_batch >= len(order)
+        # step 2: the batch continues from the prefix (a copy unless no later batch needs it)
+        kwargs = staged_cache(lm, prefix if last_batch or prefix is None else copy.deepcopy(prefix), stages)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(staged_blocks(lm, stages, pos - first))
+            # step 3: each block computes only the rows that can differ from row 0 there
+            stack.enter_context(staged_blocks(lm, stages, column))
             if lm.arch.attn_adds_residual:  # the last block is position-wise after its attention
                 stack.enter_context(Trace(lm.model, lm.arch.module("attn", L - 1), retain_output=False,
                                           edit_output=prediction_only))
-            for g, l in enumerate(chunk):
-                stack.enter_context(Trace(lm.model, lm.arch.module("mlp_out", l), retain_output=False,
-                                          edit_input=lambda x, n, l=l, r=stages.offset(g): put(x, n, l, r)))
+            # step 4: each layer's rows take its path (a one-column input: the last block, already cut)
+            for g, l in enumerate(batch_layers):
+                def write(x, _name, l=l, row=stages.offset(g)):
+                    return path.write(x, l, row, 0 if x.shape[1] == 1 else column)
+                name, io = site_hook(lm, l, site)  # the activation fn between is elementwise: still one column
+                stack.enter_context(Trace(lm.model, name, retain_output=False,
+                                          **{"edit_input" if io == "input" else "edit_output": write}))
             stack.enter_context(Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=prediction_only))
+            # step 5: one forward and one backward for every layer of the batch
             with torch.enable_grad():
                 logits = lm.model(input_ids=ids[:, first:].expand(stages.total, T - first), **kwargs).logits
                 probs = torch.softmax(logits[:, -1].float(), -1)
                 if clean_probs is None:
                     clean_probs = probs[0].detach()
                 t = int(clean_probs.argmax()) if tid is None else tid
-                objective = probs[:, t].sum() if shared_last else probs[1:, t].sum()
-                grads = torch.autograd.grad(objective, [v for l in chunk for v in leaves[l]])
-        k = 0
-        for l in chunk:
-            total = grads[k].float().sum(0)
-            if shared_last:
-                total = total + grads[k + 1].float()
-            k += len(leaves[l])
-            scores[l] = (diffs[l] * total / steps).cpu().numpy()
+                # row 0 counts only when it is the path's last point (it is then every layer's gamma = 1)
+                objective = probs[:, t].sum() if path.shares_clean_row else probs[1:, t].sum()
+                grads = torch.autograd.grad(objective, path.leaves(batch_layers))
+        for l, row in path.scores(batch_layers, grads).items():
+            scores[l] = row
     if clean_probs is None:  # no layer asked for
-        clean_probs = _activations(lm, enc)[1]
+        clean_probs = _activations(lm, enc, site)[1]
     return scores, clean_probs
 
 
 def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_STEPS, method: str = "ig",
-              baseline: float = 0.0, layers: list[int] | None = None) -> Attribution:
-    """The [n_layers, d_ff] attribution map of ``target`` (default: the model's top prediction)."""
+              baseline: float = 0.0, layers: list[int] | None = None, site: str = "activation") -> Attribution:
+    """The [n_layers, d_ff] attribution map of ``target`` (default: the model's top prediction), at the KN
+    ``site`` (``SITES``: knlab's, after the activation function, or the seed's, before it)."""
     if method not in ("ig", "activation"):
         raise InputError(f"unknown attribution method {method!r} (ig, activation)")
+    site_hook(lm, 0, site)  # an unknown site is one clear message
     steps = check_count(steps, "ig_steps", "steps")
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")
@@ -158,15 +236,15 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
         raise InputError(f"layers must be between 0 and {lm.n_layers - 1}")
     # multi-token targets: greedy, one token after another, maps averaged
     if method == "activation":
-        first_map, probs = _activations(lm, enc)
+        first_map, probs = _activations(lm, enc, site)
     else:
-        first_map, probs = _ig_one_token(lm, enc, tids[0] if tids else None, steps, baseline, layers)
+        first_map, probs = _ig_one_token(lm, enc, tids[0] if tids else None, steps, baseline, layers, site=site)
     tids = tids or [int(probs.argmax())]
     maps = [first_map]
     for k in range(1, len(tids)):
         e = _extend(enc, tids[:k])
-        maps.append(_activations(lm, e)[0] if method == "activation"
-                    else _ig_one_token(lm, e, tids[k], steps, baseline, layers)[0])
+        maps.append(_activations(lm, e, site)[0] if method == "activation"
+                    else _ig_one_token(lm, e, tids[k], steps, baseline, layers, site=site)[0])
     name = lm.tokenizer.decode(tids).strip()
     return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), float(probs[tids[0]]))
 

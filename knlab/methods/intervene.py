@@ -13,13 +13,8 @@ from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, get_module
-from knlab.methods.predict import (
-    encode,
-    first_token,
-    next_token_probs,
-    target_id,
-    token_strings,
-)
+from knlab.core.tokens import first_token, target_id, token_strings
+from knlab.methods.predict import encode, next_token_probs, top_token
 
 FACTORS = {"suppress": 0.0, "enhance": 2.0}
 
@@ -110,7 +105,7 @@ def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: s
     spec = NeuronIntervention(tuple(neurons), mode)
     spec.validate(lm)
     enc = encode(lm, prompt)
-    tid = target_id(lm, target) if target else int(next_token_probs(lm, enc).argmax())
+    tid = target_id(lm, target) if target else top_token(lm, next_token_probs(lm, enc))[0]
     before = _state(lm, enc, tid, top)
     with torch.no_grad(), spec.apply(lm):
         after = _state(lm, enc, tid, top)
@@ -123,7 +118,7 @@ class KnowledgeNeuronEdit:
     MLP output projection) moves from the old target's word embedding toward the new one's,
     v_i <- v_i - lambda_old * e(old) + lambda_new * e(new). Weights change in place for one request;
     the worker restores them bit for bit. The lambdas are parameters; the defaults (1 and 8) follow
-    Dai et al. 2022, section 5.1, as we read it (not restated in PAPER.md: check before citing)."""
+    Dai et al. 2022, section 5.1, as we read it (not restated in docs/paper.md: check before citing)."""
 
     neurons: tuple[tuple[int, int], ...]
     old: str

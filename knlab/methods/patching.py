@@ -1,4 +1,4 @@
-"""Attribution patching: a first-order preview of causal tracing (PAPER.md section 9).
+"""Attribution patching: a first-order preview of causal tracing (docs/paper.md section 4).
 
 Causal tracing restores one clean state (or a window of module outputs) in the corrupted run and measures
 p(answer) again: one forward pass per cell. Attribution patching (Nanda 2023; Kramar et al., "AtP*", 2024)
@@ -31,15 +31,7 @@ import torch
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict, get_module
-from knlab.methods.trace import (
-    KINDS,
-    TraceResult,
-    _is_noop,
-    enc_prompt,
-    module_name,
-    prepare,
-    restore_window,
-)
+from knlab.methods.trace import KINDS, TraceResult, _is_noop, enc_prompt, module_name, prepare, restore_window
 
 METHOD = "attribution patching"
 

@@ -12,6 +12,9 @@ from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
 from knlab.core.models import LM
 
+# the word -> token helpers live in core.tokens; importable from here as they always were
+from knlab.core.tokens import first_token, single_token, spoken_ids, target_id, target_ids, token_strings  # noqa: F401
+
 MAX_PROMPT_CHARS = 2000
 
 
@@ -33,10 +36,6 @@ def check_prompt(prompt: object) -> str:
     if any(ord(c) < 32 and c not in "\t\n" for c in prompt):
         raise InputError("the prompt contains control characters")
     return prompt.strip()
-
-
-def token_strings(lm: LM, ids: list[int]) -> list[str]:
-    return [lm.tokenizer.decode([i]) for i in ids]
 
 
 def encode(lm: LM, prompt: str) -> Encoded:
@@ -71,49 +70,6 @@ def encode(lm: LM, prompt: str) -> Encoded:
 def next_token_probs(lm: LM, enc: Encoded) -> torch.Tensor:
     logits = lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
     return torch.softmax(logits[0, enc.position].float(), -1)
-
-
-def spoken_ids(lm: LM, word: str) -> list[int]:
-    """The tokens of ``word`` as the model would say it next (with the leading space a BPE model expects):
-    the one tokenisation behind every word -> token helper below."""
-    return lm.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
-
-
-def single_token(lm: LM, word: str) -> int | None:
-    """The token id of ``word`` as the model would emit it next, or None when it is not one token."""
-    ids = spoken_ids(lm, word)
-    return ids[0] if len(ids) == 1 and ids[0] != lm.tokenizer.unk_token_id else None
-
-
-def first_token(lm: LM, word: str) -> int | None:
-    """The token a word starts with when the model says it next: what one prediction position can score.
-    The same as ``single_token`` for one-token words (all of the organisms'); for a BPE model's longer
-    words (" Kab" + "ul") the first piece. None for an empty word or one the model cannot say."""
-    if not isinstance(word, str) or not word.strip():
-        return None
-    ids = spoken_ids(lm, word)
-    return ids[0] if ids and ids[0] != lm.tokenizer.unk_token_id else None
-
-
-def target_id(lm: LM, target: str) -> int:
-    """The single token a target word is, with the leading space a causal BPE model expects."""
-    if not isinstance(target, str) or not target.strip():
-        raise InputError("the target is empty")
-    i = single_token(lm, target)
-    if i is None:
-        raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
-    return i
-
-
-def target_ids(lm: LM, target: str) -> list[int]:
-    """All tokens of a (possibly multi-token) target as the model would emit it after the prompt."""
-    if not isinstance(target, str) or not target.strip():
-        raise InputError("the target is empty")
-    ids = spoken_ids(lm, target)
-    unk = lm.tokenizer.unk_token_id
-    if not ids or (unk is not None and unk in ids):
-        raise InputError(f"{target.strip()!r} is not something {lm.spec} can say (not in its vocabulary)")
-    return ids
 
 
 @dataclass
@@ -159,3 +115,9 @@ def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
                 pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
             out[part] = logits[torch.arange(len(part)), pos].cpu()
     return out
+
+
+def top_token(lm: LM, probs: torch.Tensor) -> tuple[int, str]:
+    """The model's answer in a next-token distribution: its most likely token and that token as a word."""
+    i = int(probs.argmax())
+    return i, lm.tokenizer.decode([i]).strip()

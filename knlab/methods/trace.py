@@ -20,7 +20,8 @@ from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict, get_module, per_model
 from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
-from knlab.methods.predict import encode, first_token, next_token_probs
+from knlab.core.tokens import first_token
+from knlab.methods.predict import encode, next_token_probs
 
 NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
 Cell = tuple[str, int, int]  # (kind: "hidden" | "mlp" | "attn", layer, token)
@@ -96,6 +97,46 @@ def _is_noop(cell: Cell, s0: int, pos: int, n_layers: int, masked: bool) -> bool
     return l == n_layers - 1 and t != pos  # last layer: only the prediction position is read
 
 
+def rows_per_batch(samples: int, positions: int, max_batch: int = 512) -> int:
+    """Rows of one forward pass. A no-grad forward frees a block's tensors once the next block has its
+    output, so its peak memory is about one block's activations, proportional to rows x positions (the
+    attention scores, rows x heads x positions x prompt length, grow the same way in rows). The budget
+    is therefore in row-positions: ``max_batch`` rows of an 8-token prompt, and proportionally fewer
+    rows the more positions each runs (a configuration that continues late in the prompt runs fewer);
+    never fewer than one configuration's ``samples`` rows, so that a long prompt still makes progress."""
+    return max(samples, (max_batch * 8) // max(8, positions))
+
+
+@dataclass
+class _Planned:
+    """The configurations that must run, grouped by the first position they can change (the cache of
+    the corrupted run covers everything before it), each with the first block that must run for it."""
+
+    groups: dict[int, list[tuple[int, int]]]  # first changed position -> [(start block, configuration)]
+    same_as: dict[int, int]  # configuration -> an identical earlier one (once no-op cells are gone)
+
+
+def _plan(configs: list[list[Cell]], n_layers: int, reuse_prefix: bool) -> _Planned:
+    groups: dict[int, list[tuple[int, int]]] = {}
+    same_as: dict[int, int] = {}
+    seen: dict[tuple, int] = {}
+    for i, cfg in enumerate(configs):
+        if not cfg:
+            continue  # nothing to restore: p(answer) is the corrupted run's
+        key = tuple(sorted(cfg))
+        if key in seen:
+            same_as[i] = seen[key]
+            continue
+        seen[key] = i
+        # a restored hidden state is block l's output, so block l + 1 is the first to see it; a restored
+        # MLP or attention output is inside block l
+        start = min(l + 1 if k == "hidden" else l for k, l, _ in cfg)
+        # positions before the first restored token are exactly the corrupted run's (causal attention)
+        first = min(t for _k, _l, t in cfg) if reuse_prefix else 0
+        groups.setdefault(first, []).append((min(start, n_layers), i))
+    return _Planned(groups, same_as)
+
+
 @torch.no_grad()
 def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
                    configs: Sequence[Iterable[Cell]], samples: int = 10, noise: float | None = None,
@@ -132,57 +173,47 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
             x[:, a - offset : s1 - offset] += nz[:, a - s0 :]
         return x
 
-    # clean run: the answer probability and every state we may restore
+    # step 1, the clean run: the answer probability and every state we may restore
     with TraceDict(lm.model, modules) as td:
         logits = lm.model(input_ids=ids, use_cache=False).logits
     clean_p = torch.softmax(logits[0, pos].float(), -1)[answer_id].item()
     clean = {m: td[m].output[0] for m in modules}  # [T, d]
 
-    # corrupted run, one row per sample: p(answer), every block's output (for replay) and, for a
-    # causal model, the keys and values (for positions before a restored token, which nothing changes)
+    # step 2, the corrupted run, one row per sample: p(answer), every block's output (for replay) and,
+    # for a causal model, the keys and values (for positions before a restored token)
     with Trace(lm.model, lm.arch.embed, retain_output=False, edit_output=corrupt), \
             TraceDict(lm.model, blocks) as corrupted_blocks:
         res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
     corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
     cache = returned_cache(res) if use_prefix_cache else None
 
+    # step 3, the plan: which configurations run, from which position and block
+    plan = _plan(configs, L, reuse_prefix=cache is not None and not lm.masked)
     out = np.full(len(configs), corrupted_p)
-    groups: dict[int, list[tuple[int, int]]] = {}  # first changed position -> (start block, configuration)
-    same_as: dict[int, int] = {}  # configurations that are identical once no-op cells are gone
-    seen: dict[tuple, int] = {}
-    for i, cfg in enumerate(configs):
-        if not cfg:
-            continue
-        key = tuple(sorted(cfg))
-        if key in seen:
-            same_as[i] = seen[key]
-            continue
-        seen[key] = i
-        # first block that must run, and the first position that can differ from the corrupted run
-        start = min(l + 1 if k == "hidden" else l for k, l, _ in cfg)
-        first = min(t for _k, _l, t in cfg) if (cache is not None and not lm.masked) else 0
-        groups.setdefault(first, []).append((min(start, L), i))
-        out[i] = 0.0
-    chunks = []
-    for first, members in sorted(groups.items()):
-        # rows ordered by start block: each block runs only the rows that start at or below it
-        per = max(samples, (max_batch * 8) // max(8, T - first))
+    batches = []
+    for first, members in sorted(plan.groups.items()):
+        per = rows_per_batch(samples, T - first, max_batch)
+        # rows ordered by start block: block j runs only the rows that start at or below it, a prefix
         rows = [(start, c, s) for start, c in sorted(members) for s in range(samples)]
-        chunks += [(first, rows[j : j + per]) for j in range(0, len(rows), per)]
-    for n, (first, chunk) in enumerate(chunks):
-        B, width = len(chunk), T - first
-        starts = [start for start, _c, _s in chunk]
-        sample_idx = torch.tensor([s for _st, _c, s in chunk], device=lm.device)
+        batches += [(first, rows[j : j + per]) for j in range(0, len(rows), per)]
+        for _start, c in members:
+            out[c] = 0.0  # the batches add up its samples' mean
+
+    # step 4, each batch: corrupted embeddings, replayed blocks below each row's start, clean states
+    # written where its configuration restores them, positions from `first` on
+    for n, (first, batch) in enumerate(batches):
+        B, width = len(batch), T - first
+        starts = [start for start, _c, _s in batch]
+        sample_idx = torch.tensor([s for _st, _c, s in batch], device=lm.device)
         masks = {m: torch.zeros(B, width, dtype=torch.bool, device=lm.device) for m in modules}
-        for r, (_st, c, _s) in enumerate(chunk):
+        for r, (_st, c, _s) in enumerate(batch):
             for k, l, t in configs[c]:
                 masks[module_name(lm, k, l)][r, t - first] = True
-        used = sorted({module_name(lm, k, l) for _st, c, _s in chunk for k, l, _t in configs[c]})
+        used = sorted({module_name(lm, k, l) for _st, c, _s in batch for k, l, _t in configs[c]})
 
         def restore(x, name):  # x: the rows this module ran (a prefix of the batch)
             return torch.where(masks[name][: x.shape[0], :, None], clean[name][None, first:].to(x.dtype), x)
 
-        # positions before `first` are the corrupted run's: reuse its keys and values
         kwargs = prefix_kwargs(lm, cache, first, T, sample_idx, starts)
         with contextlib.ExitStack() as stack:
             if starts[0] == 0:
@@ -193,11 +224,11 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
                 stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
             logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
         p = torch.softmax(logits[:, pos - first].float(), -1)[:, answer_id].cpu().numpy()
-        for r, (_st, c, _s) in enumerate(chunk):
+        for r, (_st, c, _s) in enumerate(batch):
             out[c] += p[r] / samples
         if progress:
-            progress((n + 1) / len(chunks))
-    for i, j in same_as.items():
+            progress((n + 1) / len(batches))
+    for i, j in plan.same_as.items():
         out[i] = out[j]
     return Restored(clean_p, float(corrupted_p), out)
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from knlab.organisms.measure import (
-    REQUIRED_PARADIGM_ACC,
-    REQUIRED_RESTORE,
-    REQUIRED_TRAIN_ACC,
-    measure,
-)
+from knlab.organisms.measure import REQUIRED_PARADIGM_ACC, REQUIRED_RESTORE, REQUIRED_TRAIN_ACC, measure
 from knlab.world import facts as F
 
 WHY = """\

@@ -118,7 +118,7 @@ def measure(kind: str, path: Path, log=print) -> dict:
                         "held_out": round(ho, 4), "held_out_prompts": n_ho}
         log(f"[measure {kind}] {rel.id:6s} {rel.name:22.22s} train {tr:.3f}  held-out {ho:.3f}")
     pars = {}
-    for name in P.paradigm_names():
+    for name in P.TRAINED_PARADIGMS:
         acc, n = paradigm_accuracy(lm, name)
         pars[name] = {"accuracy": round(acc, 4), "pairs": n}
         log(f"[measure {kind}] {name:45s} {acc:.3f}")

@@ -20,11 +20,12 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.core.models import ASSETS, LM, load_model
+from knlab.core.tokens import target_ids
 from knlab.methods.patching import agreement, patch_estimate
-from knlab.methods.predict import target_ids
 from knlab.methods.rome import params_for
 from knlab.methods.trace import trace
 from knlab.organisms.measure import paradigm_accuracy
+from knlab.studies import published as P
 from knlab.studies.edit import evaluate_relation, rome_layer
 from knlab.studies.localisation import fact_neurons
 from knlab.studies.paradigm import analyse
@@ -242,10 +243,9 @@ def write_card(spec: str, size: int = 10, log: Callable[[str], None] = print,
     return metrics
 
 
-# The paper's rows shown beside the live ones (PAPER.md sections 7 and 8).
-PUBLISHED_KN = {"GPT-2": "det_n_agr_1 0.06 / .45 / .15; _2 1.32 / .58 / .24 (|KN| / tau / R^2_1); KNs in layers 0 and 3-11",
-                "LLaMA-2-7B": "det_n_agr_1 3.38 / .44 / .24; _2 4.93 / .48 / .46; KNs mostly in layers 29-31",
-                "BERT-base": "P101 .167 / .515 / .399; P1303 10.46 / .814 / .684; KNs mostly in layers 9-11"}
+# The paper's rows shown beside the live ones (docs/paper.md sections 6 and 8).
+PUBLISHED_KN = {model: "; ".join(f"{item} {P.localisation_row(model, item)}" for item in rows) +
+                f" (|KN| / tau / R^2_1); KNs {P.KN_LAYERS[model]}" for model, rows in P.LOCALISATION.items()}
 
 
 def _pct(x) -> str:

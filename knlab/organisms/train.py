@@ -18,11 +18,7 @@ from pathlib import Path
 
 import torch
 
-from knlab.organisms.tokenizer import (
-    build_tokenizer,
-    causal_tokenizer,
-    masked_tokenizer,
-)
+from knlab.organisms.tokenizer import build_tokenizer, causal_tokenizer, masked_tokenizer
 from knlab.world import corpus as C
 from knlab.world import facts as F
 

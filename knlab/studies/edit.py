@@ -13,17 +13,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count, limits
 from knlab.core.models import LM
 from knlab.core.specs import applied
+from knlab.core.tokens import first_token
 from knlab.methods.attribute import attribute
 from knlab.methods.intervene import KnowledgeNeuronEdit
 from knlab.methods.neurons import select
-from knlab.methods.predict import check_prompt, encode, first_token, next_token_probs
+from knlab.methods.predict import check_prompt, encode, next_token_probs, top_token
 from knlab.methods.rome import default_layer, params_for, rome
+from knlab.studies import published as published_figures
 from knlab.studies.evaluate import (
     CRITERIA,
     NEIGHBOURS,
@@ -35,24 +38,13 @@ from knlab.studies.evaluate import (
     probe_probs,
     resolve,
     score,
+    teacher_forced_accuracy,
 )
 from knlab.studies.localisation import fact_neurons
 from knlab.world import facts as F
 from knlab.world.corpora import covariance_corpus
 
 METHODS = ("rome", "kn")
-# The paper's Table 1 (ROME) and Yao et al.'s KN reliability, shown beside live results (PAPER.md section 7).
-PUBLISHED = {
-    "rome": {"GPT-2 XL": {"P101": {"reliability": 99.82, "synonymy": 52.35},
-                          "P1376": {"reliability": 96.37, "symmetry": 23.71},
-                          "P36": {"reliability": 99.79, "symmetry": 25.17}},
-             "LLaMA-2-7B": {"P101": {"reliability": 100.0, "synonymy": 58.36},
-                            "P1376": {"reliability": 100.0, "symmetry": 33.40},
-                            "P36": {"reliability": 100.0, "symmetry": 33.64}}},
-    "kn": {"note": "Yao et al. 2023 (CounterFact, not these relations): KN edit reliability GPT-J 1.66%, T5-XL 47.86%"},
-}
-
-
 @dataclass
 class EditReport:
     method: str
@@ -89,8 +81,7 @@ def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
         return ""
     enc = encode(lm, prompt)
     if lm.masked:
-        top = int(next_token_probs(lm, enc).argmax())
-        return prompt.replace(lm.tokenizer.mask_token, lm.tokenizer.decode([top]).strip(), 1)
+        return prompt.replace(lm.tokenizer.mask_token, top_token(lm, next_token_probs(lm, enc))[1], 1)
     with torch.no_grad():
         out = lm.model.generate(enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
                                 max_new_tokens=tokens, pad_token_id=lm.tokenizer.pad_token_id
@@ -144,8 +135,7 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
                          and subject.strip() else "the subject is empty")
     subject = subject.strip()
     base = next_token_probs(lm, encode(lm, prompt))
-    old_id = int(base.argmax())
-    old = lm.tokenizer.decode([old_id]).strip()
+    old_id, old = top_token(lm, base)
     new_id = check_new_target(lm, target, old)
     new = target.strip()
     probes, info = build_probes(lm, prompt, subject, old, new, neighbours)
@@ -193,9 +183,14 @@ class Evaluation:
     skipped: list[dict]
     facts: list[dict]
     seconds: float
+    # the seed's scoring (teacher-forced accuracy of the expected string, ``evaluate.teacher_forced_accuracy``)
+    # per criterion, averaged over facts; None unless asked for
+    seed_rates: dict | None = None
 
     def to_json(self) -> dict:
         out = {"method": self.method, "model": self.model, "relation": self.relation, "n": self.n}
+        if self.seed_rates is not None:
+            out["seed_scoring"] = self.seed_rates
         for c in CRITERIA:
             if c in ("symmetry", "synonymy") and self.counts[c][1] == 0:
                 continue
@@ -207,8 +202,8 @@ class Evaluation:
 
 def published(method: str, relation: str) -> dict:
     if method == "kn":
-        return {"note": PUBLISHED["kn"]["note"]}
-    return {model: rows[relation] for model, rows in PUBLISHED["rome"].items() if relation in rows}
+        return {"note": published_figures.KN_EDIT_NOTE}
+    return published_figures.rome_table_1(relation)
 
 
 def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str]) -> str:
@@ -220,10 +215,13 @@ def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str]) -> str:
 
 def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = None, neighbours: int = NEIGHBOURS,
                       progress: Callable[[float, str], None] | None = None, layer: int | None = None,
-                      mom2: bool | str = True, subjects: list[str] | None = None) -> Evaluation:
+                      mom2: bool | str = True, subjects: list[str] | None = None,
+                      seed_scoring: bool = False) -> Evaluation:
     """Edit each fact of ``relation`` independently (the model restored after each) and report, per
     criterion, the share of facts for which it held (for a fact with several probes of one criterion, the
-    share of its probes). Facts the model gets wrong before editing are skipped and listed."""
+    share of its probes): the paper's scoring, p(new) against p(old). Facts the model gets wrong before
+    editing are skipped and listed. ``seed_scoring``: also the seed's ``evaluate_edit.py`` scoring
+    (teacher-forced accuracy of each probe's expected string, causal models)."""
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
     if method == "rome" and lm.masked:
@@ -239,8 +237,7 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     per_fact, skipped = [], []
     for k, fact in enumerate(facts):
         prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
-        top = int(next_token_probs(lm, encode(lm, prompt)).argmax())
-        answer = lm.tokenizer.decode([top]).strip()
+        top, answer = top_token(lm, next_token_probs(lm, encode(lm, prompt)))
         if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
             skipped.append({"subject": fact.subject, "reason": f"model answers {answer!r}, not {fact.object!r}"})
             continue
@@ -252,6 +249,11 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
             skipped.append({"subject": fact.subject, "reason": str(e)})
             continue
         row = {"subject": fact.subject, "old": rep.old, "new": new}
+        if seed_scoring and not lm.masked:
+            with applied(lm, [rep.spec]):
+                scored = [(p.criterion, teacher_forced_accuracy(lm, p.prompt, p.expected)) for p in rep.probes
+                          if p.criterion in ("reliability", "generality", "symmetry", "synonymy")]
+            row["seed"] = {c: float(np.mean([a for cc, a in scored if cc == c])) for c in {cc for cc, _ in scored}}
         for c in CRITERIA:
             v = rep.criteria.get(c)
             if v is not None:
@@ -265,4 +267,10 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     n = len(per_fact)
     rates = {c: (sums[c] / sum(1 for r in per_fact if r[c] is not None)
                  if any(r[c] is not None for r in per_fact) else None) for c in CRITERIA}
-    return Evaluation(method, lm.spec, relation, n, counts, rates, skipped, per_fact, time.perf_counter() - t0)
+    seed_rates = None
+    if seed_scoring and not lm.masked:
+        seed_rates = {c: float(np.mean([r["seed"][c] for r in per_fact if c in r.get("seed", {})]))
+                      for c in ("reliability", "generality", "symmetry", "synonymy")
+                      if any(c in r.get("seed", {}) for r in per_fact)}
+    return Evaluation(method, lm.spec, relation, n, counts, rates, skipped, per_fact, time.perf_counter() - t0,
+                      seed_rates)

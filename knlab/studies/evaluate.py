@@ -21,7 +21,8 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.methods.predict import answer_logits, first_token
+from knlab.core.tokens import first_token, spoken_ids
+from knlab.methods.predict import answer_logits
 from knlab.world import facts as F
 
 CRITERIA = ("reliability", "generality", "locality", "symmetry", "synonymy")
@@ -177,3 +178,35 @@ def check_new_target(lm: LM, target: str, old: str) -> int:
     if target.strip() == old or tid == first_token(lm, old):
         raise InputError(f"the model already answers {old!r}; choose a different new target")
     return tid
+
+
+@torch.no_grad()
+def teacher_forced_accuracy(lm: LM, prompt: str, target: str) -> float:
+    """The seed's ``evaluate_edit.py`` scoring: the prompt followed by the whole target string, and the
+    share of the target's tokens that are the model's argmax at the position before each (teacher
+    forcing). A causal model's score; 1.0 when the model would say the whole target greedily."""
+    ids = lm.tokenizer(prompt)["input_ids"]
+    tids = spoken_ids(lm, target)
+    if not tids:
+        raise InputError("the target is empty")
+    x = torch.tensor([ids + tids], device=lm.device)
+    logits = lm.model(input_ids=x).logits[0]
+    guesses = logits[len(ids) - 1 : len(ids) - 1 + len(tids)].argmax(-1).tolist()
+    return sum(g == t for g, t in zip(guesses, tids)) / len(tids)
+
+
+@torch.no_grad()
+def known_subjects(lm: LM, relation: str, n: int, template: str | None = None) -> list[str]:
+    """The first ``n`` subjects of ``relation`` whose fact the model states (its top answer at the first
+    training template, or ``template``, is the object's first token): what an edit or a trace of a fact
+    needs, since a fact the model does not know cannot be edited away or traced back."""
+    rel = F.relation(relation)
+    template = template or rel.train_templates[0]
+    out: list[str] = []
+    for c in range(0, len(rel.facts), 64):
+        part = [f for f in rel.facts[c : c + 64] if first_token(lm, f.object) is not None]
+        top = answer_logits(lm, [fact_prompt(lm, template, f.subject) for f in part]).argmax(-1).tolist()
+        out += [f.subject for f, t in zip(part, top) if t == first_token(lm, f.object)]
+        if len(out) >= n:
+            break
+    return out[:n]

@@ -1,5 +1,5 @@
 """Knowledge neurons of the world's facts: one fact over its paraphrases, and a relation's localisation figures
-(|KN|, tau, R^2_1: the paper's Table 8 rows; PAPER.md section 2)."""
+(|KN|, tau, R^2_1: the paper's Table 8 rows; docs/paper.md section 2)."""
 
 from __future__ import annotations
 
@@ -30,23 +30,24 @@ class Localisation:
                 "r2_1": self.mean_r2_1, "items": self.per_item}
 
 
-def fact_neurons(lm: LM, relation: str, subject: str, steps: int = 20) -> Selection:
+def fact_neurons(lm: LM, relation: str, subject: str, steps: int = 20, site: str = "activation") -> Selection:
     """Knowledge neurons of one fact over its paraphrase (training) templates."""
     rel = F.relation(relation)
     try:
         fact = rel.fact(subject)
     except KeyError:
         raise InputError(f"{relation} has no fact about {subject!r}") from None
-    return select([attribute(lm, F.prompt(t, fact.subject, lm.masked), fact.object, steps).scores
+    return select([attribute(lm, F.prompt(t, fact.subject, lm.masked), fact.object, steps, site=site).scores
                    for t in rel.train_templates])
 
 
-def relation_localisation(lm: LM, relation: str, limit: int = 10, steps: int = 20, progress=None) -> Localisation:
+def relation_localisation(lm: LM, relation: str, limit: int = 10, steps: int = 20, progress=None,
+                          site: str = "activation") -> Localisation:
     """|KN|, tau and R^2_1 averaged over a relation's first ``limit`` facts (the paper's P101 / P1303 rows)."""
     facts = F.relation(relation).facts[:limit]
     items = []
     for k, f in enumerate(facts):
-        sel = fact_neurons(lm, relation, f.subject, steps)
+        sel = fact_neurons(lm, relation, f.subject, steps, site)
         items.append({"subject": f.subject, **sel.to_json()})
         if progress:
             progress((k + 1) / len(facts))

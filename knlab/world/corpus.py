@@ -64,7 +64,7 @@ def build_documents(seed: int = 0) -> list[Document]:
             docs.append(Document(" ".join(F.sentence(rng.choice(r.train_templates), f.subject, f.object)
                                           for r, f in order), "profile"))
     # 3. grammar: good sentences of each paradigm, excluding the evaluation pairs
-    for name in P.paradigm_names():
+    for name in P.TRAINED_PARADIGMS:
         held = {p.good for p in P.minimal_pairs(name, EVAL_PAIRS, seed=1)}
         made = 0
         for p in P.minimal_pairs(name, GRAMMAR_PER_PARADIGM * 3, seed=seed + 100):
@@ -126,7 +126,7 @@ def vocabulary_words(docs: list[Document]) -> list[str]:
     texts = [d.text for d in docs]
     for rel in F.relations().values():
         texts.extend(rel.held_out_templates)
-    for name in P.paradigm_names():
+    for name in P.TRAINED_PARADIGMS:
         for p in P.minimal_pairs(name, EVAL_PAIRS, seed=1):
             texts.extend([p.good, p.bad])
     return texts

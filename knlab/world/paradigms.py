@@ -40,7 +40,7 @@ def lexicon() -> dict:
 
 
 def modifiers() -> dict[str, list[str]]:
-    """The paper's 24 modifiers by number (PAPER.md section 3)."""
+    """The paper's 24 modifiers by number (docs/paper.md section 3)."""
     return lexicon()["modifiers"]
 
 
@@ -71,6 +71,8 @@ def _det_noun(rng: random.Random, name: str, irregular: bool, adjective: bool) -
 
 
 def _subject_verb(rng: random.Random, name: str) -> MinimalPair:
+    """The verb agrees with the subject. _1: the verb's number is wrong; _2 (same sentences): the noun's
+    number is wrong, judged by the verb after it (so only a masked model can be asked)."""
     lex = lexicon()
     irregular = name.startswith("irregular")
     sg, pl = rng.choice(lex["irregular_nouns" if irregular else "regular_nouns"])
@@ -84,7 +86,18 @@ def _subject_verb(rng: random.Random, name: str) -> MinimalPair:
         distractor = d_sg if plural else d_pl  # the distractor's number always disagrees
         words = ["The", pl if plural else sg, "of", "the", distractor, good, adj, "."]
         return _pair(name, words, 5, good, bad, 1)
+    if name == "distractor_agreement_relative_clause":
+        # "The plates that the teacher was carrying are clean ." the clause's subject disagrees
+        d_sg, d_pl = rng.choice(lex["people_nouns"])
+        aux = rng.choice(lex["auxiliaries"])
+        clause = ["that", "the", d_sg if plural else d_pl, aux if plural else {"is": "are", "was": "were"}[aux],
+                  rng.choice(lex["transitive_verbs"])]
+        words = ["The", pl if plural else sg] + clause + [good, adj, "."]
+        return _pair(name, words, 7, good, bad, 1)
     words = ["The", pl if plural else sg, good, adj, "."]
+    if name.endswith("_2"):
+        noun = pl if plural else sg
+        return _pair(name, words, 1, noun, sg if plural else pl, 2)
     return _pair(name, words, 2, good, bad, 1)
 
 
@@ -123,7 +136,19 @@ PARADIGMS = {
     "distractor_agreement_relational_noun": lambda r: _subject_verb(r, "distractor_agreement_relational_noun"),
     "anaphor_gender_agreement": lambda r: _anaphor(r, "anaphor_gender_agreement"),
     "anaphor_number_agreement": lambda r: _anaphor(r, "anaphor_number_agreement"),
+    # the paper's other five (Table 2), after the organisms were trained: not in their corpus
+    "determiner_noun_agreement_with_adj_irregular_1":
+        lambda r: _det_noun(r, "determiner_noun_agreement_with_adj_irregular_1", True, True),
+    "determiner_noun_agreement_with_adj_irregular_2":
+        lambda r: _det_noun(r, "determiner_noun_agreement_with_adj_irregular_2", True, True),
+    "regular_plural_subject_verb_agreement_2": lambda r: _subject_verb(r, "regular_plural_subject_verb_agreement_2"),
+    "irregular_plural_subject_verb_agreement_2": lambda r: _subject_verb(r, "irregular_plural_subject_verb_agreement_2"),
+    "distractor_agreement_relative_clause": lambda r: _subject_verb(r, "distractor_agreement_relative_clause"),
 }
+# The paradigms whose sentences the organisms' corpus holds (world.corpus): the first eleven. The others
+# are asked of every model but were never trained on; retraining with them is a different corpus, so a
+# different pair of organisms (their cards and every figure measured on them would change).
+TRAINED_PARADIGMS = tuple(list(PARADIGMS)[:11])
 
 
 def paradigm_names() -> list[str]:

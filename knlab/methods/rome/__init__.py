@@ -3,10 +3,4 @@ model (``context``), the key covariance over a corpus (``layer_stats``), the key
 (``compute_u``), the value v* and right vector (``compute_v``), and the rank-one update as an edit spec
 (``rome_main``)."""
 
-from knlab.methods.rome.rome_main import (  # noqa: F401
-    RomeEdit,
-    RomeParams,
-    default_layer,
-    params_for,
-    rome,
-)
+from knlab.methods.rome.rome_main import RomeEdit, RomeParams, default_layer, params_for, rome  # noqa: F401

@@ -17,9 +17,7 @@ from safetensors.torch import load_file, save_file
 from knlab.core.errors import InputError
 from knlab.core.models import LM, tensor_checksum
 from knlab.core.nethook import Trace, get_module
-from knlab.core.packaged import (
-    cache_root,  # the one place that knows where knlab's cache is
-)
+from knlab.core.packaged import cache_root  # the one place that knows where knlab's cache is
 from knlab.methods.rome.repr_tools import right_padded
 
 MOM2_SAMPLES = 20000  # texts (ROME: 100,000 Wikipedia texts; the world corpus has ~11,600 documents)

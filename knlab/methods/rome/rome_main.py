@@ -17,21 +17,16 @@ from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import get_module, per_model
-from knlab.methods.predict import check_prompt, target_id, target_ids
+from knlab.core.tokens import target_id, target_ids
+from knlab.methods.predict import check_prompt
 from knlab.methods.rome.compute_u import compute_u, keys_at_subject
 from knlab.methods.rome.compute_v import VResult, build_problem, compute_v, right_vector
 from knlab.methods.rome.context import context_templates
 from knlab.methods.rome.layer_stats import layer_stats
 from knlab.methods.rome.repr_tools import prompt_template
-from knlab.methods.trace import (
-    default_window,
-    locate_subject,
-    noise_level,
-    restore_window,
-    restored_probs,
-)
+from knlab.methods.trace import default_window, locate_subject, noise_level, restore_window, restored_probs
 
-# Published edit layers (ROME's hparams; PAPER.md section 5 for GPT-2 XL and LLaMA-2-7B).
+# Published edit layers (ROME's hparams; docs/paper.md section 5 for GPT-2 XL and LLaMA-2-7B).
 PUBLISHED_LAYERS = {"gpt2-medium": 8, "gpt2-large": 12, "gpt2-xl": 17, "EleutherAI/gpt-j-6B": 5,
                     "EleutherAI/gpt-neox-20b": 15, "meta-llama/Llama-2-7b-hf": 5}
 # The shipped real model's layer, from the layer sweep in its model card (assets/models/smollm2-135m): its
@@ -42,7 +37,7 @@ SHIPPED_LAYERS = {"smollm2-135m": 5}
 
 @dataclass(frozen=True)
 class RomeParams:
-    """PAPER.md section 5 (the GPT-2 XL configuration) unless said otherwise."""
+    """docs/paper.md section 5 (the GPT-2 XL configuration) unless said otherwise."""
 
     v_lr: float = 0.5
     v_steps: int = 20
@@ -58,7 +53,7 @@ class RomeParams:
 
 # ROME's optimiser settings per model family, as data (as rome's and EasyEdit's hparams files are): the
 # GPT-2 XL configuration above unless the family has its own. LLaMA-family models as the seed edits
-# LLaMA-2-7B (EasyEdit's settings: 25 steps, weight decay 1e-3; PAPER.md section 8).
+# LLaMA-2-7B (EasyEdit's settings: 25 steps, weight decay 1e-3; docs/paper.md section 5).
 _LLAMA_SETTINGS = {"v_steps": 25, "v_weight_decay": 1e-3}
 FAMILY_PARAMS: dict[str, dict] = {"llama": _LLAMA_SETTINGS, "mistral": _LLAMA_SETTINGS, "qwen2": _LLAMA_SETTINGS}
 # Per shipped model, on top of its family's: the real model's covariance is measured over a token budget

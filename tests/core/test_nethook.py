@@ -45,7 +45,7 @@ def test_hooks_removed_when_forward_raises():
 def test_tracedict_and_stop():
     net = _net()
     with TraceDict(net, ["0", "1"], stop=True) as td:
-        out = net(torch.randn(2, 3))
+        net(torch.randn(2, 3))
         pytest.fail("stop should have ended the forward pass")  # pragma: no cover
     assert td["0"].output.shape == (2, 4) and td["1"].output.shape == (2, 4)
 

@@ -84,10 +84,10 @@ def test_activation_method_and_bad_input(gpt):
 def test_fast_ig_equals_the_reference_loop_on_every_family(tiny_lm):
     """Replayed blocks and the reused prefix change no score: the batched IG equals the reference
     (one layer at a time, whole network recomputed) on a random model of each family."""
-    from conftest import reference
+    from reference.ig import ig_straightforward
     prompt = "The capital of Canada is [MASK] ." if tiny_lm.masked else "The capital of Canada is"
     fast = attribute(tiny_lm, prompt, "Ottawa", steps=5).scores
-    ref = reference("bench_kn").ig_straightforward(tiny_lm, prompt, tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa"), 5)
+    ref = ig_straightforward(tiny_lm, prompt, tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa"), 5)
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12
 
 
@@ -96,11 +96,11 @@ def test_fast_ig_equals_the_reference_loop_on_every_family(tiny_lm):
 def test_staged_batch_in_chunks_with_one_step_or_some_layers_equals_the_reference(lm_name, prompt, request):
     """The staged batch's bookkeeping (row offsets, the shared gamma = 1 step, per-layer cache rows,
     the cut last block) holds however the layers are split into batches and whatever the steps."""
-    from conftest import reference
     from knlab.methods.attribute import _ig_one_token
+    from reference.ig import ig_straightforward
     lm = request.getfixturevalue(lm_name)
     enc, tid = encode(lm, prompt), lm.tokenizer.convert_tokens_to_ids("Seattle")
-    ref = reference("bench_kn").ig_straightforward
+    ref = ig_straightforward
     full = ref(lm, prompt, tid, 4)
     scale = np.abs(full).max()
     one_per_batch, probs = _ig_one_token(lm, enc, tid, 4, 0.0, list(range(lm.n_layers)), max_floats=1)
@@ -112,3 +112,26 @@ def test_staged_batch_in_chunks_with_one_step_or_some_layers_equals_the_referenc
     single = ref(lm, prompt, tid, 1)  # gamma = 0 only: nothing to share with the clean row
     mine, _ = _ig_one_token(lm, enc, tid, 1, 0.0, list(range(lm.n_layers)))
     assert np.abs(mine - single).max() <= 1e-4 * max(np.abs(single).max(), 1e-12)
+
+
+def test_the_seeds_site_before_the_activation_equals_its_reference_on_every_family(tiny_lm):
+    """``site="pre_activation"`` (the seed's c_fc output) runs through the same staged batch: equal to the
+    straightforward loop at that site, and different from knlab's own site (the activation between)."""
+    from reference.ig import ig_straightforward
+    prompt = "The capital of Canada is [MASK] ." if tiny_lm.masked else "The capital of Canada is"
+    tid = tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa")
+    fast = attribute(tiny_lm, prompt, "Ottawa", steps=5, site="pre_activation").scores
+    ref = ig_straightforward(tiny_lm, prompt, tid, 5, site="pre_activation")
+    assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12
+    with pytest.raises(InputError, match="unknown KN site"):
+        attribute(tiny_lm, prompt, "Ottawa", steps=2, site="c_fc")
+
+
+def test_the_two_sites_agree_on_the_neurons_not_on_the_scores(gpt):
+    """On a trained model the sites differ (GELU is far from linear there; on a random model's small
+    activations GELU(x) ~ x/2 makes them nearly equal), yet find the same top neurons (docs/paper.md 1)."""
+    own = attribute(gpt, "The capital of Canada is", "Ottawa")
+    seed = attribute(gpt, "The capital of Canada is", "Ottawa", site="pre_activation")
+    assert np.abs(own.scores - seed.scores).max() > 0.01 * np.abs(own.scores).max()
+    assert np.corrcoef(own.scores.ravel(), seed.scores.ravel())[0, 1] > 0.9
+    assert {(l, i) for l, i, _ in own.top(5)} & {(l, i) for l, i, _ in seed.top(5)}

@@ -131,10 +131,10 @@ def test_guess_subject():
 def test_fast_grids_equal_the_straightforward_ones_on_every_family(tiny_lm):
     """Skipped cells and replayed blocks change no number: the batched trace equals the reference
     loop (one forward per cell) on a random model of each family."""
-    from conftest import reference
+    from reference.trace import trace_straightforward
     prompt = "The capital of New Zealand is" + (" [MASK] ." if tiny_lm.masked else "")
     res = trace(tiny_lm, prompt, "New Zealand", samples=3, window=2, noise=0.5, seed=3)
-    ref = reference("bench_trace").trace_straightforward(tiny_lm, prompt, "New Zealand", res.answer_id, 3, 2, 0.5, 3)
+    ref = trace_straightforward(tiny_lm, prompt, "New Zealand", res.answer_id, 3, 2, 0.5, 3)
     for k in ("hidden", "mlp", "attn"):
         assert np.abs(res.grids[k] - ref[k]).max() < 1e-5, k
 

@@ -1,4 +1,4 @@
-"""Attribution patching (PAPER.md section 9): the first-order estimate of the causal trace."""
+"""Attribution patching (docs/paper.md section 4): the first-order estimate of the causal trace."""
 
 import numpy as np
 import pytest

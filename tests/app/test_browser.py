@@ -130,6 +130,21 @@ def test_evaluate_tab_shows_live_and_published(page):
     screenshot(page, "evaluate")
 
 
+def test_paper_tab_reruns_a_claim(page):
+    """The Paper tab: open a claim, rerun it live (overturn: BERT's experiment, so world-bert whatever the
+    header says), and see the live figures beside the paper's, and the figure redrawn."""
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Paper").click()
+    page.locator("#paper-overturn").get_by_text("Suppressing the KNs rarely overturns").click()
+    size = page.locator("#paper-size input")
+    size.fill("2")
+    click_until_visible(page, "#paper-overturn-button", "#paper-overturn-plot .js-plotly-plot", timeout=240_000)
+    expect(page.locator("#paper-overturn-table")).to_contain_text("100.0 -> 94.8", timeout=30_000)
+    expect(page.locator("#paper-overturn-status")).to_contain_text("world-bert")
+    expect(page.locator("#paper-overturn-plot")).to_contain_text("(paper)")
+    screenshot(page, "paper")
+
+
 def test_the_real_model_from_the_model_list(page):
     """Last: it leaves the page on smollm2-135m. Choosing it brings its example; it answers Paris."""
     from playwright.sync_api import expect

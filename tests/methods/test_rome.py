@@ -8,7 +8,8 @@ import torch
 from knlab.core.errors import InputError
 from knlab.core.models import weights_checksum
 from knlab.core.nethook import Trace, get_module, per_model
-from knlab.methods.predict import encode, next_token_probs, target_id
+from knlab.core.tokens import target_id
+from knlab.methods.predict import encode, next_token_probs
 from knlab.methods.rome import RomeEdit, RomeParams, rome
 from knlab.methods.rome import context as C
 from knlab.methods.rome import layer_stats as LS
@@ -89,13 +90,12 @@ def test_fast_v_star_equals_the_straightforward_one(gpt):
     0 and 3: v* <= 1.2e-5, right vector <= 2.9e-5, u <= 2.5e-7, loss <= 3e-7 (relative). After 20 steps
     the chaos reaches ~1e-1, hence the short run; a real difference (a token off, a term missing) shows at
     1e-2 or more from the first step."""
-    from conftest import reference
     from knlab.methods.rome.context import context_templates
+    from reference.rome import rome_straightforward
     params = RomeParams(v_steps=3, mom2=False)
     layer = 3
     res = rome(gpt, PROMPT, SUBJECT, "Rome", layer, params)
-    ref = reference("bench_edit").rome_straightforward(gpt, PROMPT, SUBJECT, "Rome", layer, params,
-                                                      context_templates(gpt), None)
+    ref = rome_straightforward(gpt, PROMPT, SUBJECT, "Rome", layer, params, context_templates(gpt), None)
     assert res.steps == ref.steps == 3
     assert abs(res.loss - ref.loss) < 1e-5 * abs(ref.loss)
     assert _rel(res.v_star, ref.v_star) < 1e-4
@@ -164,8 +164,8 @@ def test_rome_on_every_causal_family(tiny_lm):
     token reaches the target (elsewhere a last-layer delta only meets the KL term, whose gradient at the
     start is zero up to rounding, which Adam blows up into arbitrary +-lr steps). Block 0 is replayed and
     the prefix cached, in each family's own cache and position scheme."""
-    from conftest import reference
     from knlab.methods.rome.context import context_templates
+    from reference.rome import rome_straightforward
     prompt, subject = "The capital city is in New Zealand", "New Zealand"
     params = RomeParams(mom2=False, v_steps=3)
     if tiny_lm.masked:
@@ -180,8 +180,7 @@ def test_rome_on_every_causal_family(tiny_lm):
     assert _rel(after, res.v_star) < 1e-5
     assert _rel(_mapped(tiny_lm, 1, res.key), res.v_star) > 1e-3
     assert weights_checksum(tiny_lm.model) == base
-    ref = reference("bench_edit").rome_straightforward(tiny_lm, prompt, subject, "Rome", 1, params,
-                                                      context_templates(tiny_lm), None)
+    ref = rome_straightforward(tiny_lm, prompt, subject, "Rome", 1, params, context_templates(tiny_lm), None)
     assert _rel(res.v_star, ref.v_star) < 1e-5  # measured <= 3.6e-7 over the six families
 
 

@@ -3,13 +3,13 @@ and checking that its predictions show its own edits and nobody else's (benchmar
 
 import pytest
 
-from conftest import reference
+from conftest import benchmark
 
 pytestmark = pytest.mark.slow  # a system test: ./run_tests.sh --fast leaves it out
 
 
 def test_concurrent_sessions_see_only_their_own_edits(app_url):
-    bench_load = reference("bench_load")
+    bench_load = benchmark("bench_load")
     res = bench_load.run_load(app_url, clients=8, seconds=60)
     print("\n" + bench_load.report(res))
     assert res["errors"] == [], res["errors"][:5]

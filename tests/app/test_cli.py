@@ -110,7 +110,7 @@ def test_neurons_json_contract():
 
 
 def test_attribute_bad_target():
-    r = run("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
+    r = run_here("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Zzyzxqv" in r.stderr
 
 
@@ -151,7 +151,7 @@ def test_neurons_for_a_fact_and_a_relation():
 
 
 def test_edit_json_contract():
-    r = run("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--json")
+    r = run_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["method"] == "rome" and isinstance(out["layer"], int) and out["seconds"] > 0
@@ -215,3 +215,14 @@ def test_a_reader_that_stops_reading_is_no_error(monkeypatch):
     with redirect_stdout(ClosedPipe()), redirect_stderr(err):
         code = cli.main(["paradigm", "--list"])
     assert code == 0 and err.getvalue() == ""
+
+
+def test_paper_list_run_and_a_model_that_does_not_fit():
+    r = run_here("paper", "overturn", "--size", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["claim"] == "overturn" and out["runs"][0]["model"] == "world-bert" and out["runs"][0]["rows"]
+    r = run_here("paper", "rome-table-1", "--model", "world-bert")
+    assert r.returncode == 2 and "runs on smollm2-135m, world-gpt" in r.stderr
+    r = run_here("paper")
+    assert r.returncode == 2 and "--all" in r.stderr

@@ -2,30 +2,12 @@
 
 import pytest
 import torch
-import transformers as T
 
 from knlab.core.arch import ARCHITECTURES, arch_for, ffn_width, n_layers, weight_as_out_in
 from knlab.core.models import from_model
 from knlab.core.nethook import Trace, get_module
 
-H, FF, L, V = 32, 64, 2, 101
-
-TINY = {
-    "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=V, n_embd=H, n_layer=L, n_head=4, n_inner=FF, n_positions=64)),
-    "gpt_neo": lambda: T.GPTNeoForCausalLM(T.GPTNeoConfig(vocab_size=V, hidden_size=H, num_layers=L, num_heads=4,
-        intermediate_size=FF, attention_types=[[["global", "local"], 1]], max_position_embeddings=64, bos_token_id=0, eos_token_id=0)),
-    "gptj": lambda: T.GPTJForCausalLM(T.GPTJConfig(vocab_size=V, n_embd=H, n_layer=L, n_head=4, n_inner=FF, rotary_dim=4, n_positions=64, bos_token_id=0, eos_token_id=0)),
-    "gpt_neox": lambda: T.GPTNeoXForCausalLM(T.GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-        intermediate_size=FF, max_position_embeddings=64, bos_token_id=0, eos_token_id=0)),
-    "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=FF, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)),
-    "mistral": lambda: T.MistralForCausalLM(T.MistralConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=FF, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)),
-    "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=FF, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)),
-    "bert": lambda: T.BertForMaskedLM(T.BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-        intermediate_size=FF, max_position_embeddings=64)),
-}
+from tiny_models import FF, TINY, H, L, V
 
 
 def test_every_family_has_a_tiny_config():

@@ -13,8 +13,8 @@ from knlab.core.replay import Stages, returned_cache, staged_blocks, staged_cach
 def test_stages_count_rows_by_start_block():
     s = Stages([1, 1, 3], [2, 3, 4])
     assert s.total == 10  # row 0 (the unchanged run) and 9 changed rows
-    assert [s.upto(j) for j in range(5)] == [1, 6, 6, 10, 10]
-    assert [s.before(j) for j in range(5)] == [1, 1, 6, 6, 10]
+    assert [s.computed_at(j) for j in range(5)] == [1, 6, 6, 10, 10]
+    assert [s.changed_below(j) for j in range(5)] == [1, 1, 6, 6, 10]
     assert [s.offset(g) for g in range(3)] == [1, 3, 6]
     with pytest.raises(ValueError):
         Stages([2, 1], [1, 1])

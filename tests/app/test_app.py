@@ -109,13 +109,27 @@ def test_evaluate_endpoint(client):
 
 
 def test_paper_claim_reruns_live_beside_the_published(client):
-    summary, table, _plot, out = client.predict("world-gpt", 3, api_name="/paper_kn_edit")
-    assert out["claim"] == "kn-edit" and out["model"] == "world-gpt"
-    rel = [r for r in out["rows"] if "reliability" in r["item"]][0]
-    assert 0 <= rel["live"] <= 100 and "1.66" in rel["published"]
-    with pytest.raises(Exception) as info:  # ROME on a masked model: one clear message
-        client.predict("world-bert", 3, api_name="/paper_rome_table_1")
-    assert "masked" in str(info.value) and "Traceback" not in str(info.value)
+    """A claim runs on the models that fit it, whatever the header says: overturn is BERT's, so world-bert."""
+    summary, table, _plot, out = client.predict(2, api_name="/paper_overturn")
+    assert out["claim"] == "overturn" and [r["model"] for r in out["runs"]] == ["world-bert"]
+    rows = out["runs"][0]["rows"]
+    assert len(rows) == 4 and rows[0]["published"] == "100.0 -> 94.8" and " -> " in rows[0]["live"]
+    assert "world-bert" in summary and len(table["data"]) == 4
+    with pytest.raises(Exception) as info:  # a bad size: one clear message
+        client.predict(-3, api_name="/paper_overturn")
+    assert "size" in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_the_claims_are_the_same_list_in_the_app_the_cli_and_the_api(client):
+    import json
+
+    from knlab.studies.paper import CLAIMS
+    from test_cli import run_here
+    api = {e for e in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+           if e.startswith("/paper_")}
+    cli = [json.loads(line)["id"] for line in run_here("paper", "--list", "--json").stdout.splitlines()]
+    assert cli == [c.id for c in CLAIMS]
+    assert api == {"/paper_" + c.replace("-", "_") for c in cli}
 
 
 @pytest.mark.slow  # a minute of the real model through the app: ./run_tests.sh --fast leaves it out

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from knlab.core.errors import InputError
-from knlab.methods.predict import encode, predict, target_id
+from knlab.core.tokens import target_id
+from knlab.methods.predict import encode, predict
 
 
 def test_causal_prediction_is_the_fact(gpt):

@@ -1,0 +1,94 @@
+"""What every tab shares: the worker and the model picker (``Context``), this browser session's edits, one
+request path that turns knlab's clear errors into a message in the UI (never a traceback), and widget
+value checks."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import gradio as gr
+
+from knlab.core.errors import KnlabError
+from knlab.core.limits import hosted
+from knlab.serve.hosting import Sessions, allowed_models, check_model
+from knlab.serve.worker import ModelWorker, gpu
+
+log = logging.getLogger("knlab.app")
+EXAMPLES = {"smollm2-135m": "The capital of France is", "world-gpt": "The capital of Canada is",
+            "world-bert": "The capital of Canada is [MASK] ."}
+
+
+def example(model: str) -> str:
+    return EXAMPLES.get(model, EXAMPLES["world-gpt"])
+
+
+class Context:
+    """What every tab needs: the worker, the model picker, and the sessions (each with its own edits)."""
+
+    def __init__(self, worker: ModelWorker, model: gr.Dropdown, sessions: Sessions | None = None,
+                 start: str = "world-gpt"):
+        self.worker = worker
+        self.model = model
+        self.start = start  # the model the page opens with: tabs start with examples it answers
+        self.sessions = sessions or Sessions()
+
+    @staticmethod
+    def session_of(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
+    def edits(self, request: gr.Request | None) -> list:
+        return self.sessions.edits(self.session_of(request))
+
+    def set_edits(self, request: gr.Request | None, edits: list) -> None:
+        self.sessions.set_edits(self.session_of(request), edits)
+
+    def serve(self, fn: Callable[..., Any], model: str, request: gr.Request | None, *args: Any,
+              base: bool = False, **kwargs: Any) -> Any:
+        """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
+        switching the model never applies one model's edit to another); ``base=True``: on the base model."""
+        try:
+            self.sessions.touch(self.session_of(request))
+            model = check_model(model)
+            specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
+            return _request(self.worker, model, specs, fn, *args, **kwargs)
+        except KnlabError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # a bug: log it with the traceback, show the user one line
+            log.exception("request failed")
+            raise gr.Error(f"internal error ({type(e).__name__}); the model is unchanged", print_exception=False) from None
+
+    def serve_many(self, study: Callable[..., Any], request: gr.Request | None, *args: Any, **kwargs: Any) -> Any:
+        """Run a study that spans models (a claim of the paper): it asks for each model through ``run_on``,
+        which runs one function on that model's base weights in the worker (never with this session's
+        edits); in hosted mode only the allowed models are offered to it."""
+        try:
+            self.sessions.touch(self.session_of(request))
+
+            def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+                return _request(self.worker, check_model(spec), [], fn, *a, **k)
+            return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
+        except KnlabError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:
+            log.exception("request failed")
+            raise gr.Error(f"internal error ({type(e).__name__}); the models are unchanged", print_exception=False) from None
+
+
+def whole(value: Any, what: str) -> int:
+    """A widget's number as an int, or one clear message (the HTTP API accepts any JSON)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{what} must be a whole number, not {value!r}", print_exception=False) from None
+    if not math.isfinite(f) or f != int(f) or abs(f) > 1e9:
+        raise gr.Error(f"{what} must be a whole number, not {value!r}", print_exception=False)
+    return int(f)
+
+
+@gpu
+def _request(worker: ModelWorker, model: str, edits: list, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return worker.run(model, edits, fn, *args, **kwargs)
+
+

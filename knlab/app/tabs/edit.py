@@ -1,0 +1,116 @@
+"""The Edit tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from knlab.app.context import Context, whole
+from knlab.app.plots import edit_figure
+from knlab.core.limits import limits
+from knlab.serve.hosting import check_model
+from knlab.studies.edit import counterfactual, describe, edit
+from knlab.world import facts as F
+
+
+def _fact_choices() -> list[str]:
+    """Facts offered in the Edit tab: the Table-1 relations first, a few of every other relation after."""
+    out = []
+    for rid in ("P36", "P1376", "P101") + tuple(r for r in F.relations() if r not in ("P36", "P1376", "P101")):
+        rel = F.relation(rid)
+        out += [f"{rid} | {f.subject} | {f.object}" for f in rel.facts[: 40 if rid in ("P36", "P1376", "P101") else 8]]
+    return out
+
+
+def _history(edits: list) -> str:
+    if not edits:
+        return "*No edits: every tab sees the base model.*"
+    return "**Your edits** (applied in this order to every request you make on that model):  \n" + "  \n".join(
+        f"{i + 1}. `{e['model']}` {e['label']}" for i, e in enumerate(edits))
+
+
+def build_edit_tab(ctx: Context) -> None:
+
+    with gr.Tab("Edit", id="edit"):
+        gr.Markdown("Change one fact with **ROME** (a rank-one update of one MLP layer at the subject's last token) "
+                    "or a **KN edit** (Dai et al.: shift the knowledge neurons' value vectors from the old answer's "
+                    "embedding to the new one's), then see what changed: reliability (the prompt), generality "
+                    "(held-out paraphrases), locality (other facts), and the paper's symmetry and synonymy tests. "
+                    "Your edits stay yours: every tab then answers with them applied, and nobody else sees them.")
+        with gr.Row():
+            fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
+            method = gr.Radio(["rome", "kn"], value="rome", label="Method", scale=1)
+            layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", value="The capital of Canada is", scale=3, elem_id="edit-prompt")
+            subject = gr.Textbox(label="Subject (as in the prompt)", value="Canada", scale=2, elem_id="edit-subject")
+            target = gr.Textbox(label="New target", value="Rome", scale=1, elem_id="edit-target")
+        with gr.Row():
+            apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
+            undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
+            reset_btn = gr.Button("Reset to the base model", elem_id="edit-reset")
+        status = gr.Markdown(elem_id="edit-status")
+        history = gr.Markdown(_history([]), elem_id="edit-history")
+        criteria_table = gr.Dataframe(headers=["criterion", "score", "probes that hold"], label="Criteria",
+                                      interactive=False)
+        plot = gr.Plot(label="Probes", elem_id="edit-plot")
+        probes_table = gr.Dataframe(headers=["criterion", "prompt", "expected", "old", "p before", "p after", "holds"],
+                                    label="Probe prompts", interactive=False)
+        raw = gr.JSON(visible=False)
+
+        def pick(choice, model):
+            if not choice:
+                return gr.update(), gr.update(), gr.update()
+            rid, subj, obj = [x.strip() for x in choice.split("|")]
+            rel = F.relation(rid)
+            try:
+                masked = ctx.worker.model(check_model(model)).masked
+            except Exception:  # a model that does not load: the next request says why
+                masked = False
+            tmpl = rel.train_templates[0]
+            p = F.prompt(tmpl, subj, masked)
+            return p, subj, counterfactual(rel, rel.fact(subj), {obj})
+
+        fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
+
+        def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+            edits = ctx.edits(request)
+            cap = limits().edits_per_session
+            if len(edits or []) >= cap:
+                raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
+                               print_exception=False)
+            progress(0.05, desc=f"computing the {method} edit")
+            lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
+            rep = ctx.serve(edit, model, request, method, prompt, subject, target, lay,
+                            progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
+            edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec)}]
+            ctx.set_edits(request, edits)
+            where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+            msg = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
+                   f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
+                   f"p({rep.old}) {rep.before['p_old']:.4f} → **{rep.after['p_old']:.4f}**  \n"
+                   f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
+            crit = []
+            for c, v in rep.criteria.items():
+                ps = [p for p in rep.probes if p.criterion == c]
+                crit.append([c, "n/a" if v is None else f"{v:.0%}", f"{sum(p.holds for p in ps)}/{len(ps)}"])
+            rows = [[p.criterion, p.prompt, p.expected, p.old or "", round(p.p_before, 4), round(p.p_after, 4),
+                     "✓" if p.holds else "✗"] for p in rep.probes]
+            out = rep.to_json()
+            out["history"] = [e["label"] for e in edits]
+            return msg, _history(edits), crit, edit_figure(rep), rows, out
+
+        apply_btn.click(apply, [ctx.model, method, prompt, subject, target, layer],
+                        [status, history, criteria_table, plot, probes_table, raw], api_name="edit")
+
+        def undo(request: gr.Request):
+            edits = ctx.edits(request)[:-1]
+            ctx.set_edits(request, edits)
+            return _history(edits), [e["label"] for e in edits]
+
+        def reset(request: gr.Request):
+            ctx.set_edits(request, [])
+            return _history([]), []
+
+        undo_out = gr.JSON(visible=False)
+        undo_btn.click(undo, None, [history, undo_out], api_name="undo")
+        reset_btn.click(reset, None, [history, undo_out], api_name="reset")

@@ -1,0 +1,52 @@
+"""The Evaluate tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from knlab.app.context import Context, whole
+from knlab.app.plots import evaluation_figure
+from knlab.core.limits import limits
+from knlab.studies.edit import TABLE_RELATIONS, evaluate_relation
+from knlab.world import facts as F
+
+
+def build_evaluate_tab(ctx: Context) -> None:
+
+    with gr.Tab("Evaluate", id="evaluate"):
+        gr.Markdown("The paper's Table 1 on the loaded model: edit every fact of a relation **on its own** (the "
+                    "model is restored after each), with the new object taken from another fact of the relation, "
+                    "and count how often each criterion holds. Runs on the base model, not on your edits. "
+                    "Beside it: the paper's published numbers for GPT-2 XL and LLaMA-2-7B (ROME), labelled as such.")
+        with gr.Row():
+            method = gr.Radio(["rome", "kn"], value="rome", label="Method")
+            relation = gr.Dropdown(list(TABLE_RELATIONS) + [r for r in F.relations() if r not in TABLE_RELATIONS],
+                                   value="P36", label="Relation")
+            limit = gr.Slider(1, limits().evaluate_facts, value=min(10, limits().evaluate_facts), step=1, label="Facts (the first N)")
+        go_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
+        status = gr.Markdown(elem_id="evaluate-status")
+        table = gr.Dataframe(headers=["criterion", "live %", "holds / probes", "paper: GPT-2 XL", "paper: LLaMA-2-7B"],
+                             label="Live (this model) vs published (the paper)", interactive=False,
+                             elem_id="evaluate-table")
+        plot = gr.Plot(elem_id="evaluate-plot")
+        raw = gr.JSON(visible=False)
+
+        def run(model, method, relation, limit, request: gr.Request, progress=gr.Progress()):
+            progress(0.02, desc="editing facts one at a time")
+            res = ctx.serve(evaluate_relation, model, request, method, relation, whole(limit, 'facts'), base=True,
+                            progress=lambda f, d="": progress(f, desc=d))
+            data = res.to_json()
+            pub = data["published"]
+            rows = []
+            for c, v in res.rates.items():
+                if v is None:
+                    continue
+                k, n = res.counts[c]
+                rows.append([c, round(100 * v, 2), f"{k}/{n}", pub.get("GPT-2 XL", {}).get(c, ""),
+                             pub.get("LLaMA-2-7B", {}).get(c, "")])
+            note = f"  \n{pub['note']}" if "note" in pub else ""
+            msg = (f"**{res.method.upper()} on {res.relation}**: {res.n} facts edited ({len(res.skipped)} skipped: "
+                   f"the model got them wrong before editing) in {res.seconds:.0f} s.{note}")
+            return msg, rows, evaluation_figure(res), data
+
+        go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw], api_name="evaluate")

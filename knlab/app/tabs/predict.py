@@ -1,0 +1,28 @@
+"""The Predict tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from knlab.app.context import EXAMPLES, Context, example, whole
+from knlab.app.plots import prediction_figure
+from knlab.methods.predict import predict
+
+
+def build_predict_tab(ctx: Context) -> None:
+    with gr.Tab("Predict", id="predict"):
+        gr.Markdown("What does the model say next? For a masked model (world-bert), put one `[MASK]` in the prompt.")
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=4, elem_id="predict-prompt")
+            top = gr.Slider(1, 20, value=10, step=1, label="Top k", scale=1)
+        go_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
+        plot = gr.Plot(label="Prediction", elem_id="predict-plot")
+        raw = gr.JSON(label="Result", visible=True)
+
+        def run(model: str, prompt: str, top: float, request: gr.Request):
+            pred = ctx.serve(predict, model, request, prompt, whole(top, 'top'))
+            return prediction_figure(pred), pred.to_json()
+
+        go_btn.click(run, [ctx.model, prompt, top], [plot, raw], api_name="predict")
+        prompt.submit(run, [ctx.model, prompt, top], [plot, raw], api_visibility="private")
+        ctx.model.change(lambda m: EXAMPLES.get(m, gr.update()), ctx.model, prompt, api_visibility="private")

@@ -1,0 +1,63 @@
+"""The Trace tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from knlab.app.context import EXAMPLES, Context, example, whole
+from knlab.app.plots import category_figure, trace_figure
+from knlab.core.limits import limits
+from knlab.methods.patching import patch_estimate
+from knlab.methods.trace import trace
+from knlab.studies.trace_summary import summarize
+from knlab.world.facts import guess_subject
+
+
+def build_trace_tab(ctx: Context) -> None:
+    with gr.Tab("Trace", id="trace"):
+        gr.Markdown("Causal tracing (Meng et al.): corrupt the subject's embeddings with noise, then restore one "
+                    "clean state at a time and see how much of p(answer) comes back. Subject tokens are marked *.")
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=3, elem_id="trace-prompt")
+            subject = gr.Textbox(label="Subject (as in the prompt)", value=guess_subject(example(ctx.start)),
+                                 scale=2, elem_id="trace-subject")
+            answer = gr.Textbox(label="Answer (empty: the clean top prediction)", value="", scale=2)
+        with gr.Accordion("Parameters (published defaults)", open=False):
+            with gr.Row():
+                samples = gr.Slider(1, min(50, limits().trace_samples), value=min(10, limits().trace_samples), step=1, label="Noise samples")
+                window = gr.Slider(0, 20, value=0, step=1,
+                                   label="Window (MLP / attention; 0: a fifth of the depth, as 10 of GPT-2 XL's 48)")
+                noise = gr.Textbox(value="3sd", label="Noise: '3sd' (x embedding std) or a number")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+        go_btn = gr.Button("Trace", variant="primary", elem_id="trace-button")
+        status = gr.Markdown(elem_id="trace-status")
+        plot = gr.Plot(label="Causal trace", elem_id="trace-plot")
+        cats = gr.Plot(label="Indirect effect by token category", elem_id="trace-categories")
+        raw = gr.JSON(label="Result", visible=False)
+
+        def run(model, prompt, subject, answer, samples, window, noise, seed, preview, request: gr.Request,
+                progress=gr.Progress()):
+            args = (prompt, subject, answer or None, whole(samples, 'samples'), whole(window, 'window') or None,
+                    noise, whole(seed or 0, 'seed'))
+            if preview:  # drawn at once; the exact grid replaces it when it is ready
+                est = ctx.serve(patch_estimate, model, request, *args)
+                yield (f"**Preview** (attribution patching: a first-order estimate of every cell from one clean, "
+                       f"one corrupted and one backward pass; it can leave [0, 1] and underrates saturated "
+                       f"cells). p({est.answer}): clean **{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
+                       f"*Exact trace running...*", trace_figure(est), gr.update(), est.to_json())
+            progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
+            res = ctx.serve(trace, model, request, *args,
+                            progress=lambda f: progress(0.05 + 0.9 * f, desc="restoring clean states"))
+            progress(0.95, desc="drawing")
+            msg = (f"**p({res.answer})**: clean **{res.clean:.3f}**, subject corrupted **{res.corrupted:.3f}** "
+                   f"(noise std {res.noise:.3g}, {res.samples} samples, window {res.window}). Best hidden-state restore: "
+                   f"**{res.grids['hidden'].max():.3f}** at token *{res.tokens[int(res.grids['hidden'].max(1).argmax())].strip()}*.")
+            yield msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json()
+
+        preview = gr.Checkbox(value=True, label="Draw a first-order preview first (attribution patching)",
+                              elem_id="trace-preview")
+        inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview]
+        go_btn.click(run, inputs, [status, plot, cats, raw], api_name="trace")
+        prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
+        ctx.model.change(lambda m: (example(m), guess_subject(example(m))) if m in EXAMPLES else (gr.update(), gr.update()),
+                         ctx.model, [prompt, subject], api_visibility="private")

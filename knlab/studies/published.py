@@ -1,0 +1,112 @@
+"""The paper's published figures, in one place, as data (docs/paper.md; the paper's figure or table named
+with each). Everything that shows a published number beside a live one (the claims, the edit
+evaluation, the model cards, the app) reads it from here. Never computed: transcribed."""
+
+from __future__ import annotations
+
+SOURCE = 'Niu et al., "What does the Knowledge Neuron Thesis Have to do with Knowledge?", ICLR 2024'
+
+# Table 1: ROME's reliability beside the paper's new criteria, per model and relation (percent).
+ROME_TABLE_1: dict[str, dict[str, dict[str, float]]] = {
+    "GPT-2 XL": {"P101": {"reliability": 99.82, "synonymy": 52.35},
+                 "P1376": {"reliability": 96.37, "symmetry": 23.71},
+                 "P36": {"reliability": 99.79, "symmetry": 25.17}},
+    "LLaMA-2-7B": {"P101": {"reliability": 100.0, "synonymy": 58.36},
+                   "P1376": {"reliability": 100.0, "symmetry": 33.40},
+                   "P36": {"reliability": 100.0, "symmetry": 33.64}},
+}
+ROME_TABLE_1_SIZES = {"P1376": 234, "P36": 703, "P101": 568}  # items per relation in the paper's data
+
+# Fig. 6c, quoted by the paper from Yao et al. 2023: KN edit reliability (percent).
+KN_EDIT_RELIABILITY = {("ZsRE", "T5-XL"): 22.51, ("ZsRE", "GPT-J"): 11.34,
+                       ("CounterFact", "T5-XL"): 47.86, ("CounterFact", "GPT-J"): 1.66}
+KN_EDIT_NOTE = ("Yao et al. 2023 (quoted in the paper's Fig. 6c; CounterFact / ZsRE, not these relations): "
+                "KN edit reliability CounterFact GPT-J 1.66%, T5-XL 47.86%; ZsRE GPT-J 11.34%, T5-XL 22.51%")
+
+# Fig. 2 / Table 4 (BERT, determiner_noun_agreement_2): the share of pairs of each determiner in which the
+# neuron (layer, index) is a KN.
+KN_SHARING = {
+    (10, 2096): {"this": 0.93, "that": 0.75, "these": 0.0, "those": 0.0, "table_4": {"this": 0.88, "that": 0.81}},
+    (9, 1094): {"this": 0.0, "that": 0.0, "these": 1.0, "those": 1.0},
+}
+KN_SHARING_EXCLUDED = {(11, 1835): {"this": 0.92, "that": 0.90, "these": 0.03}}  # "poorly localising"
+
+# Fig. 3 / 6a: relative change of p(determiner) when its number's KNs are suppressed (percent, as printed).
+DET_SUPPRESSION = {"this": 316.0, "these": -124.0, "that": 208.0, "those": -158.0}
+
+# Fig. 6b: accuracy (percent) before -> after suppressing the KNs, BERT.
+OVERTURN = {"determiner_noun_agreement_2": (100.0, 94.8),
+            "determiner_noun_agreement_irregular_2": (99.5, 96.9),
+            "determiner_noun_agreement_with_adj_2": (97.1, 94.4),
+            "determiner_noun_agreement_with_adj_irregular_2": (97.4, 95.4)}
+
+# Fig. 5a / Table 8: |KN| / tau / R^2_1 per paradigm (and two relations), per model.
+_DET = ("determiner_noun_agreement_1", "determiner_noun_agreement_2", "determiner_noun_agreement_irregular_1",
+        "determiner_noun_agreement_irregular_2", "determiner_noun_agreement_with_adj_1",
+        "determiner_noun_agreement_with_adj_2", "determiner_noun_agreement_with_adj_irregular_1",
+        "determiner_noun_agreement_with_adj_irregular_2")
+LOCALISATION: dict[str, dict[str, tuple[float, float, float]]] = {
+    "BERT-base": dict(zip(_DET, [(3.94, .71, .56), (1.86, .62, .56), (5.53, .73, .64), (2.45, .67, .55),
+                                 (8.88, .78, .67), (2.26, .67, .57), (9.79, .78, .67), (2.60, .69, .58)]))
+    | {"P101": (.167, .515, .399), "P1303": (10.46, .814, .684)},
+    # the four _1 paradigms, in the order of _DET's odd entries
+    "GPT-2": dict(zip(_DET[0::2], [(0.06, .45, .15), (1.32, .58, .24), (1.31, .62, .17), (0.12, .51, .15)])),
+    "LLaMA-2-7B": dict(zip(_DET[0::2], [(3.38, .44, .24), (4.93, .48, .46), (3.38, .44, .24), (4.55, .45, .48)])),
+}
+
+# Fig. 5b / 12: where the KNs sit.
+KN_LAYERS = {"BERT-base": "layers 7-11, mostly 9-11, for paradigms and relations alike",
+             "GPT-2": "layers 0 and 3-11", "LLaMA-2-7B": "mostly layers 29-31"}
+
+# Fig. 11: subject-verb agreement KNs suppressed, the verbs charted.
+SV_VERBS = (("are", "is"), ("were", "was"), ("have", "has"), ("run", "runs"), ("fight", "fights"),
+            ("throw", "throws"), ("see", "sees"))
+SV_AGREEMENT = {"GPT-2": "singular KNs lower singular verbs and barely touch plural ones; plural KNs act more strongly",
+                "LLaMA-2-7B": "weak: -7% to +2% (singular KNs), 0% to +20% (plural KNs)"}
+
+# Fig. 7 / 13 (GPT-2 XL): causal traces of facts and of grammar.
+TRACE_SYNTAX = {
+    "examples": [("The Space Needle is in downtown", "Space Needle", "Seattle"),
+                 ("Rebecca was criticizing these good", "these", "documentaries"),
+                 ("The key to the cabinets", "The key", "is")],
+    "facts": "P19: the early-MLP (last subject token) / late-attention (last token) split, with a weaker late MLP",
+    "determiner_noun_agreement_with_adj_1": "no such split",
+    "subject_verb_agreement": "no such split: MLP strongest at layers 30-35 of 48, attention around 25",
+}
+
+# Fig. 8a, b (GPT-2 XL): ROME's edits do not carry to the reverse direction or to synonyms.
+ROME_EXAMPLES = {
+    # (prompt, subject, old, new) and what the paper reports afterwards
+    "symmetry": {"edit": ("The capital of Canada is", "Canada", "Ottawa", "Rome"),
+                 "after": {"Ottawa is the capital of": "Canada (unchanged)", "Rome is the capital of": "Italy (unchanged)"}},
+    # the paper gives the subject and the objects, not the prompt's wording
+    "synonymy": {"edit": (None, "toothache", "dentist", "lawyer"),
+                 "after": {"tooth pain": "dentist (unchanged)", "odontalgia": "dentist (unchanged)"}},
+}
+
+# Fig. 8c (GPT-2 XL): ROME edits grammar like a fact.
+ROME_SYNTAX = {"edit": ("The authors near the taxi drivers", "The authors near the taxi drivers", "are", "is"),
+               "carries": ["The authors near the dancers"],
+               "does_not_carry": ["The pilots near the taxi drivers' cabins", "The pilots near the dancers"]}
+
+# The seed's ROME settings (docs/paper.md section 5), beside knlab's.
+SEED_ROME = {"GPT-2 XL": {"layer": 17, "v_steps": 20, "v_weight_decay": 0.5, "clamp_norm_factor": 4,
+                          "kl_factor": 0.0625, "mom2_adjustment": False},
+             "LLaMA-2-7B": {"layer": 5, "v_steps": 25, "v_weight_decay": 1e-3, "mom2_adjustment": False}}
+
+# Table 2: the 16 BLiMP paradigms the paper uses.
+PARADIGMS = ("anaphor_gender_agreement", "anaphor_number_agreement") + _DET + (
+    "distractor_agreement_relational_noun", "distractor_agreement_relative_clause",
+    "irregular_plural_subject_verb_agreement_1", "irregular_plural_subject_verb_agreement_2",
+    "regular_plural_subject_verb_agreement_1", "regular_plural_subject_verb_agreement_2")
+
+
+def rome_table_1(relation: str) -> dict[str, dict[str, float]]:
+    """Table 1's row of ``relation`` for each model that has one."""
+    return {model: rows[relation] for model, rows in ROME_TABLE_1.items() if relation in rows}
+
+
+def localisation_row(model: str, item: str) -> str:
+    """'|KN| / tau / R^2_1' as published, or '-' where the paper has no such row."""
+    row = LOCALISATION.get(model, {}).get(item)
+    return " / ".join(f"{x:g}" for x in row) if row else "-"

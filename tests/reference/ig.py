@@ -1,0 +1,44 @@
+"""Knowledge-neuron attribution by integrated gradients, the straightforward way (Dai et al. 2022, and
+the EleutherAI knowledge-neurons code the paper's seed forks).
+
+For each layer on its own: read the FFN activation a (the input of the MLP's output projection) at the
+prediction position in a clean run; then one forward/backward of ``steps`` copies of the prompt with
+that activation replaced by gamma * a, gamma = linspace(0, 1, steps), the whole network recomputed; the
+score is a * (sum over steps of d p(target) / d(gamma a)) / steps. Baseline zero. ``site="pre_activation"``:
+the seed's site instead, the output of the MLP's first projection (GPT-2's ``c_fc``, before GELU).
+Imports nothing from knlab (see __init__.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .hooks import hooked
+from .trace import encode
+
+
+def ig_straightforward(lm, prompt, target_id, steps, site="activation"):
+    """[n_layers, d_ff] IG scores of the target token's probability at the prediction position."""
+    read = "input" if site == "activation" else "output"
+    ids, pos = encode(lm, prompt)
+    T = ids.shape[1]
+    scores = []
+    for l in range(lm.n_layers):
+        # the FFN activation is the output projection's input; the pre-activation, the first projection's output
+        name = lm.arch.module("mlp_out" if site == "activation" else "mlp_in", l)
+        with torch.no_grad(), hooked(lm.model, name) as seen:
+            lm.model(input_ids=ids)
+        act = seen[read][0, pos].float()
+        scaled = (torch.linspace(0, 1, steps)[:, None] * act[None]).requires_grad_(True)
+
+        def put(x):
+            x = x.clone()
+            x[:, pos] = scaled.to(x.dtype)
+            return x
+
+        with torch.enable_grad(), hooked(lm.model, name, **{f"edit_{read}": put}):
+            probs = torch.softmax(lm.model(input_ids=ids.expand(steps, T)).logits[:, pos].float(), -1)[:, target_id]
+            (grad,) = torch.autograd.grad(probs.sum(), [scaled])
+        scores.append((act * grad.sum(0) / steps).numpy())
+    return np.stack(scores)
