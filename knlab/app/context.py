@@ -10,18 +10,19 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
+from knlab.methods.tokenization import tokenization
 from knlab.serve.hosting import Sessions, allowed_models, check_model
 from knlab.serve.worker import ModelWorker, gpu
 
 log = logging.getLogger("knlab.app")
-EXAMPLES = {"smollm2-135m": "The capital of France is", "world-gpt": "The capital of Canada is",
-            "world-bert": "The capital of Canada is [MASK] ."}
+EXAMPLES = {name: d.prompt for name, d in DEFAULTS.items()}  # each shipped model's example prompt
 
 
 def example(model: str) -> str:
-    return EXAMPLES.get(model, EXAMPLES["world-gpt"])
+    return defaults_for(model).prompt
 
 
 class Context:
@@ -33,6 +34,21 @@ class Context:
         self.model = model
         self.start = start  # the model the page opens with: tabs start with examples it answers
         self.sessions = sessions or Sessions()
+        self.on_load: list[tuple] = []  # (fn, inputs, outputs) that build_app runs when a page opens
+
+    def tokens(self, model: str, prompt: str, subject: str | None = None) -> str:
+        """How ``prompt`` reaches ``model`` (its tokens, the subject's marked, unknown words named), as
+        Markdown; a problem is said in the same place, never raised (it is a preview, not a request)."""
+        if not prompt or not str(prompt).strip():
+            return ""
+        try:
+            lm = self.worker.model(check_model(model))
+            return tokenization(lm, prompt, subject).markdown()
+        except KnlabError as e:
+            return f"⚠ {e}"
+        except Exception as e:  # noqa: BLE001 - a preview never breaks the page
+            log.exception("tokenization preview failed")
+            return f"⚠ cannot show the tokens ({type(e).__name__})"
 
     @staticmethod
     def session_of(request: gr.Request | None) -> str:

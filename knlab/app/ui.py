@@ -63,6 +63,8 @@ def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
         with gr.Tabs():
             for build in TABS:
                 build(ctx)
+        for fn, inputs, outputs in ctx.on_load:
+            app.load(fn, inputs, outputs, api_visibility="private")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
         status_btn.click(lambda: worker.status(), None, status_out, api_name="status")
     return app

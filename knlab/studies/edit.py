@@ -158,6 +158,37 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
                       info["relation"], spec, where.get("timing", {}))
 
 
+@dataclass
+class Comparison:
+    """A KN edit and a ROME edit of the same fact, each made on its own (never stacked)."""
+
+    reports: dict[str, EditReport | None]  # "kn", "rome" -> the report, or None where that edit could not be made
+    errors: dict[str, str]  # method -> why it could not be made (e.g. no knowledge neurons found)
+
+    def to_json(self) -> dict:
+        return {m: (r.to_json() if r is not None else {"error": self.errors[m]}) for m, r in self.reports.items()}
+
+
+def compare(lm: LM, prompt: str, subject: str, target: str, layer: int | None = None,
+            progress: Callable[[float, str], None] | None = None, generate_tokens: int = 8) -> Comparison:
+    """The same fact edited by Dai et al.'s KN edit and by ROME, each on the model as this request sees it
+    and undone before the other is made, with the same probes: what each does and does not change."""
+    if lm.masked:
+        raise InputError(f"comparing needs ROME, which edits causal language models; {lm.spec} is a masked model")
+    reports: dict[str, EditReport | None] = {}
+    errors: dict[str, str] = {}
+    for k, method in enumerate(("kn", "rome")):
+        try:
+            reports[method] = edit(lm, method, prompt, subject, target, layer if method == "rome" else None,
+                                   progress=(lambda f, d="", k=k, m=method: progress(0.5 * (k + f), f"{m}: {d}"))
+                                   if progress else None, generate_tokens=generate_tokens)
+        except InputError as e:
+            if method == "rome" and not reports.get("kn"):
+                raise  # neither could be made: the input is the problem, say it once
+            reports[method], errors[method] = None, str(e)
+    return Comparison(reports, errors)
+
+
 def describe(spec: Any) -> str:
     """A line for the session's edit history."""
     label = getattr(spec, "label", "")

@@ -150,3 +150,12 @@ def test_the_real_model_through_the_api(app_url):
     assert bob.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Paris"
     alice.predict(api_name="/reset")
     assert Client(app_url, verbose=False).predict(api_name="/status")["models"][m]["unchanged"]
+
+
+def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
+    out = client.predict("world-gpt", "The capital of Canada is", "Canada", "Rome", None, api_name="/compare")
+    kn_status, kn_criteria, _kn_probes, rome_status, rome_criteria, _rome_probes, data = out
+    assert "layer" in rome_status and "→" in rome_status and rome_criteria["data"]
+    assert data["rome"]["new"] == "Rome" and ("neurons" in data["kn"] or "error" in data["kn"])
+    _plot, pred = client.predict("world-gpt", "The capital of Canada is", 3, api_name="/predict")
+    assert pred["top"][0]["token"] == "Ottawa"  # compare keeps no edit in the session

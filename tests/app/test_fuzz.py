@@ -96,10 +96,17 @@ def test_evaluate(client, model, method, relation, limit):
     answer_or_clear_error(client, model, method, relation, limit, api_name="/evaluate")
 
 
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(model=models, prompt=texts, subject=texts, target=st.one_of(texts, st.sampled_from(["Rome", "Zorblaxia"])),
+       layer=numbers)
+def test_compare(client, model, prompt, subject, target, layer):
+    answer_or_clear_error(client, model, prompt, subject, target, layer, api_name="/compare")
+
+
 def test_every_endpoint_is_fuzzed(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     covered = {"/predict", "/trace", "/attribute", "/neurons", "/paradigm", "/edit", "/undo", "/reset", "/evaluate",
-               "/status"}
+               "/status", "/compare"}
     paper = {e for e in named if e.startswith("/paper_")}
     assert named - covered - paper == set(), f"endpoints without a fuzz test: {named - covered - paper}"
     for e in sorted(paper):  # each claim with bad sizes: a clear error, never a crash

@@ -56,8 +56,9 @@ def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
 @pytest.mark.parametrize("argv, needle", [
     (["predict", "   "], "the prompt is empty"),
     (["trace", PROMPT, "--subject", "Germany"], "not in the prompt"),
-    (["edit", "rome", PROMPT, "--subject", SUBJECT, "--target", "Paris"], "already answers"),
-    (["trace", PROMPT, "--subject", SUBJECT, "--window", "0"], "window"),
+    pytest.param(["edit", "rome", PROMPT, "--subject", SUBJECT, "--target", "Paris"], "already answers",
+                 marks=pytest.mark.slow),
+    pytest.param(["trace", PROMPT, "--subject", SUBJECT, "--window", "0"], "window", marks=pytest.mark.slow),
 ])
 def test_bad_input_on_it_is_one_clear_line(smol, argv, needle, capsys):
     from knlab.app.cli import main

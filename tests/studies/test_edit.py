@@ -72,3 +72,25 @@ def test_kn_edit_through_the_worker_and_sequenced_edits(gpt):
 def test_bad_input(gpt, args, needle):
     with pytest.raises(InputError, match=needle):
         edit(gpt, *args)
+
+
+def test_compare_makes_each_edit_on_its_own(gpt, bert):
+    from knlab.core.models import weights_checksum
+    from knlab.studies.edit import compare
+    base = weights_checksum(gpt.model)
+    res = compare(gpt, "The capital of Canada is", "Canada", "Rome", generate_tokens=3)
+    assert set(res.reports) == {"kn", "rome"}
+    rome, kn = res.reports["rome"], res.reports["kn"]
+    assert rome is not None and rome.criteria["reliability"] == 1.0 and rome.layer is not None
+    assert kn is None or (kn.neurons and kn.layer is None)  # a KN edit needs neurons; if none, it says why
+    assert kn is not None or "neurons" in res.errors["kn"]
+    # the same probes for both, so that the columns compare like for like
+    if kn is not None:
+        assert [p.prompt for p in kn.probes] == [p.prompt for p in rome.probes]
+    assert weights_checksum(gpt.model) == base
+    out = res.to_json()
+    assert out["rome"]["method"] == "rome"
+    with pytest.raises(InputError, match="masked"):
+        compare(bert, "The capital of Canada is [MASK] .", "Canada", "Rome")
+    with pytest.raises(InputError, match="not in the prompt"):
+        compare(gpt, "The capital of Canada is", "France", "Rome")

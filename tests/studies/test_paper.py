@@ -10,7 +10,7 @@ from knlab.studies.paper import CLAIMS, claim, rerun
 IDS = ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers", "sv-agreement",
        "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1"]
 # the claims whose organism reruns take longest (many edits / attributions): the slow lane has them
-SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples"}
+SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit"}
 
 
 def test_every_experiment_of_the_paper_is_a_claim():

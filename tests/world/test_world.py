@@ -1,6 +1,6 @@
 """The fact base and the corpus hold what the project promises."""
 
-
+import pytest
 
 from knlab.world import corpus as C
 from knlab.world import facts as F
@@ -48,6 +48,7 @@ def test_multi_token_subjects_exist():
     assert sum(" " in s for s in subjects) >= 100
 
 
+@pytest.mark.slow  # builds the corpus twice
 def test_corpus_is_deterministic_and_hides_held_out_material():
     a, b = C.build_documents(0), C.build_documents(0)
     assert [d.text for d in a] == [d.text for d in b]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import EXAMPLES, Context, whole
+from knlab.app.context import Context, example, whole
+from knlab.app.defaults import defaults_for
 from knlab.app.plots import attribution_overview, layer_figure, paradigm_figure
 from knlab.core.limits import limits
 from knlab.methods.attribute import attribute
@@ -12,6 +13,13 @@ from knlab.methods.intervene import intervene, parse_neurons
 from knlab.methods.neurons import select
 from knlab.studies.paradigm import analyse
 from knlab.world.paradigms import paradigm_names
+
+
+def attribute_defaults(model: str) -> tuple:
+    """The Attribute tab's inputs for ``model``: its example prompt, the top prediction as the target, a
+    paradigm it can be asked and a number of prompts its first click can afford."""
+    d = defaults_for(model)
+    return d.prompt, "", d.paradigm, min(d.paradigm_prompts, limits().paradigm_prompts)
 
 
 def build_attribute_tab(ctx: Context) -> None:
@@ -22,7 +30,7 @@ def build_attribute_tab(ctx: Context) -> None:
                     "layer's FFN activation at the prediction position. Then suppress (x0) or enhance (x2) "
                     "the top neurons and see what changes.")
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=EXAMPLES["world-gpt"], scale=4, elem_id="attr-prompt")
+            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=4, elem_id="attr-prompt")
             target = gr.Textbox(label="Target (empty: the top prediction)", value="", scale=2)
             steps = gr.Slider(1, min(100, limits().ig_steps), value=min(20, limits().ig_steps), step=1, label="IG steps", scale=1)
             method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
@@ -78,10 +86,14 @@ def build_attribute_tab(ctx: Context) -> None:
                         "of the paper's 24 modifiers changes (relative change of mean probability; * p < 0.05, "
                         "two-sample t-test) and how many grammatical preferences flip. Published (BERT-base, "
                         "determiner_noun_agreement_2): this +316%, these -124%, that +208%, those -158%, at most "
-                        "5.2% overturned. Use a masked model (world-bert) for determiner paradigms.")
+                        "5.2% overturned. A causal model can be asked only the paradigms whose critical word comes after "
+                        "the word it agrees with (the _1 determiner paradigms, subject-verb, anaphora).")
             with gr.Row():
-                par_name = gr.Dropdown(paradigm_names(), value="determiner_noun_agreement_2", label="Paradigm")
-                par_n = gr.Slider(4, max(4, limits().paradigm_prompts), value=min(40, limits().paradigm_prompts), step=1, label="Prompts")
+                start = defaults_for(ctx.start)
+                par_name = gr.Dropdown(paradigm_names(), value=start.paradigm, label="Paradigm",
+                                       elem_id="paradigm-name")
+                par_n = gr.Slider(4, max(4, limits().paradigm_prompts),
+                                  value=min(start.paradigm_prompts, limits().paradigm_prompts), step=1, label="Prompts")
                 par_btn = gr.Button("Analyse paradigm", elem_id="paradigm-button")
             par_plot = gr.Plot(elem_id="paradigm-plot")
             par_json = gr.JSON(visible=False)
@@ -93,6 +105,8 @@ def build_attribute_tab(ctx: Context) -> None:
 
             par_btn.click(run_paradigm, [ctx.model, par_name, par_n, steps], [par_plot, par_json],
                           api_name="paradigm")
+            ctx.model.change(attribute_defaults, ctx.model, [prompt, target, par_name, par_n],
+                             api_visibility="private")
 
         # the `neurons` endpoint of the HTTP API: shared neurons of several paraphrases
         prompts_box = gr.Textbox(visible=False)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from knlab.app.context import Context, whole
+from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
 from knlab.core.limits import limits
 from knlab.serve.hosting import check_model
-from knlab.studies.edit import counterfactual, describe, edit
+from knlab.studies.edit import compare, counterfactual, describe, edit
 from knlab.world import facts as F
 
 
@@ -28,6 +29,14 @@ def _history(edits: list) -> str:
         f"{i + 1}. `{e['model']}` {e['label']}" for i, e in enumerate(edits))
 
 
+def edit_defaults(model: str) -> tuple:
+    """The Edit tab's inputs for ``model``: the methods it has (ROME only on a causal model, the reason shown
+    otherwise), and a fact it answers with a new object."""
+    d = defaults_for(model)
+    return (gr.update(choices=list(d.edit_methods), value=d.edit_method, info=d.note or None), d.prompt, d.subject,
+            d.new_target)
+
+
 def build_edit_tab(ctx: Context) -> None:
 
     with gr.Tab("Edit", id="edit"):
@@ -38,12 +47,14 @@ def build_edit_tab(ctx: Context) -> None:
                     "Your edits stay yours: every tab then answers with them applied, and nobody else sees them.")
         with gr.Row():
             fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
-            method = gr.Radio(["rome", "kn"], value="rome", label="Method", scale=1)
+            start = defaults_for(ctx.start)
+            method = gr.Radio(list(start.edit_methods), value=start.edit_method, label="Method", scale=1,
+                              info=start.note or None, elem_id="edit-method")
             layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value="The capital of Canada is", scale=3, elem_id="edit-prompt")
-            subject = gr.Textbox(label="Subject (as in the prompt)", value="Canada", scale=2, elem_id="edit-subject")
-            target = gr.Textbox(label="New target", value="Rome", scale=1, elem_id="edit-target")
+            prompt = gr.Textbox(label="Prompt", value=start.prompt, scale=3, elem_id="edit-prompt")
+            subject = gr.Textbox(label="Subject (as in the prompt)", value=start.subject, scale=2, elem_id="edit-subject")
+            target = gr.Textbox(label="New target", value=start.new_target, scale=1, elem_id="edit-target")
         with gr.Row():
             apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
             undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
@@ -71,6 +82,7 @@ def build_edit_tab(ctx: Context) -> None:
             return p, subj, counterfactual(rel, rel.fact(subj), {obj})
 
         fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
+        ctx.model.change(edit_defaults, ctx.model, [method, prompt, subject, target], api_visibility="private")
 
         def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
             edits = ctx.edits(request)
@@ -110,6 +122,46 @@ def build_edit_tab(ctx: Context) -> None:
         def reset(request: gr.Request):
             ctx.set_edits(request, [])
             return _history([]), []
+
+        with gr.Accordion("Compare: the same fact by KN edit and by ROME, side by side", open=False):
+            gr.Markdown("Each edit is made on its own on your session's model and undone before the other (never "
+                        "stacked, never kept): what each changes and what it does not. A causal model only (ROME).")
+            cmp_btn = gr.Button("Compare KN and ROME", elem_id="compare-button")
+            columns = {}
+            with gr.Row():
+                for m, title in (("kn", "KN edit (Dai et al.)"), ("rome", "ROME")):
+                    with gr.Column():
+                        gr.Markdown(f"#### {title}")
+                        columns[m] = (gr.Markdown(elem_id=f"compare-{m}-status"),
+                                      gr.Dataframe(headers=["criterion", "score", "probes that hold"],
+                                                   interactive=False, elem_id=f"compare-{m}-criteria"),
+                                      gr.Dataframe(headers=["criterion", "prompt", "expected", "p before", "p after",
+                                                            "holds"], interactive=False, wrap=True))
+            cmp_json = gr.JSON(visible=False)
+
+            def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+                lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
+                res = ctx.serve(compare, model, request, prompt, subject, target, lay,
+                                progress=lambda f, d="": progress(f, desc=d))
+                out = []
+                for m in ("kn", "rome"):
+                    rep = res.reports[m]
+                    if rep is None:
+                        out += [f"⚠ {res.errors[m]}", [], []]
+                        continue
+                    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+                    out.append(f"{where}, {rep.seconds:.1f} s: *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
+                               f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**  \n"
+                               f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
+                    out.append([[c, "n/a" if v is None else f"{v:.0%}",
+                                 f"{sum(p.holds for p in rep.probes if p.criterion == c)}/"
+                                 f"{sum(1 for p in rep.probes if p.criterion == c)}"] for c, v in rep.criteria.items()])
+                    out.append([[p.criterion, p.prompt, p.expected, round(p.p_before, 4), round(p.p_after, 4),
+                                 "✓" if p.holds else "✗"] for p in rep.probes])
+                return (*out, res.to_json())
+
+            cmp_btn.click(run_compare, [ctx.model, prompt, subject, target, layer],
+                          [*columns["kn"], *columns["rome"], cmp_json], api_name="compare")
 
         undo_out = gr.JSON(visible=False)
         undo_btn.click(undo, None, [history, undo_out], api_name="undo")

@@ -5,10 +5,18 @@ from __future__ import annotations
 import gradio as gr
 
 from knlab.app.context import Context, whole
+from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
 from knlab.studies.edit import TABLE_RELATIONS, evaluate_relation
 from knlab.world import facts as F
+
+
+def evaluate_defaults(model: str) -> tuple:
+    """The Evaluate tab's method (ROME only on a causal model) and how many facts a first click edits."""
+    d = defaults_for(model)
+    return (gr.update(choices=list(d.edit_methods), value=d.edit_method, info=d.note or None),
+            min(d.evaluate_facts, limits().evaluate_facts))
 
 
 def build_evaluate_tab(ctx: Context) -> None:
@@ -19,10 +27,13 @@ def build_evaluate_tab(ctx: Context) -> None:
                     "and count how often each criterion holds. Runs on the base model, not on your edits. "
                     "Beside it: the paper's published numbers for GPT-2 XL and LLaMA-2-7B (ROME), labelled as such.")
         with gr.Row():
-            method = gr.Radio(["rome", "kn"], value="rome", label="Method")
+            start = defaults_for(ctx.start)
+            method = gr.Radio(list(start.edit_methods), value=start.edit_method, label="Method",
+                              info=start.note or None, elem_id="evaluate-method")
             relation = gr.Dropdown(list(TABLE_RELATIONS) + [r for r in F.relations() if r not in TABLE_RELATIONS],
                                    value="P36", label="Relation")
-            limit = gr.Slider(1, limits().evaluate_facts, value=min(10, limits().evaluate_facts), step=1, label="Facts (the first N)")
+            limit = gr.Slider(1, limits().evaluate_facts, value=min(start.evaluate_facts, limits().evaluate_facts), step=1,
+                              label="Facts (the first N)")
         go_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
         status = gr.Markdown(elem_id="evaluate-status")
         table = gr.Dataframe(headers=["criterion", "live %", "holds / probes", "paper: GPT-2 XL", "paper: LLaMA-2-7B"],
@@ -50,3 +61,4 @@ def build_evaluate_tab(ctx: Context) -> None:
             return msg, rows, evaluation_figure(res), data
 
         go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw], api_name="evaluate")
+        ctx.model.change(evaluate_defaults, ctx.model, [method, limit], api_visibility="private")

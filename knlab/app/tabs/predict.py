@@ -15,6 +15,7 @@ def build_predict_tab(ctx: Context) -> None:
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=4, elem_id="predict-prompt")
             top = gr.Slider(1, 20, value=10, step=1, label="Top k", scale=1)
+        tokens = gr.Markdown(elem_id="predict-tokens")
         go_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
         plot = gr.Plot(label="Prediction", elem_id="predict-plot")
         raw = gr.JSON(label="Result", visible=True)
@@ -26,3 +27,6 @@ def build_predict_tab(ctx: Context) -> None:
         go_btn.click(run, [ctx.model, prompt, top], [plot, raw], api_name="predict")
         prompt.submit(run, [ctx.model, prompt, top], [plot, raw], api_visibility="private")
         ctx.model.change(lambda m: EXAMPLES.get(m, gr.update()), ctx.model, prompt, api_visibility="private")
+        show = lambda m, p: ctx.tokens(m, p)  # noqa: E731
+        prompt.change(show, [ctx.model, prompt], tokens, api_visibility="private", trigger_mode="always_last")
+        ctx.on_load.append((show, [ctx.model, prompt], tokens))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from knlab.app.context import EXAMPLES, Context, example, whole
+from knlab.app.defaults import defaults_for
 from knlab.app.plots import category_figure, trace_figure
 from knlab.core.limits import limits
 from knlab.methods.patching import patch_estimate
@@ -19,7 +20,7 @@ def build_trace_tab(ctx: Context) -> None:
                     "clean state at a time and see how much of p(answer) comes back. Subject tokens are marked *.")
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=3, elem_id="trace-prompt")
-            subject = gr.Textbox(label="Subject (as in the prompt)", value=guess_subject(example(ctx.start)),
+            subject = gr.Textbox(label="Subject (as in the prompt)", value=defaults_for(ctx.start).subject,
                                  scale=2, elem_id="trace-subject")
             answer = gr.Textbox(label="Answer (empty: the clean top prediction)", value="", scale=2)
         with gr.Accordion("Parameters (published defaults)", open=False):
@@ -29,6 +30,7 @@ def build_trace_tab(ctx: Context) -> None:
                                    label="Window (MLP / attention; 0: a fifth of the depth, as 10 of GPT-2 XL's 48)")
                 noise = gr.Textbox(value="3sd", label="Noise: '3sd' (x embedding std) or a number")
                 seed = gr.Number(value=0, precision=0, label="Seed")
+        tokens = gr.Markdown(elem_id="trace-tokens")
         go_btn = gr.Button("Trace", variant="primary", elem_id="trace-button")
         status = gr.Markdown(elem_id="trace-status")
         plot = gr.Plot(label="Causal trace", elem_id="trace-plot")
@@ -59,5 +61,9 @@ def build_trace_tab(ctx: Context) -> None:
         inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview]
         go_btn.click(run, inputs, [status, plot, cats, raw], api_name="trace")
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
-        ctx.model.change(lambda m: (example(m), guess_subject(example(m))) if m in EXAMPLES else (gr.update(), gr.update()),
-                         ctx.model, [prompt, subject], api_visibility="private")
+        show = lambda m, p, s: ctx.tokens(m, p, s)  # noqa: E731
+        for box in (prompt, subject):
+            box.change(show, [ctx.model, prompt, subject], tokens, api_visibility="private", trigger_mode="always_last")
+        ctx.on_load.append((show, [ctx.model, prompt, subject], tokens))
+        ctx.model.change(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in EXAMPLES
+                         else (gr.update(), gr.update()), ctx.model, [prompt, subject], api_visibility="private")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.tokens import single_token
 from knlab.methods.attribute import attribute
@@ -18,6 +19,20 @@ from knlab.studies.paradigm import suppress, usable_pairs
 
 DETERMINERS = ("this", "that", "these", "those")
 SINGULAR_DETS, PLURAL_DETS = ("this", "that"), ("these", "those")
+
+
+def both_numbers(lm: LM, name: str, n: int, plural: tuple[str, ...]) -> tuple[list, list[str]]:
+    """``usable_pairs``, but with at least one pair of each number (a small ``n`` can draw one number only):
+    the last pair is swapped for the first of the missing number from a larger draw."""
+    pairs, prompts = usable_pairs(lm, name, n)
+    for want in (True, False):
+        if not any((p.good_token in plural) == want for p in pairs):
+            more, more_prompts = usable_pairs(lm, name, 8 * max(n, 2))
+            k = next((i for i, p in enumerate(more) if (p.good_token in plural) == want), None)
+            if k is None:
+                raise InputError(f"{name}: no usable pair of both numbers on {lm.spec}")
+            pairs, prompts = pairs[:-1] + [more[k]], prompts[:-1] + [more_prompts[k]]
+    return pairs, prompts
 
 
 def _maps(lm: LM, pairs, prompts, progress: Progress, share: float = 1.0, start: float = 0.0) -> list[np.ndarray]:
@@ -33,7 +48,7 @@ def _maps(lm: LM, pairs, prompts, progress: Progress, share: float = 1.0, start:
 def kn_sharing(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 2 / Table 4: per determiner, the share of its pairs in which a neuron is a (coarse) KN; the most
     singular-specific and the most plural-specific neuron."""
-    pairs, prompts = usable_pairs(lm, "determiner_noun_agreement_2", n)
+    pairs, prompts = both_numbers(lm, "determiner_noun_agreement_2", n, PLURAL_DETS)
     coarse = [coarse_neurons(m) for m in _maps(lm, pairs, prompts, progress)]
     by_det = {d: [c for c, p in zip(coarse, pairs) if p.good_token == d] for d in DETERMINERS}
     neurons = sorted(set().union(*coarse))
@@ -81,7 +96,7 @@ def _number_kns(lm: LM, pairs, prompts, progress: Progress) -> tuple[Selection, 
 def det_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 3 / 6a: suppress the plural (and, apart, the singular) KNs of det_n_agr_2 and chart the 24
     modifiers' relative probability change; Fig. 4: does the number-neutral "scattered" move with them?"""
-    pairs, prompts = usable_pairs(lm, "determiner_noun_agreement_2", n)
+    pairs, prompts = both_numbers(lm, "determiner_noun_agreement_2", n, PLURAL_DETS)
     sel_sg, sel_pl = _number_kns(lm, pairs, prompts, progress)
     by_pl = suppress(lm, pairs, prompts, sel_pl.neurons)
     by_sg = suppress(lm, pairs, prompts, sel_sg.neurons)
@@ -240,7 +255,7 @@ SV_PARADIGM = "regular_plural_subject_verb_agreement_1"
 def sv_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 11: the singular and the plural KNs of subject-verb agreement, each suppressed, and the change of
     p(verb) for the paper's verb pairs."""
-    pairs, prompts = usable_pairs(lm, SV_PARADIGM, n)
+    pairs, prompts = both_numbers(lm, SV_PARADIGM, n, ("are", "were"))
     maps = _maps(lm, pairs, prompts, progress, 0.8)
     singular = [m for m, p in zip(maps, pairs) if p.good_token in ("is", "was")]
     plural = [m for m, p in zip(maps, pairs) if p.good_token in ("are", "were")]
