@@ -26,7 +26,7 @@ class TabDefaults:
 
 DEFAULTS: dict[str, TabDefaults] = {
     "smollm2-135m": TabDefaults("The capital of France is", "France", "Rome", ("rome", "kn"),
-                                "determiner_noun_agreement_1", 8, 3),
+                                "determiner_noun_agreement_1", 4, 1),
     "world-gpt": TabDefaults("The capital of Canada is", "Canada", "Rome", ("rome", "kn"),
                              "determiner_noun_agreement_1", 40, 10),
     "world-bert": TabDefaults("The capital of Canada is [MASK] .", "Canada", "Rome", ("kn",),

@@ -16,6 +16,7 @@ from knlab.app.context import EXAMPLES, Context, example, whole  # noqa: F401  (
 from knlab.app.tabs.attribute import build_attribute_tab
 from knlab.app.tabs.edit import build_edit_tab
 from knlab.app.tabs.evaluate import build_evaluate_tab
+from knlab.app.tabs.lesson import build_lesson_tab
 from knlab.app.tabs.paper import build_paper_tab
 from knlab.app.tabs.predict import build_predict_tab
 from knlab.app.tabs.trace import build_trace_tab
@@ -36,7 +37,7 @@ def model_choices(names) -> list[tuple[str, str]]:
     return [(f"{n} — {SHIPPED_MODELS[n].purpose}" if n in SHIPPED_MODELS else n, n) for n in names]
 
 
-TABS: list[Callable[[Context], None]] = [build_predict_tab, build_attribute_tab, build_trace_tab, build_edit_tab,
+TABS: list[Callable[[Context], None]] = [build_lesson_tab, build_predict_tab, build_attribute_tab, build_trace_tab, build_edit_tab,
                                          build_evaluate_tab, build_paper_tab]
 
 

@@ -159,3 +159,11 @@ def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     assert data["rome"]["new"] == "Rome" and ("neurons" in data["kn"] or "error" in data["kn"])
     _plot, pred = client.predict("world-gpt", "The capital of Canada is", 3, api_name="/predict")
     assert pred["top"][0]["token"] == "Ottawa"  # compare keeps no edit in the session
+
+
+@pytest.mark.slow  # the lesson runs on the real model when it is installed (its first load in the app)
+def test_the_lesson_steps_are_endpoints(client):
+    from knlab.studies.lesson import lesson_model
+    status, _plot, out = client.predict(api_name="/lesson_1")
+    assert out["step"] == 1 and out["model"] == lesson_model() and out["agrees"] is True
+    assert "Live" in status

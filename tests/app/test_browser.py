@@ -47,8 +47,21 @@ def page(app_url, tmp_path_factory):
         browser.close()
 
 
+def test_the_lesson_opens_first_and_runs_a_step(page):
+    """The page opens on the Lesson; its first step runs live on the lesson's model and draws its chart."""
+    from playwright.sync_api import expect
+
+    from knlab.studies.lesson import lesson_model
+    expect(page.get_by_text("Where, if anywhere, does a language model keep its knowledge?").first).to_be_visible(
+        timeout=60_000)
+    click_until_visible(page, "#lesson-1-button", "#lesson-1-plot .js-plotly-plot", timeout=180_000)
+    expect(page.locator("#lesson-1-status")).to_contain_text(f"Live ({lesson_model()})", timeout=30_000)
+    screenshot(page, "lesson")
+
+
 def test_predict_tab_draws_the_chart(page):
     from playwright.sync_api import expect
+    page.get_by_role("tab", name="Predict").click()
     box = page.locator("#predict-prompt textarea")
     box.wait_for(timeout=60_000)
     box.fill("The capital of France is")
@@ -63,6 +76,8 @@ def test_bad_prompt_shows_a_message(page):
     box.fill("   ")
     page.locator("#predict-button").click()
     expect(page.get_by_text("the prompt is empty").first).to_be_visible(timeout=30_000)
+    for close in page.locator(".toast-close").all():  # dismiss it: later screenshots show their own tab only
+        close.click()
 
 
 def test_trace_tab_draws_three_panels(page):
