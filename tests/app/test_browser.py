@@ -28,7 +28,7 @@ def click_until_visible(page, button: str, target: str, tries: int = 2, timeout:
 
 
 def screenshot(page, name: str) -> None:
-    out = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    out = Path(__file__).resolve().parents[2] / "build" / "screenshots"  # the repository's build/
     out.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out / f"{name}.png"), full_page=True)
 
