@@ -4,6 +4,7 @@ value checks."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any, Callable
@@ -64,32 +65,41 @@ class Context:
               base: bool = False, **kwargs: Any) -> Any:
         """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
         switching the model never applies one model's edit to another); ``base=True``: on the base model."""
-        try:
+        with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
             specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
             return _request(self.worker, model, specs, fn, *args, **kwargs)
-        except KnlabError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:  # a bug: log it with the traceback, show the user one line
-            log.exception("request failed")
-            raise gr.Error(f"internal error ({type(e).__name__}); the model is unchanged", print_exception=False) from None
 
     def serve_many(self, study: Callable[..., Any], request: gr.Request | None, *args: Any, **kwargs: Any) -> Any:
         """Run a study that spans models (a claim of the paper): it asks for each model through ``run_on``,
         which runs one function on that model's base weights in the worker (never with this session's
         edits); in hosted mode only the allowed models are offered to it."""
-        try:
+        with _shown_to_user("the models are unchanged"):
             self.sessions.touch(self.session_of(request))
 
             def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
                 return _request(self.worker, check_model(spec), [], fn, *a, **k)
             return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
-        except KnlabError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:
-            log.exception("request failed")
-            raise gr.Error(f"internal error ({type(e).__name__}); the models are unchanged", print_exception=False) from None
+
+
+@contextlib.contextmanager
+def _shown_to_user(unchanged: str):
+    """knlab's clear errors become the UI's one-line message; anything else is a bug: logged with its
+    traceback, shown to the user as one line (``unchanged`` says what the failure left alone)."""
+    try:
+        yield
+    except KnlabError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    except Exception as e:
+        log.exception("request failed")
+        raise gr.Error(f"internal error ({type(e).__name__}); {unchanged}", print_exception=False) from None
+
+
+def edit_method_choice(model: str):
+    """The edit methods ``model`` offers (ROME only on a causal model), the reason shown where one is missing."""
+    d = defaults_for(model)
+    return gr.update(choices=list(d.edit_methods), value=d.edit_method, info=d.note or None)
 
 
 def whole(value: Any, what: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from knlab.core.errors import InputError
 from knlab.core.models import LM, shipped_installed
 from knlab.core.tokens import first_token
 from knlab.methods.attribute import attribute
@@ -158,5 +159,4 @@ def step(number: int) -> Step:
     for s in STEPS:
         if s.number == number:
             return s
-    from knlab.core.errors import InputError
     raise InputError(f"the lesson has steps 1-{len(STEPS)}, not {number!r}")

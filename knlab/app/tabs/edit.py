@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, whole
+from knlab.app.context import Context, edit_method_choice, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
 from knlab.core.limits import limits
@@ -33,8 +33,7 @@ def edit_defaults(model: str) -> tuple:
     """The Edit tab's inputs for ``model``: the methods it has (ROME only on a causal model, the reason shown
     otherwise), and a fact it answers with a new object."""
     d = defaults_for(model)
-    return (gr.update(choices=list(d.edit_methods), value=d.edit_method, info=d.note or None), d.prompt, d.subject,
-            d.new_target)
+    return edit_method_choice(model), d.prompt, d.subject, d.new_target
 
 
 def build_edit_tab(ctx: Context) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, whole
+from knlab.app.context import Context, edit_method_choice, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
@@ -15,7 +15,7 @@ from knlab.world import facts as F
 def evaluate_defaults(model: str) -> tuple:
     """The Evaluate tab's method (ROME only on a causal model) and how many facts a first click edits."""
     d = defaults_for(model)
-    return (gr.update(choices=list(d.edit_methods), value=d.edit_method, info=d.note or None),
+    return (edit_method_choice(model),
             min(d.evaluate_facts, limits().evaluate_facts))
 
 
