@@ -360,7 +360,7 @@ def test_docker_build_and_start_in_a_fresh_venv(tmp_path, venv):
         timings["app start"] = time.time() - t0
 
         t0 = time.time()
-        plot, result = Client(url, verbose=False).predict("world-gpt", "The capital of Canada is", 3,
+        plot, result, *_takeaway = Client(url, verbose=False).predict("world-gpt", "The capital of Canada is", 3,
                                                           api_name="/predict")
         timings["predict"] = time.time() - t0
         assert result["model"] == "world-gpt" and len(result["top"]) == 3

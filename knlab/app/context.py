@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from knlab.app import takeaway
 from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
@@ -36,6 +37,27 @@ class Context:
         self.start = start  # the model the page opens with: tabs start with examples it answers
         self.sessions = sessions or Sessions()
         self.on_load: list[tuple] = []  # (fn, inputs, outputs) that build_app runs when a page opens
+        # each tab's inputs by name ("Trace": {"prompt": ..., "subject": ...}; the Paper tab's claims as
+        # "claim:<id>" -> its accordion), so that one tab can fill in another (the Lesson's "open in ...")
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.tabs: gr.Tabs | None = None
+        self.after_build: list[Callable[[], None]] = []  # wiring that needs every tab built (build_app runs it)
+        self.model_defaults: list[tuple[Callable[[str], Any], list]] = []  # (fn(model), outputs) of each tab
+
+    def on_model_choice(self, fn: Callable[[str], Any], outputs: list) -> None:
+        """When the user picks a model, ``fn(model)`` fills ``outputs`` with inputs that model answers. Only a
+        user's pick triggers it (``input``, not ``change``): a model set by the app (the Lesson's "open in ...")
+        comes with its own inputs, applied after these (``defaults_for_all``)."""
+        self.model.input(fn, self.model, outputs, api_visibility="private")
+        self.model_defaults.append((fn, list(outputs)))
+
+    def defaults_for_all(self, model: str) -> dict:
+        """Every tab's inputs for ``model``, as {component: value}."""
+        out: dict = {}
+        for fn, outputs in self.model_defaults:
+            values = fn(model)
+            out.update(zip(outputs, values if len(outputs) > 1 else [values]))
+        return out
 
     def tokens(self, model: str, prompt: str, subject: str | None = None) -> str:
         """How ``prompt`` reaches ``model`` (its tokens, the subject's marked, unknown words named), as
@@ -71,6 +93,17 @@ class Context:
             specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
             return _request(self.worker, model, specs, fn, *args, **kwargs)
 
+    def takeaway(self, name: str, result: Any, fn: Callable[..., Any], model: str | None, request: gr.Request | None,
+                 *args: Any, base: bool = False, **kwargs: Any) -> tuple[list[str], str]:
+        """A result's files and the Python that reproduces it, for the tab's take-away panel: ``fn``, ``model``,
+        ``args`` and ``base`` as given to ``serve`` (``model=None``: a study given to ``serve_many``)."""
+        with _shown_to_user("the result above is unaffected"):
+            on_model = model is not None
+            edits = [] if base or not on_model else [e["call"] for e in self.edits(request)
+                                                      if e.get("model") == model and "call" in e]
+            source = takeaway.script(takeaway.Call(fn, args, kwargs, on_model), model, edits)
+            return takeaway.write(name, result, source), source
+
     def serve_many(self, study: Callable[..., Any], request: gr.Request | None, *args: Any, **kwargs: Any) -> Any:
         """Run a study that spans models (a claim of the paper): it asks for each model through ``run_on``,
         which runs one function on that model's base weights in the worker (never with this session's
@@ -94,6 +127,17 @@ def _shown_to_user(unchanged: str):
     except Exception as e:
         log.exception("request failed")
         raise gr.Error(f"internal error ({type(e).__name__}); {unchanged}", print_exception=False) from None
+
+
+def takeaway_panel(name: str) -> tuple[gr.File, gr.Code]:
+    """Where a tab's latest result can be taken away: its files (JSON; CSV of its grids, maps and lists; the
+    script) and the Python call that reproduces it. Plotly's own camera button on each figure saves the image."""
+    with gr.Accordion("Take it away: download the result (JSON, CSV) and the Python that reproduces it", open=False,
+                      elem_id=f"{name}-takeaway"):
+        files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id=f"{name}-files")
+        code = gr.Code(language="python", label="The same call in Python (your edits of this model included)",
+                       interactive=False, elem_id=f"{name}-code")
+    return files, code
 
 
 def edit_method_choice(model: str):

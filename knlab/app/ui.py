@@ -61,11 +61,14 @@ def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
                                     ("" if "smollm2-135m" in shipped_installed() else
                                      " (the real model smollm2-135m is not installed: see the README)"))
         ctx = Context(worker, model, start=start)
-        with gr.Tabs():
+        with gr.Tabs() as ctx.tabs:
             for build in TABS:
                 build(ctx)
+        for wire in ctx.after_build:
+            wire()
         for fn, inputs, outputs in ctx.on_load:
             app.load(fn, inputs, outputs, api_visibility="private")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
         status_btn.click(lambda: worker.status(), None, status_out, api_name="status")
+    app.knlab_context = ctx  # the tabs' shared state, for tests and for code that extends the app
     return app

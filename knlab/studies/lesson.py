@@ -121,6 +121,17 @@ class Step:
     notice: str  # what to notice and why it matters, from the paper
     run: Callable[[LM], StepResult]
     tab: str  # the full tab that does the same with any input
+    claim: str | None = None  # on the Paper tab: the claim the step reruns in small
+
+    def inputs(self, model: str) -> dict[str, str]:
+        """The step's own inputs as its tab names them (the Lesson tab's "open in ..." fills them in): a
+        user who goes on from the step starts from exactly what the step ran."""
+        prompt, subject, answer, new = FACTS.get(model, FACTS["world-gpt"])
+        return {"Predict": {"prompt": prompt},
+                "Trace": {"prompt": prompt, "subject": subject, "answer": answer},
+                "Attribute": {"prompt": prompt, "target": answer},
+                "Edit": {"method": "rome", "prompt": prompt, "subject": subject, "target": new},
+                "Paper": {"claim": self.claim or ""}}[self.tab]
 
 
 STEPS = [
@@ -146,12 +157,12 @@ STEPS = [
          "If the edit changed a fact, 'Rome is the capital of' should now say Canada, and a scientist's new field "
          "should change the occupation the model names. The paper finds the reverse follows in 24-34% of edits "
          "and the synonym in 52-58% (GPT-2 XL, LLaMA-2). A claim of the Paper tab (rome-examples) reruns it; "
-         "where this model disagrees with the paper, the result says so.", reverse_and_synonym, "Paper"),
+         "where this model disagrees with the paper, the result says so.", reverse_and_synonym, "Paper", "rome-examples"),
     Step(6, "Grammar yields to the same instruments: patterns, not knowledge",
          "Determiner-noun and subject-verb agreement have their own 'knowledge neurons' (Paper tab: kn-sharing, "
          "localisation) and ROME rewrites 'are' to 'is' after a subject as it rewrites a capital. If the methods "
          "find the same kind of thing for grammar as for facts, what they find is how the model completes token "
-         "patterns, not a store of knowledge: the paper's conclusion.", grammar, "Paper"),
+         "patterns, not a store of knowledge: the paper's conclusion.", grammar, "Paper", "rome-syntax"),
 ]
 
 

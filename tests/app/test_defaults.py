@@ -1,7 +1,5 @@
-"""Every tab's main button, pressed with the defaults a model brings, answers on every shipped model."""
-
-import pytest
-from gradio_client import Client
+"""Each shipped model brings inputs every tab can answer (tests/app/test_browser.py presses every tab's button
+with them, on every shipped model)."""
 
 from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.app.tabs.attribute import attribute_defaults
@@ -9,11 +7,6 @@ from knlab.app.tabs.edit import edit_defaults
 from knlab.app.tabs.evaluate import evaluate_defaults
 from knlab.core.models import SHIPPED_MODELS
 from knlab.world import paradigms as P
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    return Client(app_url, verbose=False)
 
 
 def test_every_shipped_model_has_defaults_that_fit_it():
@@ -37,20 +30,19 @@ def test_changing_the_model_puts_its_defaults_in_every_tab():
     assert "ROME edits causal" in edit_defaults("world-bert")[0]["info"]
 
 
-@pytest.mark.slow  # every tab on every shipped model, at the defaults (the real model's take ~2 minutes)
-@pytest.mark.parametrize("model", list(DEFAULTS))
-def test_every_tab_answers_its_defaults(client, model):
-    d = defaults_for(model)
-    assert client.predict(model, d.prompt, 10, api_name="/predict")[1]["model"] == model
-    _status, _plot, _cats, tr = client.predict(model, d.prompt, d.subject, "", 10, 0, "3sd", 0, False,
-                                               api_name="/trace")
-    assert tr["model"] == model
-    out = client.predict(model, d.prompt, "", 20, "ig", api_name="/attribute")[-1]
-    assert out["model"] == model
-    _plot, par = client.predict(model, d.paradigm, d.paradigm_prompts, 20, api_name="/paradigm")
-    assert par["paradigm"] == d.paradigm and par["n_prompts"] >= 2
-    *_, ed = client.predict(model, d.edit_method, d.prompt, d.subject, d.new_target, None, api_name="/edit")
-    assert ed["new"] == d.new_target
-    client.predict(api_name="/reset")
-    *_, ev = client.predict(model, d.edit_method, "P36", d.evaluate_facts, api_name="/evaluate")
-    assert ev["method"] == d.edit_method and ev["n"] >= 1
+def test_the_lesson_opens_each_step_in_its_tab_with_every_tab_on_the_lessons_model():
+    """The app's wiring, without a browser (tests/app/test_browser.py presses the buttons): every tab registers
+    the inputs a lesson step fills in, and a model set by the app brings every tab's defaults for it."""
+    from knlab.app.ui import build_app
+    from knlab.studies.lesson import STEPS, lesson_model
+    app = build_app()
+    ctx = app.knlab_context
+    for s in STEPS:
+        names = ctx.fields[s.tab]
+        for key in s.inputs(lesson_model()):
+            assert (key in names) if s.tab != "Paper" else (f"claim:{s.inputs(lesson_model())[key]}" in names)
+    filled = ctx.defaults_for_all("world-bert")
+    prompts = [v for k, v in filled.items() if getattr(k, "elem_id", "") and k.elem_id.endswith("-prompt")]
+    assert len(prompts) == 4 and all(v == DEFAULTS["world-bert"].prompt for v in prompts)
+    methods = [v for k, v in filled.items() if getattr(k, "elem_id", "") in ("edit-method", "evaluate-method")]
+    assert len(methods) == 2 and all(m["choices"] == ["kn"] for m in methods)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, example, whole
+from knlab.app.context import Context, example, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import attribution_overview, layer_figure, paradigm_figure
 from knlab.core.limits import limits
@@ -47,19 +47,22 @@ def build_attribute_tab(ctx: Context) -> None:
         effect = gr.Markdown(elem_id="attr-effect")
         scores_state = gr.State(None)
         raw = gr.JSON(visible=False)
+        files, code = takeaway_panel("attribute")
 
         def run(model, prompt, target, steps, method, request: gr.Request, progress=gr.Progress()):
             progress(0.1, desc="integrated gradients over every layer")
-            res = ctx.serve(attribute, model, request, prompt, target or None, whole(steps, 'steps'), method)
+            args = (prompt, target or None, whole(steps, 'steps'), method)
+            res = ctx.serve(attribute, model, request, *args)
             top = res.top(20)
             title = f"{res.model}: {res.method} attribution of {res.target!r}"
             best_layer = top[0][0] if top else 0
             return (attribution_overview(res.scores, title), gr.update(maximum=res.scores.shape[0] - 1, value=best_layer),
                     layer_figure(res.scores, best_layer, title), [[l, i, round(s, 6)] for l, i, s in top],
-                    " ".join(f"{l}:{i}" for l, i, _ in top[:5]), res.scores, res.to_json())
+                    " ".join(f"{l}:{i}" for l, i, _ in top[:5]), res.scores, res.to_json(),
+                    *ctx.takeaway("attribute", res, attribute, model, request, *args))
 
         go_btn.click(run, [ctx.model, prompt, target, steps, method],
-                     [overview, layer, detail, table, chosen, scores_state, raw], api_name="attribute")
+                     [overview, layer, detail, table, chosen, scores_state, raw, files, code], api_name="attribute")
 
         def show_layer(scores, l):
             if scores is None:
@@ -70,16 +73,16 @@ def build_attribute_tab(ctx: Context) -> None:
 
         def act(mode):
             def fn(model, prompt, target, neurons, request: gr.Request):
-                res = ctx.serve(intervene, model, request, prompt, parse_neurons((neurons or "").split()), mode,
-                                target or None)
+                args = (prompt, parse_neurons((neurons or "").split()), mode, target or None)
+                res = ctx.serve(intervene, model, request, *args)
                 b, a = res.before, res.after
                 fmt = lambda st: ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"])  # noqa: E731
                 return (f"**{mode}**: p(target) {b['target_prob']:.4f} -> **{a['target_prob']:.4f}**  \n"
-                        f"before: {fmt(b)}  \nafter: {fmt(a)}")
+                        f"before: {fmt(b)}  \nafter: {fmt(a)}", *ctx.takeaway(mode, res, intervene, model, request, *args))
             return fn
 
-        suppress.click(act("suppress"), [ctx.model, prompt, target, chosen], effect, api_visibility="private")
-        enhance.click(act("enhance"), [ctx.model, prompt, target, chosen], effect, api_visibility="private")
+        for btn, mode in ((suppress, "suppress"), (enhance, "enhance")):
+            btn.click(act(mode), [ctx.model, prompt, target, chosen], [effect, files, code], api_visibility="private")
 
         with gr.Accordion("Paradigm: the paper's 24-modifier chart", open=False):
             gr.Markdown("Find the neurons shared by a grammatical paradigm's prompts, suppress them and see how each "
@@ -97,16 +100,17 @@ def build_attribute_tab(ctx: Context) -> None:
                 par_btn = gr.Button("Analyse paradigm", elem_id="paradigm-button")
             par_plot = gr.Plot(elem_id="paradigm-plot")
             par_json = gr.JSON(visible=False)
+            par_files, par_code = takeaway_panel("paradigm")
 
             def run_paradigm(model, name, n, steps, request: gr.Request, progress=gr.Progress()):
-                res = ctx.serve(analyse, model, request, name, whole(n, 'prompts'), whole(steps, 'steps'),
-                                progress=lambda f, d="": progress(f, desc=d))
-                return paradigm_figure(res), res.to_json()
+                args = (name, whole(n, 'prompts'), whole(steps, 'steps'))
+                res = ctx.serve(analyse, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
+                return paradigm_figure(res), res.to_json(), *ctx.takeaway("paradigm", res, analyse, model, request, *args)
 
-            par_btn.click(run_paradigm, [ctx.model, par_name, par_n, steps], [par_plot, par_json],
+            par_btn.click(run_paradigm, [ctx.model, par_name, par_n, steps], [par_plot, par_json, par_files, par_code],
                           api_name="paradigm")
-            ctx.model.change(attribute_defaults, ctx.model, [prompt, target, par_name, par_n],
-                             api_visibility="private")
+            ctx.fields["Attribute"] = {"prompt": prompt, "target": target}
+            ctx.on_model_choice(attribute_defaults, [prompt, target, par_name, par_n])
 
         # the `neurons` endpoint of the HTTP API: shared neurons of several paraphrases
         prompts_box = gr.Textbox(visible=False)

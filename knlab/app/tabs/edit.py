@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, edit_method_choice, whole
+from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
+from knlab.app.takeaway import Call
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
 from knlab.core.limits import limits
@@ -66,6 +67,7 @@ def build_edit_tab(ctx: Context) -> None:
         probes_table = gr.Dataframe(headers=["criterion", "prompt", "expected", "old", "p before", "p after", "holds"],
                                     label="Probe prompts", interactive=False)
         raw = gr.JSON(visible=False)
+        files, code = takeaway_panel("edit")
 
         def pick(choice, model):
             if not choice:
@@ -81,7 +83,8 @@ def build_edit_tab(ctx: Context) -> None:
             return p, subj, counterfactual(rel, rel.fact(subj), {obj})
 
         fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
-        ctx.model.change(edit_defaults, ctx.model, [method, prompt, subject, target], api_visibility="private")
+        ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
+        ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
 
         def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
             edits = ctx.edits(request)
@@ -91,9 +94,11 @@ def build_edit_tab(ctx: Context) -> None:
                                print_exception=False)
             progress(0.05, desc=f"computing the {method} edit")
             lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
-            rep = ctx.serve(edit, model, request, method, prompt, subject, target, lay,
-                            progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
-            edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec)}]
+            args = (method, prompt, subject, target, lay)
+            rep = ctx.serve(edit, model, request, *args, progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
+            taken = ctx.takeaway("edit", rep, edit, model, request, *args)  # made on the edits before this one
+            edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
+                                           "call": Call(edit, args)}]
             ctx.set_edits(request, edits)
             where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
             msg = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
@@ -108,10 +113,10 @@ def build_edit_tab(ctx: Context) -> None:
                      "✓" if p.holds else "✗"] for p in rep.probes]
             out = rep.to_json()
             out["history"] = [e["label"] for e in edits]
-            return msg, _history(edits), crit, edit_figure(rep), rows, out
+            return msg, _history(edits), crit, edit_figure(rep), rows, out, *taken
 
         apply_btn.click(apply, [ctx.model, method, prompt, subject, target, layer],
-                        [status, history, criteria_table, plot, probes_table, raw], api_name="edit")
+                        [status, history, criteria_table, plot, probes_table, raw, files, code], api_name="edit")
 
         def undo(request: gr.Request):
             edits = ctx.edits(request)[:-1]
@@ -137,11 +142,12 @@ def build_edit_tab(ctx: Context) -> None:
                                       gr.Dataframe(headers=["criterion", "prompt", "expected", "p before", "p after",
                                                             "holds"], interactive=False, wrap=True))
             cmp_json = gr.JSON(visible=False)
+            cmp_files, cmp_code = takeaway_panel("compare")
 
             def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
                 lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
-                res = ctx.serve(compare, model, request, prompt, subject, target, lay,
-                                progress=lambda f, d="": progress(f, desc=d))
+                args = (prompt, subject, target, lay)
+                res = ctx.serve(compare, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
                 out = []
                 for m in ("kn", "rome"):
                     rep = res.reports[m]
@@ -157,10 +163,10 @@ def build_edit_tab(ctx: Context) -> None:
                                  f"{sum(1 for p in rep.probes if p.criterion == c)}"] for c, v in rep.criteria.items()])
                     out.append([[p.criterion, p.prompt, p.expected, round(p.p_before, 4), round(p.p_after, 4),
                                  "✓" if p.holds else "✗"] for p in rep.probes])
-                return (*out, res.to_json())
+                return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args))
 
             cmp_btn.click(run_compare, [ctx.model, prompt, subject, target, layer],
-                          [*columns["kn"], *columns["rome"], cmp_json], api_name="compare")
+                          [*columns["kn"], *columns["rome"], cmp_json, cmp_files, cmp_code], api_name="compare")
 
         undo_out = gr.JSON(visible=False)
         undo_btn.click(undo, None, [history, undo_out], api_name="undo")

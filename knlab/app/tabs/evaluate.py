@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, edit_method_choice, whole
+from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
@@ -41,10 +41,12 @@ def build_evaluate_tab(ctx: Context) -> None:
                              elem_id="evaluate-table")
         plot = gr.Plot(elem_id="evaluate-plot")
         raw = gr.JSON(visible=False)
+        files, code = takeaway_panel("evaluate")
 
         def run(model, method, relation, limit, request: gr.Request, progress=gr.Progress()):
             progress(0.02, desc="editing facts one at a time")
-            res = ctx.serve(evaluate_relation, model, request, method, relation, whole(limit, 'facts'), base=True,
+            args = (method, relation, whole(limit, 'facts'))
+            res = ctx.serve(evaluate_relation, model, request, *args, base=True,
                             progress=lambda f, d="": progress(f, desc=d))
             data = res.to_json()
             pub = data["published"]
@@ -58,7 +60,9 @@ def build_evaluate_tab(ctx: Context) -> None:
             note = f"  \n{pub['note']}" if "note" in pub else ""
             msg = (f"**{res.method.upper()} on {res.relation}**: {res.n} facts edited ({len(res.skipped)} skipped: "
                    f"the model got them wrong before editing) in {res.seconds:.0f} s.{note}")
-            return msg, rows, evaluation_figure(res), data
+            return (msg, rows, evaluation_figure(res), data,
+                    *ctx.takeaway("evaluate", res, evaluate_relation, model, request, *args, base=True))
 
-        go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw], api_name="evaluate")
-        ctx.model.change(evaluate_defaults, ctx.model, [method, limit], api_visibility="private")
+        go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw, files, code],
+                     api_name="evaluate")
+        ctx.on_model_choice(evaluate_defaults, [method, limit])

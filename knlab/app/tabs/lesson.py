@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context
+from knlab.app.context import Context, takeaway_panel
 from knlab.app.plots import attribution_overview, claim_figure, edit_figure, prediction_figure, trace_figure
 from knlab.studies.lesson import STEPS, lesson_model
 
@@ -29,6 +29,25 @@ def figure(res):
     return None
 
 
+def open_in_tab(ctx: Context, s, button: gr.Button, model: str) -> None:
+    """Wire ``button`` to show step ``s``'s tab with the step's inputs filled in (and the lesson's model in the
+    header, where the header offers it): a Paper step opens its claim. Run once every tab is built."""
+    fields, values = ctx.fields[s.tab], s.inputs(model)
+    tab = gr.update(selected=s.tab.lower())  # an update, not a gr.Tabs(...): that would add a tab bar here
+    if s.tab == "Paper":
+        button.click(lambda: (tab, gr.update(open=True)), None, [ctx.tabs, fields[f"claim:{values['claim']}"]],
+                     api_visibility="private")
+        return
+    offered = {c[1] if isinstance(c, tuple) else c for c in (ctx.model.choices or [])}
+    inputs: dict = {}
+    if model in offered:  # the lesson's model in the header and every tab's inputs for it, then the step's own
+        inputs = {ctx.model: model, **ctx.defaults_for_all(model)}
+    for k, v in values.items():  # a default that also sets choices (the edit method) keeps them
+        old = inputs.get(fields[k])
+        inputs[fields[k]] = {**old, "value": v} if isinstance(old, dict) else v
+    button.click(lambda: {ctx.tabs: tab, **inputs}, None, [ctx.tabs, *inputs], api_visibility="private")
+
+
 def build_lesson_tab(ctx: Context) -> None:
     model = lesson_model()
     with gr.Tab("Lesson", id="lesson"):
@@ -38,20 +57,26 @@ def build_lesson_tab(ctx: Context) -> None:
             + ("(SmolLM2-135M, a real pretrained model)" if model == "smollm2-135m" else
                "(the causal organism: the real model is not installed)")
             + ", whatever model is picked above. Press each step's button in order; each takes seconds to about a "
-              "minute. Every step names the tab that does the same with your own inputs.")
+              "minute. Each step's second button opens the tab that does the same, filled in with the step's inputs, "
+              "for you to change and go on.")
         for s in STEPS:
             with gr.Group():
-                gr.Markdown(f"### {s.number}. {s.title}\n{s.notice}  \n*The full tool: the **{s.tab}** tab.*")
-                btn = gr.Button(f"Run step {s.number} live", elem_id=f"lesson-{s.number}-button")
+                gr.Markdown(f"### {s.number}. {s.title}\n{s.notice}")
+                with gr.Row():
+                    btn = gr.Button(f"Run step {s.number} live", elem_id=f"lesson-{s.number}-button")
+                    go = gr.Button(f"Open the {s.tab} tab with this step's inputs", elem_id=f"lesson-{s.number}-open")
+                ctx.after_build.append(lambda s=s, go=go: open_in_tab(ctx, s, go, model))
                 status = gr.Markdown(elem_id=f"lesson-{s.number}-status")
                 plot = gr.Plot(elem_id=f"lesson-{s.number}-plot")
                 raw = gr.JSON(visible=False)
+                files, code = takeaway_panel(f"lesson-{s.number}")
 
                 def run(request: gr.Request, progress=gr.Progress(), s=s):
                     progress(0.05, desc=f"step {s.number} on {model}")
                     res = ctx.serve(s.run, model, request, base=True)
                     verdict = {True: "As the paper reads it.", False: "**Here this model departs from the paper's "
                                "reading** (said plainly: a small model is not GPT-2 XL).", None: ""}[res.agrees]
-                    return f"**Live ({res.model}):** {res.summary}  \n{verdict}", figure(res), res.to_json()
+                    return (f"**Live ({res.model}):** {res.summary}  \n{verdict}", figure(res), res.to_json(),
+                            *ctx.takeaway(api_name(s.number), res, s.run, model, request, base=True))
 
-                btn.click(run, None, [status, plot, raw], api_name=api_name(s.number))
+                btn.click(run, None, [status, plot, raw, files, code], api_name=api_name(s.number))

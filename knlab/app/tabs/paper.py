@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, whole
+from knlab.app.context import Context, takeaway_panel, whole
 from knlab.app.plots import claim_figure
 from knlab.studies.paper import CLAIMS, SOURCE_NOTE, rerun
 
@@ -26,8 +26,10 @@ def build_paper_tab(ctx: Context) -> None:
             f"labelled as the paper's. The methods and every published figure: `{DOCS}` in the repository.")
         size = gr.Number(value=0, label="Size (prompts / facts per item; 0: each claim's default, "
                          "smaller on the real model)", elem_id="paper-size")
+        ctx.fields["Paper"] = {}
         for c in CLAIMS:
-            with gr.Accordion(f"{c.title} ({c.source})", open=False, elem_id=f"paper-{c.id}"):
+            with gr.Accordion(f"{c.title} ({c.source})", open=False, elem_id=f"paper-{c.id}") as accordion:
+                ctx.fields["Paper"][f"claim:{c.id}"] = accordion
                 gr.Markdown(f"**Published ({c.source}):** {c.published}  \n*Runs on:* "
                             f"{', '.join(c.applies_to())} · default size {c.size} {c.unit} "
                             f"({c.real_size} on the real model) · id `{c.id}`")
@@ -37,6 +39,7 @@ def build_paper_tab(ctx: Context) -> None:
                                      wrap=True, elem_id=f"paper-{c.id}-table")
                 plot = gr.Plot(elem_id=f"paper-{c.id}-plot")
                 raw = gr.JSON(visible=False)
+                files, code = takeaway_panel(f"paper-{c.id}")
 
                 def run(n, request: gr.Request, progress=gr.Progress(), c=c):
                     progress(0.01, desc=f"rerunning {c.id}")
@@ -47,6 +50,7 @@ def build_paper_tab(ctx: Context) -> None:
                     lines += [f"- *{m}*: {why}" for m, why in res.absent.items()]
                     return ("\n".join(lines) + f"\n\n<small>{SOURCE_NOTE}</small>",
                             [[r["model"], r["item"], str(r["live"]), str(r["published"])] for r in res.rows],
-                            claim_figure(res), res.to_json())
+                            claim_figure(res), res.to_json(),
+                            *ctx.takeaway(api_name(c.id), res, rerun, None, request, c.id, n or None))
 
-                btn.click(run, [size], [summary, table, plot, raw], api_name=api_name(c.id))
+                btn.click(run, [size], [summary, table, plot, raw, files, code], api_name=api_name(c.id))

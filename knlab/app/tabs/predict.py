@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import EXAMPLES, Context, example, whole
+from knlab.app.context import EXAMPLES, Context, example, takeaway_panel, whole
 from knlab.app.plots import prediction_figure
 from knlab.methods.predict import predict
 
@@ -19,14 +19,18 @@ def build_predict_tab(ctx: Context) -> None:
         go_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
         plot = gr.Plot(label="Prediction", elem_id="predict-plot")
         raw = gr.JSON(label="Result", visible=True)
+        files, code = takeaway_panel("predict")
 
         def run(model: str, prompt: str, top: float, request: gr.Request):
-            pred = ctx.serve(predict, model, request, prompt, whole(top, 'top'))
-            return prediction_figure(pred), pred.to_json()
+            args = (prompt, whole(top, 'top'))
+            pred = ctx.serve(predict, model, request, *args)
+            return (prediction_figure(pred), pred.to_json(),
+                    *ctx.takeaway("predict", pred, predict, model, request, *args))
 
-        go_btn.click(run, [ctx.model, prompt, top], [plot, raw], api_name="predict")
-        prompt.submit(run, [ctx.model, prompt, top], [plot, raw], api_visibility="private")
-        ctx.model.change(lambda m: EXAMPLES.get(m, gr.update()), ctx.model, prompt, api_visibility="private")
+        go_btn.click(run, [ctx.model, prompt, top], [plot, raw, files, code], api_name="predict")
+        prompt.submit(run, [ctx.model, prompt, top], [plot, raw, files, code], api_visibility="private")
+        ctx.on_model_choice(lambda m: EXAMPLES.get(m, gr.update()), [prompt])
+        ctx.fields["Predict"] = {"prompt": prompt}
         show = lambda m, p: ctx.tokens(m, p)  # noqa: E731
         prompt.change(show, [ctx.model, prompt], tokens, api_visibility="private", trigger_mode="always_last")
         ctx.on_load.append((show, [ctx.model, prompt], tokens))

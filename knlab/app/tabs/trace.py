@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import EXAMPLES, Context, example, whole
+from knlab.app.context import EXAMPLES, Context, example, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import category_figure, trace_figure
 from knlab.core.limits import limits
@@ -36,6 +36,7 @@ def build_trace_tab(ctx: Context) -> None:
         plot = gr.Plot(label="Causal trace", elem_id="trace-plot")
         cats = gr.Plot(label="Indirect effect by token category", elem_id="trace-categories")
         raw = gr.JSON(label="Result", visible=False)
+        files, code = takeaway_panel("trace")
 
         def run(model, prompt, subject, answer, samples, window, noise, seed, preview, request: gr.Request,
                 progress=gr.Progress()):
@@ -46,7 +47,8 @@ def build_trace_tab(ctx: Context) -> None:
                 yield (f"**Preview** (attribution patching: a first-order estimate of every cell from one clean, "
                        f"one corrupted and one backward pass; it can leave [0, 1] and underrates saturated "
                        f"cells). p({est.answer}): clean **{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
-                       f"*Exact trace running...*", trace_figure(est), gr.update(), est.to_json())
+                       f"*Exact trace running...*", trace_figure(est), gr.update(), est.to_json(), gr.update(),
+                       gr.update())
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
             res = ctx.serve(trace, model, request, *args,
                             progress=lambda f: progress(0.05 + 0.9 * f, desc="restoring clean states"))
@@ -54,16 +56,18 @@ def build_trace_tab(ctx: Context) -> None:
             msg = (f"**p({res.answer})**: clean **{res.clean:.3f}**, subject corrupted **{res.corrupted:.3f}** "
                    f"(noise std {res.noise:.3g}, {res.samples} samples, window {res.window}). Best hidden-state restore: "
                    f"**{res.grids['hidden'].max():.3f}** at token *{res.tokens[int(res.grids['hidden'].max(1).argmax())].strip()}*.")
-            yield msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json()
+            yield (msg, trace_figure(res), category_figure(summarize([res], "this prompt")), res.to_json(),
+                   *ctx.takeaway("trace", res, trace, model, request, *args))
 
         preview = gr.Checkbox(value=True, label="Draw a first-order preview first (attribution patching)",
                               elem_id="trace-preview")
         inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview]
-        go_btn.click(run, inputs, [status, plot, cats, raw], api_name="trace")
+        go_btn.click(run, inputs, [status, plot, cats, raw, files, code], api_name="trace")
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
         show = lambda m, p, s: ctx.tokens(m, p, s)  # noqa: E731
         for box in (prompt, subject):
             box.change(show, [ctx.model, prompt, subject], tokens, api_visibility="private", trigger_mode="always_last")
         ctx.on_load.append((show, [ctx.model, prompt, subject], tokens))
-        ctx.model.change(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in EXAMPLES
-                         else (gr.update(), gr.update()), ctx.model, [prompt, subject], api_visibility="private")
+        ctx.fields["Trace"] = {"prompt": prompt, "subject": subject, "answer": answer}
+        ctx.on_model_choice(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in EXAMPLES
+                            else (gr.update(), gr.update()), [prompt, subject])
