@@ -170,6 +170,7 @@ def test_the_real_model_through_the_api(app_url):
     assert pred["top"][0]["token"] == " Paris"
     out = alice.predict(m, "rome", prompt, "France", "Rome", None, api_name="/edit")
     assert out[5]["criteria"]["reliability"] == 1.0
+    assert out[5]["layer"] == 5  # the real model's ROME layer (model card: the layer sweep)
     assert alice.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Rome"
     assert bob.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Paris"
     alice.predict(api_name="/reset")

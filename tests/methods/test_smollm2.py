@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from knlab.core.models import weights_checksum
 from knlab.methods.predict import predict
 
 PROMPT, SUBJECT = "The capital of France is", "France"
@@ -34,23 +33,6 @@ def test_attribution_covers_every_layer(smol):
     res = attribute(smol, PROMPT, steps=5)
     assert res.scores.shape == (30, 1536) and res.target.strip() == "Paris"
     assert np.isfinite(res.scores).all() and np.abs(res.scores).max() > 0
-
-
-@pytest.mark.slow  # a real-model edit (~25 s): ./run_tests.sh --fast leaves it out
-def test_rome_edit_takes_and_the_base_weights_come_back_bit_identical(smol):
-    from knlab.studies.edit import edit
-    from knlab.serve.worker import ModelWorker
-    before = weights_checksum(smol.model)
-    rep = edit(smol, "rome", PROMPT, SUBJECT, "Rome", mom2=False, generate_tokens=0)
-    assert rep.criteria["reliability"] == 1.0
-    assert rep.layer == 5  # the real model's ROME layer (model card: the layer sweep)
-    assert weights_checksum(smol.model) == before  # edit() hands back a spec, the model is untouched
-    worker = ModelWorker()
-    worker.add_model(smol)
-    edited = worker.run("smollm2-135m", [rep.spec], predict, PROMPT, 1)
-    assert edited.top_tokens[0] == " Rome"
-    assert weights_checksum(smol.model) == before
-    assert worker.run("smollm2-135m", [], predict, PROMPT, 1).top_tokens[0] == " Paris"
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -14,7 +14,7 @@ from knlab.core.tokens import first_token
 from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies import published as P
 from knlab.studies.claims.common import ModelRun, Progress, pct, tick, timed
-from knlab.studies.edit import counterfactual, edit, evaluate_relation, generate
+from knlab.studies.edit import counterfactual, edit, evaluate_relation, generate, make_spec
 from knlab.studies.evaluate import known_subjects
 from knlab.world import facts as F
 from knlab.world.corpus import evaluation_pairs
@@ -77,17 +77,19 @@ def rome_examples(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     rows, detail = [], {}
     # symmetry: "The capital of Canada is" Ottawa -> Rome
     p36, p1376 = F.relation("P36"), F.relation("P1376")
-    known = _known(lm, "P36", 200)
-    subject = "Canada" if "Canada" in known else known[0]
+    canada = F.causal_prompt(p36.train_templates[0], "Canada")
+    knows_canada = first_token(lm, _answer(lm, canada)) == first_token(lm, p36.fact("Canada").object)
+    subject = "Canada" if knows_canada else _known(lm, "P36", 1)[0]
     fact = p36.fact(subject)
     prompt = F.causal_prompt(p36.train_templates[0], subject)
     old = _answer(lm, prompt)
     new = _new_object(lm, p36, fact, old, "Rome")
     tick(progress, 0.1, f"ROME: {prompt} -> {new}")
-    rep = edit(lm, "rome", prompt, subject, new, generate_tokens=6)
+    # the spec only: what the edit does is read by _before_after below (edit()'s probes would go unread)
+    spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
     reverse_old = F.causal_prompt(p1376.train_templates[0], fact.object)
     reverse_new = F.causal_prompt(p1376.train_templates[0], new)
-    seen = _before_after(lm, rep.spec, [prompt, reverse_old, reverse_new])
+    seen = _before_after(lm, spec, [prompt, reverse_old, reverse_new])
     new_country = next((f.object for f in p1376.facts if f.subject == new), None)
     rows += [{"item": f"'{prompt}' (edited to {new})", "live": f"{seen[prompt]['before']} -> {seen[prompt]['after']}",
               "published": "Ottawa -> Rome"},
@@ -113,9 +115,9 @@ def rome_examples(lm: LM, n: int, progress: Progress = None) -> ModelRun:
         new101 = others[np.random.default_rng(len(s)).integers(len(others))]
         if first_token(lm, new101) in (None, first_token(lm, old101)):
             continue
-        rep101 = edit(lm, "rome", prompt101, s, new101, generate_tokens=6)
+        spec101, _ = make_spec(lm, "rome", prompt101, s, old101, new101)
         syn_prompt = F.causal_prompt(F.relation(F.SYNONYM_RELATIONS["P101"]).train_templates[0], s)
-        seen101 = _before_after(lm, rep101.spec, [prompt101, syn_prompt])
+        seen101 = _before_after(lm, spec101, [prompt101, syn_prompt])
         syn_follows = first_token(lm, seen101[syn_prompt]["after"]) == first_token(lm, occ[new101])
         rows += [{"item": f"'{prompt101}' (edited to {new101})",
                   "live": f"{seen101[prompt101]['before']} -> {seen101[prompt101]['after']}",

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from knlab.core.errors import InputError
-from knlab.core.models import LM
+from knlab.core.models import LM, weights_checksum
+from knlab.core.nethook import per_model
 from knlab.core.tokens import single_token
 from knlab.methods.attribute import attribute
 from knlab.methods.neurons import Selection, coarse_neurons, select
@@ -164,13 +165,33 @@ def _causal_paradigms() -> tuple[str, ...]:
     return tuple(P.LOCALISATION["GPT-2"])
 
 
-def _paradigm_selection(lm: LM, name: str, n: int, progress: Progress, share: float, start: float) -> Selection:
-    pairs, prompts = usable_pairs(lm, name, n)
-    return select(_maps(lm, pairs, prompts, progress, share, start))
+def _selections(lm: LM) -> dict:
+    """The KN selections already made on these exact weights. localisation and kn-layers select the same
+    paradigms' and P101's KNs (kn-layers: a subset), each costing up to a minute on the real model; `paper
+    --all` runs both. Keyed on the weights' checksum (1.4 s on the real model, once per claim), so a model
+    with an edit applied never reads its base weights' selections, nor the other way round."""
+    memo = per_model(lm.model, "claim_selections")
+    weights = weights_checksum(lm.model)
+    if memo.get("weights") != weights:
+        memo.clear()
+        memo["weights"] = weights
+    return memo
 
 
-def _relation_selections(lm: LM, relation: str, n: int) -> list[Selection]:
-    return [fact_neurons(lm, relation, s) for s in known_subjects(lm, relation, n)]
+def _paradigm_selection(lm: LM, name: str, n: int, progress: Progress, share: float, start: float,
+                        made: dict | None = None) -> Selection:
+    made = {} if made is None else made
+    if ("paradigm", name, n) not in made:
+        pairs, prompts = usable_pairs(lm, name, n)
+        made["paradigm", name, n] = select(_maps(lm, pairs, prompts, progress, share, start))
+    return made["paradigm", name, n]
+
+
+def _relation_selections(lm: LM, relation: str, n: int, made: dict | None = None) -> list[Selection]:
+    made = {} if made is None else made
+    if ("relation", relation, n) not in made:
+        made["relation", relation, n] = [fact_neurons(lm, relation, s) for s in known_subjects(lm, relation, n)]
+    return made["relation", relation, n]
 
 
 @timed
@@ -178,17 +199,17 @@ def localisation(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 5a / Table 8: |KN|, tau and R^2_1 of each paradigm (over its prompts) and of two relations (per
     fact, over its paraphrases), beside the paper's row for the model it ran."""
     items = list(P.LOCALISATION["BERT-base"]) if lm.masked else list(_causal_paradigms()) + ["P101"]
-    rows, live = [], {}
+    rows, live, made = [], {}, _selections(lm)
     for k, item in enumerate(items):
         if item.startswith("P"):
-            sels = _relation_selections(lm, item, max(1, n // 3))
+            sels = _relation_selections(lm, item, max(1, n // 3), made)
             if not sels:
                 rows.append({"item": f"{item}: |KN| / tau / R^2_1", "live": "no known facts", "published": "-"})
                 continue
             vals = (np.mean([len(s.neurons) for s in sels]), np.mean([s.tau for s in sels]),
                     np.mean([s.r2_1 for s in sels]))
         else:
-            s = _paradigm_selection(lm, item, n, progress, 1 / len(items), k / len(items))
+            s = _paradigm_selection(lm, item, n, progress, 1 / len(items), k / len(items), made)
             vals = (len(s.neurons), s.tau, s.r2_1)
         live[item] = [float(v) for v in vals]
         published = (f"BERT {P.localisation_row('BERT-base', item)}" if lm.masked else
@@ -217,13 +238,13 @@ def localisation(lm: LM, n: int, progress: Progress = None) -> ModelRun:
 def kn_layers_claim(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 5b / 12: the layers the KNs of grammar and of facts sit in."""
     paradigms = ("determiner_noun_agreement_1", "determiner_noun_agreement_2") if lm.masked else _causal_paradigms()[:2]
-    L = lm.n_layers
+    L, made = lm.n_layers, _selections(lm)
     grammar = np.zeros(L)
     for k, name in enumerate(paradigms):
         grammar += kn_layers(_paradigm_selection(lm, name, n, progress, 0.6 / len(paradigms),
-                                                 0.6 * k / len(paradigms)).neurons, L)
+                                                 0.6 * k / len(paradigms), made).neurons, L)
     facts = np.zeros(L)
-    for s in _relation_selections(lm, "P101", max(1, n // 3)):
+    for s in _relation_selections(lm, "P101", max(1, n // 3), made):
         facts += kn_layers(s.neurons, L)
     tick(progress, 1.0, "facts")
     share_g = grammar / max(1, grammar.sum())
