@@ -160,23 +160,6 @@ def test_the_claims_are_the_same_list_in_the_app_the_cli_and_the_api(client):
     assert api == {"/paper_" + c.replace("-", "_") for c in cli}
 
 
-@pytest.mark.slow  # the real model through the app: ./run_tests.sh --fast leaves it out
-def test_the_real_model_through_the_api(app_url):
-    """smollm2-135m's edits stay in the session that made them, and its base weights are unchanged afterwards
-    (every tab's defaults on it: tests/app/test_browser.py)."""
-    alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    m, prompt = "smollm2-135m", "The capital of France is"
-    _plot, pred, _f, _c = alice.predict(m, prompt, 3, api_name="/predict")
-    assert pred["top"][0]["token"] == " Paris"
-    out = alice.predict(m, "rome", prompt, "France", "Rome", None, api_name="/edit")
-    assert out[5]["criteria"]["reliability"] == 1.0
-    assert out[5]["layer"] == 5  # the real model's ROME layer (model card: the layer sweep)
-    assert alice.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Rome"
-    assert bob.predict(m, prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Paris"
-    alice.predict(api_name="/reset")
-    assert Client(app_url, verbose=False).predict(api_name="/status")["models"][m]["unchanged"]
-
-
 def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     out = client.predict("world-gpt", "The capital of Canada is", "Canada", "Rome", None, api_name="/compare")
     kn_status, kn_criteria, _kn_probes, rome_status, rome_criteria, _rome_probes, data, files, code = out

@@ -221,7 +221,10 @@ def test_the_real_model_from_the_model_list(page):
 def test_every_tab_answers_its_defaults(browser, app_url, model):
     """Section 1 of the teaching issue, as a new visitor: pick a shipped model in the header, then press every
     tab's main button with the inputs the tab now shows; each draws its result and no error is shown. On
-    world-gpt the Edit tab's compare view runs too; on world-bert ROME is not offered, and says why."""
+    world-gpt the Edit tab's compare view runs too; on world-bert ROME is not offered, and says why. On the real
+    model, the edit is this page's alone (another visitor meanwhile gets the base answer), and after the reset
+    the base weights are back bit for bit."""
+    from gradio_client import Client
     from playwright.sync_api import expect
 
     from knlab.app.defaults import defaults_for
@@ -261,8 +264,14 @@ def test_every_tab_answers_its_defaults(browser, app_url, model):
             expect(page.locator("#compare-kn-status")).not_to_be_empty()
         click_until_visible(page, "#edit-button", "#edit-plot .js-plotly-plot", timeout=long)
         expect(page.locator("#edit-status")).to_contain_text(f"→ {d.new_target}", timeout=30_000)
+        if model == "smollm2-135m":  # the real model's ROME layer (its card's sweep), and the edit is this page's
+            expect(page.locator("#edit-status")).to_contain_text("layer 5")
+            other = Client(app_url, verbose=False)  # another visitor, through the HTTP API, meanwhile
+            assert other.predict(model, d.prompt, 3, api_name="/predict")[1]["top"][0]["token"] == " Paris"
         page.locator("#edit-reset").click()
         expect(page.locator("#edit-history")).to_contain_text("No edits", timeout=30_000)
+        status = Client(app_url, verbose=False).predict(api_name="/status")["models"][model]
+        assert status["unchanged"] and status["checksum"] == status["base"]  # the base weights, bit for bit
 
         page.get_by_role("tab", name="Evaluate").click()
         click_until_visible(page, "#evaluate-button", "#evaluate-plot .js-plotly-plot", timeout=long)
