@@ -243,10 +243,12 @@ def test_every_tab_answers_its_defaults(browser, app_url, model):
 
         page.get_by_role("tab", name="Trace").click()
         expect(page.locator("#trace-subject textarea")).to_have_value(d.subject, timeout=30_000)
+        expect(page.locator("#trace-tokens")).to_contain_text("token", timeout=30_000)
         page.locator("#trace-button").click()
         expect(page.locator("#trace-status")).to_contain_text("Best hidden-state restore", timeout=long)
 
         page.get_by_role("tab", name="Attribute").click()
+        expect(page.locator("#attr-tokens")).to_contain_text("token", timeout=30_000)
         click_until_visible(page, "#attr-button", "#attr-overview .js-plotly-plot", timeout=long)
         page.get_by_text("Paradigm: the paper's 24-modifier chart").click()
         expect(page.locator("#paradigm-name input")).to_have_value(d.paradigm, timeout=30_000)
@@ -254,6 +256,7 @@ def test_every_tab_answers_its_defaults(browser, app_url, model):
 
         page.get_by_role("tab", name="Edit").click()
         expect(page.locator("#edit-target textarea")).to_have_value(d.new_target, timeout=30_000)
+        expect(page.locator("#edit-tokens")).to_contain_text("token", timeout=30_000)
         if "rome" not in d.edit_methods:
             expect(page.locator("#edit-method")).to_contain_text("ROME edits causal")
             assert page.locator("#edit-method").get_by_label("rome").count() == 0

@@ -96,7 +96,7 @@ def test_edit_undo_reset(client, model, method, prompt, subject, target, layer, 
         answer_or_clear_error(client, api_name=then)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(model=models, method=st.sampled_from(["rome", "kn", "x"]),
        relation=st.sampled_from(["P36", "P101", "P999", ""]), limit=st.sampled_from([-1, 0, 1, 10 ** 9, math.nan, 2.5]))
 def test_evaluate(client, model, method, relation, limit):
@@ -137,7 +137,7 @@ CLI_COMMANDS = st.one_of(
 )
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(argv=CLI_COMMANDS)
 def test_cli_never_crashes(argv):
     from knlab.app.cli import main

@@ -1,4 +1,4 @@
-"""Isolation under load: 8 concurrent HTTP clients for 25 s against the real app, each editing its own fact
+"""Isolation under load: 8 concurrent HTTP clients for 40 s against the real app, each editing its own fact
 and checking that its predictions show its own edits and nobody else's (benchmarks/bench_load.py)."""
 
 import pytest
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow  # a system test: ./run_tests.sh --fast leaves it 
 
 def test_concurrent_sessions_see_only_their_own_edits(app_url):
     bench_load = benchmark("bench_load")
-    res = bench_load.run_load(app_url, clients=8, seconds=25)
+    res = bench_load.run_load(app_url, clients=8, seconds=40)  # 25 s: on a clean clone no client got past its first edit
     print("\n" + bench_load.report(res))
     assert res["errors"] == [], res["errors"][:5]
     assert res["violations"] == [], res["violations"][:5]

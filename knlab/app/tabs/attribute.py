@@ -34,6 +34,7 @@ def build_attribute_tab(ctx: Context) -> None:
             target = gr.Textbox(label="Target (empty: the top prediction)", value="", scale=2)
             steps = gr.Slider(1, min(100, limits().ig_steps), value=min(20, limits().ig_steps), step=1, label="IG steps", scale=1)
             method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
+        tokens = gr.Markdown(elem_id="attr-tokens")
         go_btn = gr.Button("Attribute", variant="primary", elem_id="attr-button")
         overview = gr.Plot(label="All layers", elem_id="attr-overview")
         layer = gr.Slider(0, 5, value=0, step=1, label="Layer shown at full resolution", elem_id="attr-layer")
@@ -70,6 +71,9 @@ def build_attribute_tab(ctx: Context) -> None:
             return layer_figure(np.asarray(scores), int(min(l, len(scores) - 1)), "attribution")
 
         layer.change(show_layer, [scores_state, layer], detail, api_visibility="private")
+        show = lambda m, p: ctx.tokens(m, p)  # noqa: E731
+        prompt.change(show, [ctx.model, prompt], tokens, api_visibility="private", trigger_mode="always_last")
+        ctx.on_load.append((show, [ctx.model, prompt], tokens))
 
         def act(mode):
             def fn(model, prompt, target, neurons, request: gr.Request):

@@ -55,6 +55,7 @@ def build_edit_tab(ctx: Context) -> None:
             prompt = gr.Textbox(label="Prompt", value=start.prompt, scale=3, elem_id="edit-prompt")
             subject = gr.Textbox(label="Subject (as in the prompt)", value=start.subject, scale=2, elem_id="edit-subject")
             target = gr.Textbox(label="New target", value=start.new_target, scale=1, elem_id="edit-target")
+        tokens = gr.Markdown(elem_id="edit-tokens")
         with gr.Row():
             apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
             undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
@@ -83,6 +84,10 @@ def build_edit_tab(ctx: Context) -> None:
             return p, subj, counterfactual(rel, rel.fact(subj), {obj})
 
         fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
+        show = lambda m, p, s: ctx.tokens(m, p, s)  # noqa: E731
+        for box in (prompt, subject):
+            box.change(show, [ctx.model, prompt, subject], tokens, api_visibility="private", trigger_mode="always_last")
+        ctx.on_load.append((show, [ctx.model, prompt, subject], tokens))
         ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
         ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
 
