@@ -59,6 +59,15 @@ class Context:
             out.update(zip(outputs, values if len(outputs) > 1 else [values]))
         return out
 
+    def show_tokens(self, out: gr.Markdown, prompt: gr.Textbox, subject: gr.Textbox | None = None) -> None:
+        """Keep ``out`` showing how ``prompt`` (and ``subject``, marked) reaches the picked model: as either box
+        changes and when the page opens (every tab with a prompt shows it before running)."""
+        boxes = [prompt] if subject is None else [prompt, subject]
+        show = lambda m, *texts: self.tokens(m, *texts)  # noqa: E731
+        for box in boxes:
+            box.change(show, [self.model, *boxes], out, api_visibility="private", trigger_mode="always_last")
+        self.on_load.append((show, [self.model, *boxes], out))
+
     def tokens(self, model: str, prompt: str, subject: str | None = None) -> str:
         """How ``prompt`` reaches ``model`` (its tokens, the subject's marked, unknown words named), as
         Markdown; a problem is said in the same place, never raised (it is a preview, not a request)."""
@@ -99,8 +108,7 @@ class Context:
         ``args`` and ``base`` as given to ``serve`` (``model=None``: a study given to ``serve_many``)."""
         with _shown_to_user("the result above is unaffected"):
             on_model = model is not None
-            edits = [] if base or not on_model else [e["call"] for e in self.edits(request)
-                                                      if e.get("model") == model and "call" in e]
+            edits = [] if base or not on_model else [e["call"] for e in self.edits(request) if e.get("model") == model]
             source = takeaway.script(takeaway.Call(fn, args, kwargs, on_model), model, edits)
             return takeaway.write(name, result, source), source
 

@@ -71,9 +71,7 @@ def build_attribute_tab(ctx: Context) -> None:
             return layer_figure(np.asarray(scores), int(min(l, len(scores) - 1)), "attribution")
 
         layer.change(show_layer, [scores_state, layer], detail, api_visibility="private")
-        show = lambda m, p: ctx.tokens(m, p)  # noqa: E731
-        prompt.change(show, [ctx.model, prompt], tokens, api_visibility="private", trigger_mode="always_last")
-        ctx.on_load.append((show, [ctx.model, prompt], tokens))
+        ctx.show_tokens(tokens, prompt)
 
         def act(mode):
             def fn(model, prompt, target, neurons, request: gr.Request):

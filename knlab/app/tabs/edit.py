@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
-from knlab.app.takeaway import Call
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
+from knlab.app.takeaway import Call
 from knlab.core.limits import limits
 from knlab.serve.hosting import check_model
 from knlab.studies.edit import compare, counterfactual, describe, edit
@@ -84,10 +84,7 @@ def build_edit_tab(ctx: Context) -> None:
             return p, subj, counterfactual(rel, rel.fact(subj), {obj})
 
         fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
-        show = lambda m, p, s: ctx.tokens(m, p, s)  # noqa: E731
-        for box in (prompt, subject):
-            box.change(show, [ctx.model, prompt, subject], tokens, api_visibility="private", trigger_mode="always_last")
-        ctx.on_load.append((show, [ctx.model, prompt, subject], tokens))
+        ctx.show_tokens(tokens, prompt, subject)
         ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
         ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
 

@@ -31,6 +31,4 @@ def build_predict_tab(ctx: Context) -> None:
         prompt.submit(run, [ctx.model, prompt, top], [plot, raw, files, code], api_visibility="private")
         ctx.on_model_choice(lambda m: EXAMPLES.get(m, gr.update()), [prompt])
         ctx.fields["Predict"] = {"prompt": prompt}
-        show = lambda m, p: ctx.tokens(m, p)  # noqa: E731
-        prompt.change(show, [ctx.model, prompt], tokens, api_visibility="private", trigger_mode="always_last")
-        ctx.on_load.append((show, [ctx.model, prompt], tokens))
+        ctx.show_tokens(tokens, prompt)

@@ -64,10 +64,7 @@ def build_trace_tab(ctx: Context) -> None:
         inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview]
         go_btn.click(run, inputs, [status, plot, cats, raw, files, code], api_name="trace")
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
-        show = lambda m, p, s: ctx.tokens(m, p, s)  # noqa: E731
-        for box in (prompt, subject):
-            box.change(show, [ctx.model, prompt, subject], tokens, api_visibility="private", trigger_mode="always_last")
-        ctx.on_load.append((show, [ctx.model, prompt, subject], tokens))
+        ctx.show_tokens(tokens, prompt, subject)
         ctx.fields["Trace"] = {"prompt": prompt, "subject": subject, "answer": answer}
         ctx.on_model_choice(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in EXAMPLES
                             else (gr.update(), gr.update()), [prompt, subject])

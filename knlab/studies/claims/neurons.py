@@ -179,16 +179,16 @@ def _selections(lm: LM) -> dict:
 
 
 def _paradigm_selection(lm: LM, name: str, n: int, progress: Progress, share: float, start: float,
-                        made: dict | None = None) -> Selection:
-    made = {} if made is None else made
+                        made: dict) -> Selection:
+    """The paradigm's KNs over ``n`` prompts, from ``made`` (``_selections``) when already selected."""
     if ("paradigm", name, n) not in made:
         pairs, prompts = usable_pairs(lm, name, n)
         made["paradigm", name, n] = select(_maps(lm, pairs, prompts, progress, share, start))
     return made["paradigm", name, n]
 
 
-def _relation_selections(lm: LM, relation: str, n: int, made: dict | None = None) -> list[Selection]:
-    made = {} if made is None else made
+def _relation_selections(lm: LM, relation: str, n: int, made: dict) -> list[Selection]:
+    """The KNs of each of the first ``n`` known facts, from ``made`` when already selected."""
     if ("relation", relation, n) not in made:
         made["relation", relation, n] = [fact_neurons(lm, relation, s) for s in known_subjects(lm, relation, n)]
     return made["relation", relation, n]
