@@ -196,15 +196,18 @@ def teacher_forced_accuracy(lm: LM, prompt: str, target: str) -> float:
 
 
 @torch.no_grad()
-def known_subjects(lm: LM, relation: str, n: int, template: str | None = None) -> list[str]:
+def known_subjects(lm: LM, relation: str, n: int, template: str | None = None,
+                   scan: int | None = None) -> list[str]:
     """The first ``n`` subjects of ``relation`` whose fact the model states (its top answer at the first
     training template, or ``template``, is the object's first token): what an edit or a trace of a fact
-    needs, since a fact the model does not know cannot be edited away or traced back."""
+    needs, since a fact the model does not know cannot be edited away or traced back. ``scan``: look at
+    the relation's first ``scan`` facts only (all of them by default)."""
     rel = F.relation(relation)
     template = template or rel.train_templates[0]
+    facts = rel.facts[:scan]
     out: list[str] = []
-    for c in range(0, len(rel.facts), 64):
-        part = [f for f in rel.facts[c : c + 64] if first_token(lm, f.object) is not None]
+    for c in range(0, len(facts), 64):
+        part = [f for f in facts[c : c + 64] if first_token(lm, f.object) is not None]
         top = answer_logits(lm, [fact_prompt(lm, template, f.subject) for f in part]).argmax(-1).tolist()
         out += [f.subject for f, t in zip(part, top) if t == first_token(lm, f.object)]
         if len(out) >= n:

@@ -159,6 +159,24 @@ def test_context_templates(gpt, monkeypatch):
     assert C.context_templates(gpt, seed=1) != t
 
 
+def test_context_templates_come_back_from_disk_for_the_same_weights_only(gpt, tmp_path, monkeypatch):
+    """A fresh process (here: a cleared memo) reads the templates from the disk cache instead of writing
+    them again; an edited model's weights key a file of their own, never the base model's."""
+    monkeypatch.setenv("KNLAB_CACHE", str(tmp_path))
+    per_model(gpt.model, "context_templates").clear()
+    written = C.context_templates(gpt, seed=0)
+    path = C.cache_path(gpt, 0)
+    assert path.is_file() and path.is_relative_to(tmp_path)
+    per_model(gpt.model, "context_templates").clear()
+    monkeypatch.setattr(C, "generate_prefixes", lambda *a, **k: pytest.fail("generated again"))
+    assert C.context_templates(gpt, seed=0) == written
+    spec = rome(gpt, PROMPT, SUBJECT, "Rome", rome_layer(gpt), params=RomeParams(mom2=False, v_steps=2)).edit
+    with applied(gpt, [spec]):
+        assert C.cache_path(gpt, 0) != path
+    assert C.cache_path(gpt, 0) == path
+    per_model(gpt.model, "context_templates").clear()
+
+
 def test_rome_on_every_causal_family(tiny_lm):
     """Layer 1 is the tiny models' last: the prompt ends with the subject so that the delta at its last
     token reaches the target (elsewhere a last-layer delta only meets the KL term, whose gradient at the

@@ -17,12 +17,14 @@ GRAMMAR = {"determiner-noun (det_n_agr_with_adj_1)": "determiner_noun_agreement_
 
 
 def fact_relation(lm: LM, n: int) -> tuple[str, list[str]]:
-    """The paper traces P19 (place of birth); a model that knows too few of those facts (the real model
-    knows none) is traced on P36 (capital) instead, and the claim says so."""
-    for rel in ("P19", "P36"):
-        known = known_subjects(lm, rel, n)
-        if len(known) >= 2:
-            return rel, known
+    """The paper traces P19 (place of birth); a model that knows fewer than two of its first 64 facts does
+    not know that relation (the real model knows none of all 261: scanning them all takes 5 s on 2 cores)
+    and is traced on P36 (capital) instead; the claim says so."""
+    if len(known_subjects(lm, "P19", 2, scan=64)) == 2:
+        return "P19", known_subjects(lm, "P19", n)
+    known = known_subjects(lm, "P36", n)
+    if len(known) >= 2:
+        return "P36", known
     raise InputError(f"{lm.spec} knows fewer than two P19 or P36 facts: nothing to trace")
 
 
