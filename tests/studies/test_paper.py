@@ -2,10 +2,11 @@
 with the published figures attached (the organisms here; the real model in the slow lane)."""
 
 import pytest
+import torch
 
 from knlab.core.errors import InputError
 from knlab.studies import published as P
-from knlab.studies.paper import CLAIMS, claim, rerun
+from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers", "sv-agreement",
        "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1"]
@@ -44,6 +45,17 @@ def check_well_formed(res, cid):
         assert fig["type"] in ("bar", "line") and fig["series"]
         assert all(len(v) == len(fig["x"]) for v in fig["series"].values())
         assert run.seconds > 0 and run.size >= 1
+        if cid == "rome-table-1":
+            check_both_scorings(run)
+
+
+def check_both_scorings(run):
+    """rome-table-1 offers the paper's scoring and the seed's, and says which is which."""
+    assert set(run.detail["live"]) == set(run.detail["seed"]) == {"P36 reliability", "P36 symmetry",
+                                                                   "P1376 reliability", "P1376 symmetry",
+                                                                   "P101 reliability", "P101 synonymy"}
+    assert "seed" in run.detail["scoring"] and all(" | " in r["live"] for r in run.rows)
+    assert run.rows[0]["published"].startswith("GPT-2 XL 99.79")
 
 
 @pytest.mark.parametrize("cid", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW_ON_ORGANISMS else i
@@ -74,17 +86,6 @@ def test_trace_syntax_returns_three_category_summaries(gpt, bert):
         assert s["n"] >= 1 and {"mlp", "attn", "hidden"} <= set(s["kinds"])
 
 
-@pytest.mark.slow  # three relations' edits
-def test_rome_table_offers_both_scorings(gpt, bert):
-    res = rerun("rome-table-1", 2, models=["world-gpt"], run_on=_run_on(gpt, bert))
-    run = res.runs[0]
-    assert set(run.detail["live"]) == set(run.detail["seed"]) == {"P36 reliability", "P36 symmetry",
-                                                                   "P1376 reliability", "P1376 symmetry",
-                                                                   "P101 reliability", "P101 synonymy"}
-    assert "seed" in run.detail["scoring"] and all(" | " in r["live"] for r in run.rows)
-    assert run.rows[0]["published"].startswith("GPT-2 XL 99.79")
-
-
 def test_published_figures_are_the_papers():
     """Spot checks of the transcription against the paper's text (docs/paper.md)."""
     assert P.ROME_TABLE_1["GPT-2 XL"]["P1376"] == {"reliability": 96.37, "symmetry": 23.71}
@@ -93,42 +94,60 @@ def test_published_figures_are_the_papers():
     assert len(P.PARADIGMS) == 16 and P.DET_SUPPRESSION["those"] == -158.0
 
 
-# the smallest size each claim can measure on the real model (a paradigm needs 2 prompts)
-REAL_SIZES = {"kn-edit": 1, "sv-agreement": 2}
-# Measured in the suite on the real model at their smallest sizes (2 cores): rome-table-1 106 s, rome-examples
-# 84 s (ROME edits of 30 layers, ~15-25 s each), trace-syntax 63 s, localisation 52 s (+ kn-layers 4 s after
-# it). With them the suite took 20-23 min, against its 15-minute budget; they run on the real model in `python
-# -m knlab paper --all` (the README's record) and on the organisms here. Issue #12 stays open on exactly this.
-RECORD_ONLY_ON_THE_REAL_MODEL = {"rome-table-1", "rome-examples", "trace-syntax", "localisation", "kn-layers"}
+# Every claim that applies to the real model, at the smallest size it can measure (a paradigm or a traced
+# category needs 2 prompts).
+REAL_SIZES = {"kn-edit": 1, "sv-agreement": 2, "localisation": 2, "kn-layers": 2, "trace-syntax": 2,
+              "rome-examples": 1, "rome-syntax": 1, "rome-table-1": 1}
 
 
-def test_every_claim_for_the_real_model_is_accounted_for():
-    """Every claim that applies to the real model is in the real-model test below, has its own (rome-syntax),
-    or is one of the named few that only the full record runs on it: none is forgotten."""
+def test_every_claim_for_the_real_model_is_rerun_on_it():
     real = {c.id for c in CLAIMS if "smollm2-135m" in c.applies_to()}
-    assert real == set(REAL_SIZES) | {"rome-syntax"} | RECORD_ONLY_ON_THE_REAL_MODEL
+    assert real == set(REAL_SIZES)
 
 
-@pytest.mark.slow  # the real model: two claims at their smallest sizes (~35 s)
-@pytest.mark.parametrize("cid", list(REAL_SIZES))
-def test_claims_rerun_on_the_real_model(smol, cid):
-    """A claim on smollm2-135m at its smallest size: a well-formed result beside the published figures, and
-    the model left as it was (the KN edit changes it for a moment and must hand back the base weights)."""
-    from knlab.core.models import weights_checksum
-    base = weights_checksum(smol.model)
-    res = rerun(cid, REAL_SIZES[cid], models=["smollm2-135m"], run_on=lambda spec, fn, *a, **k: fn(smol, *a, **k))
-    check_well_formed(res, cid)
-    assert [r.model for r in res.runs] == ["smollm2-135m"]
-    assert weights_checksum(smol.model) == base
-
-
-@pytest.mark.slow
-def test_rome_syntax_flips_are_to_is_on_the_real_model(smol):
-    from knlab.core.models import weights_checksum
-    base = weights_checksum(smol.model)
-    res = rerun("rome-syntax", models=["smollm2-135m"], run_on=lambda spec, fn, *a, **k: fn(smol, *a, **k))
-    run = res.runs[0]
+@pytest.mark.slow  # the real model: eight claims, two processes side by side (~4 min on 2 cores)
+def test_claims_rerun_on_the_real_model():
+    """Every claim on smollm2-135m at its smallest size, as ``python -m knlab paper --all --jobs 2`` runs
+    them: each a well-formed result beside the published figures; each process checks after every claim
+    that the model's weights are back bit for bit, and raises if not (the edits change it for a moment).
+    rome-syntax flips "are" to "is" for the paper's own sentence."""
+    requests = list(REAL_SIZES.items())
+    results = rerun_many(requests, models=["smollm2-135m"], jobs=2)
+    assert [r.claim for r in results] == list(REAL_SIZES)
+    for (cid, n), res in zip(requests, results):
+        check_well_formed(res, cid)
+        assert [(r.model, r.size) for r in res.runs] == [("smollm2-135m", n)]
+    run = results[list(REAL_SIZES).index("rome-syntax")].runs[0]
     edited = run.detail["edit"][0]
     assert edited == "The authors near the taxi drivers"  # the paper's own sentence
     assert run.detail["prompts"][edited]["before"] == "are" and run.detail["prompts"][edited]["after"] == "is"
-    assert weights_checksum(smol.model) == base
+
+
+def test_claims_that_share_work_share_a_process_and_the_long_poles_start_first():
+    tasks = _tasks([("kn-layers", 2), ("kn-edit", 1), ("localisation", 2), ("rome-table-1", 1), ("sv-agreement", 2)])
+    assert tasks[0] == [("rome-table-1", 1)]
+    assert [("localisation", 2), ("kn-layers", 2)] in tasks  # in this order, whatever the order asked
+    assert sorted(c for t in tasks for c, _ in t) == ["kn-edit", "kn-layers", "localisation", "rome-table-1",
+                                                       "sv-agreement"]
+    with pytest.raises(InputError, match="unknown claim"):
+        rerun_many([("overturn", 2), ("no-such-claim", 1)], jobs=2)
+
+
+def test_a_run_that_leaves_the_weights_changed_is_caught(gpt, monkeypatch):
+    """The check each process of ``rerun_many`` makes after every claim."""
+    import knlab.studies.paper as paper
+    monkeypatch.setattr(paper, "load_model", lambda spec: gpt)
+    run_on = paper._loaded(check_weights=True)
+    assert run_on("world-gpt", lambda lm, x: x + 1, 1) == 2
+    w = next(gpt.model.parameters())
+    saved = w.detach().clone()
+
+    def careless(lm):
+        with torch.no_grad():
+            w[0] += 1.0
+    try:
+        with pytest.raises(RuntimeError, match="not undone"):
+            run_on("world-gpt", careless)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)

@@ -29,6 +29,7 @@ def cache_dir() -> Path:
 
 
 _MEMORY: dict[str, torch.Tensor] = {}  # path -> mom2, so a warm worker never reads the disk twice
+_BUDGETED: dict[tuple, list[str]] = {}  # (model, corpus name, texts, samples, tokens) -> the texts within budget
 
 
 def within_budget(lm: LM, texts: Sequence[str], samples: int = MOM2_SAMPLES, tokens: int | None = None) -> list[str]:
@@ -90,7 +91,10 @@ def layer_stats(lm: LM, layer: int, corpus: tuple[str, Sequence[str]], samples: 
     """The key second moment of ``layer`` [ffn_width, ffn_width] over ``corpus`` ((a name that identifies
     the texts, the texts): ``world.corpora.covariance_corpus``), from the disk cache when it is there."""
     name, texts = corpus
-    texts = within_budget(lm, texts, samples, tokens)
+    budget = (lm.spec, name, len(texts), samples, tokens)  # the name identifies the texts
+    if budget not in _BUDGETED:  # counting the tokens of 60k takes ~1 s: once per process, not per edit
+        _BUDGETED[budget] = within_budget(lm, texts, samples, tokens)
+    texts = _BUDGETED[budget]
     path = cache_dir() / lm.spec.replace("/", "--") / f"layer{layer}-{_key(lm, layer, name, len(texts))}.safetensors"
     if str(path) in _MEMORY:
         return _MEMORY[str(path)]

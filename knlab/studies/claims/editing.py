@@ -5,6 +5,8 @@ checksummed back), never a change of the model."""
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 
 from knlab.core.errors import InputError
@@ -15,7 +17,7 @@ from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies import published as P
 from knlab.studies.claims.common import ModelRun, Progress, pct, tick, timed
 from knlab.studies.edit import counterfactual, edit, evaluate_relation, generate, make_spec
-from knlab.studies.evaluate import known_subjects
+from knlab.studies.evaluate import iter_known_subjects, known_subjects
 from knlab.world import facts as F
 from knlab.world.corpus import evaluation_pairs
 
@@ -105,7 +107,7 @@ def rome_examples(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     p101 = F.relation("P101")
     occ = F.occupations()
     syn_follows = None
-    for s in _known(lm, "P101", 50):
+    for s in islice(iter_known_subjects(lm, "P101"), 50):  # asked 64 at a time: the first usable one ends it
         f101 = p101.fact(s)
         if f101.object not in occ:
             continue
