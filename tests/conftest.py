@@ -95,3 +95,14 @@ def benchmark(name: str):
         sys.path.insert(0, str(REPO / "benchmarks"))
     import importlib
     return importlib.import_module(name)
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected what will not run
+def pytest_collection_modifyitems(session, config, items):
+    """The Docker test's pip resolution takes ~30 s of one core: started here, before the first test, it
+    runs beside the early tests instead of on its own (tests/test_docker.py)."""
+    for item in items:
+        if item.nodeid.endswith("test_docker.py::test_docker_build_and_start"):
+            item.module.start_resolving_early()
+            config.add_cleanup(item.module.drop_early)
+            break

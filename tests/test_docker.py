@@ -9,7 +9,6 @@
    starts the app there with its ENV, which must answer a prediction.
 """
 
-import concurrent.futures
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -256,16 +256,6 @@ def test_dockerfile_user_port_models_and_command():
 # 2. the build and start, mimicked: pip resolves as on a fresh Python, the app starts from the copied files
 
 
-def _run(cmd, log: Path, **kw) -> float:
-    t0 = time.time()
-    with open(log, "a") as fh:
-        fh.write(f"$ {' '.join(map(str, cmd))}\n")
-        fh.flush()
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, **kw).returncode
-    assert rc == 0, f"{cmd} failed ({rc}):\n{log.read_text()[-4000:]}"
-    return time.time() - t0
-
-
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -312,6 +302,61 @@ def test_third_party_imports_are_found():
     assert "os" not in seen and "knlab" not in seen and "spaces" not in seen  # optional: try/except ImportError
 
 
+def build_env() -> dict:
+    """pip finds the CPU torch 2.13.0 wheel through this machine's PIP_FIND_LINKS / pip.conf, so the outer
+    environment is kept for the pip steps (less any venv)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
+class Resolving:
+    """Each of the Dockerfile's pip steps, resolved as on a fresh Python with nothing installed (the image's
+    python:3.11-slim): ``--ignore-installed`` makes pip choose as if this interpreter had no packages, and
+    ``--dry-run --report`` says what it would install. No ``--user`` (it changes where, not what). The steps
+    run side by side (the second is ``--no-deps``), in the build context, whose requirement files the COPY
+    before them copies unchanged."""
+
+    def __init__(self, img: Image, where: Path):
+        self.where, self.t0, self.runs = where, time.time(), []
+        for i, step in enumerate(pip_steps(img)):
+            words = [expand(w, step.env) for w in shlex.split(step.args)]
+            at = words.index("pip")
+            report, log = where / f"pip-report-{i}.json", where / f"pip-{i}.log"
+            cmd = ([sys.executable, "-m", "pip"] + [w for w in words[at + 1:] if w != "--user"]
+                   + ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)])
+            with open(log, "w") as fh:
+                proc = subprocess.Popen(cmd, cwd=REPO, env=build_env(), stdout=fh, stderr=subprocess.STDOUT)
+            self.runs.append((cmd, proc, report, log))
+
+    def result(self) -> tuple[dict[str, str], float]:
+        """({distribution: version} the image would get, seconds from the start to the last answer)."""
+        gets: dict[str, str] = {}
+        for cmd, proc, report, log in self.runs:
+            assert proc.wait() == 0, f"{cmd} failed:\n{log.read_text()[-4000:]}"
+            for item in json.loads(report.read_text())["install"]:
+                gets[canonical(item["metadata"]["name"])] = item["metadata"]["version"]
+        return gets, time.time() - self.t0
+
+
+_EARLY: dict[str, Resolving] = {}
+
+
+def start_resolving_early() -> None:
+    """Called by conftest.py once the test below is collected to run: pip's ~30 s on one core then pass
+    beside the first tests instead of on their own."""
+    where = Path(tempfile.mkdtemp(prefix="knlab-docker-pip-"))
+    _EARLY["pip"] = Resolving(image(), where)
+
+
+def drop_early() -> None:
+    """At the session's end: a resolution the test never collected (it was stopped before) is ended."""
+    run = _EARLY.pop("pip", None)
+    if run is not None:
+        for _cmd, proc, _report, _log in run.runs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(run.where, ignore_errors=True)
+
+
 def test_docker_build_and_start(tmp_path):
     """The Dockerfile's two pip steps, resolved from the package index as the image's build would resolve
     them (``--dry-run --ignore-installed``: installing them in a fresh venv took ~95 s and 1.3 GB here), and
@@ -331,7 +376,6 @@ def test_docker_build_and_start(tmp_path):
 
     img = image()
     timings = {}
-    log = tmp_path / "build.log"
     home_in_image = PurePosixPath(img.env["HOME"])
     home = tmp_path / "home"
 
@@ -347,28 +391,10 @@ def test_docker_build_and_start(tmp_path):
     app = here(img.workdir)
     assert (app / "app.py").is_file() and (app / "assets/models/world-bert/model.safetensors").is_file()
 
-    # each of the Dockerfile's pip steps, resolved as on a fresh Python with nothing installed (the image's
-    # python:3.11-slim): --ignore-installed makes pip choose as if this interpreter had no packages, and
-    # --dry-run --report says what it would install. No --user (it changes where, not what). pip finds the
-    # CPU torch 2.13.0 wheel through this machine's PIP_FIND_LINKS / pip.conf, so the outer environment is
-    # kept for this step (less any venv).
-    build_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    # the pip steps: resolving since the session started (conftest.py), or from here when run alone
     other = [s.args for s in img.of("RUN") if s not in pip_steps(img) and "useradd" not in s.args]
     assert not other, f"RUN steps this test does not mimic yet: {other}"
-    def resolve() -> dict[str, str]:
-        image_gets: dict[str, str] = {}
-        for i, step in enumerate(pip_steps(img)):
-            words = [expand(w, step.env) for w in shlex.split(step.args)]
-            at = words.index("pip")
-            report = tmp_path / f"pip-report-{i}.json"
-            cmd = ([sys.executable, "-m", "pip"] + [w for w in words[at + 1:] if w != "--user"]
-                   + ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)])
-            timings[f"pip resolve {i}"] = _run(cmd, log, cwd=here(step.workdir), env=build_env)
-            for item in json.loads(report.read_text())["install"]:
-                image_gets[canonical(item["metadata"]["name"])] = item["metadata"]["version"]
-        return image_gets
-    # pip resolves (one core, ~30 s) while the app starts below (its imports: mostly the other core)
-    resolving = concurrent.futures.ThreadPoolExecutor(1).submit(resolve)
+    resolving = _EARLY.pop("pip", None) or Resolving(img, tmp_path)
 
     # CMD, as the image runs it: its ENV (HOME mapped here), its WORKDIR, `python` (this interpreter, with
     # the image's versions). Only the address (loopback, not 0.0.0.0) and port (a free one) differ, and the
@@ -417,7 +443,9 @@ def test_docker_build_and_start(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    image_gets = resolving.result()
+    image_gets, timings["pip resolve (from its start)"] = resolving.result()
+    if resolving.where != tmp_path:
+        shutil.rmtree(resolving.where, ignore_errors=True)
 
     # the pinned CPU torch, no CUDA libraries, and the real model's wheel
     assert image_gets.get("torch") == "2.13.0+cpu", image_gets.get("torch")
@@ -449,7 +477,7 @@ def test_docker_build_and_start(tmp_path):
     # the real model's weights are where knlab looks for them (located, never imported)
     found = subprocess.run([sys.executable, "-c", "from knlab.core.packaged import PACKAGED, gguf_file; "
                             "print(gguf_file(PACKAGED['smollm2-135m'])[0].stat().st_size)"],
-                           cwd=app, capture_output=True, text=True, env=build_env)
+                           cwd=app, capture_output=True, text=True, env=build_env())
     assert found.returncode == 0 and int(found.stdout) > 50_000_000, found.stderr[-2000:]
 
     print("docker mimic timings (s):", {k: round(v, 1) for k, v in timings.items()})

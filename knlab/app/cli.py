@@ -305,8 +305,8 @@ def _paper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", default=None, help="also write the report as Markdown tables (the README's)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
-                   help="claims run side by side in this many processes (each loads the models it needs; "
-                        "on 2 cores, 2 finish the ROME-heavy claims in about the time of one)")
+                   help="claims run side by side in this many processes (each loads the models it needs and "
+                        "takes its share of the cores; on 2 cores, 2 get through ~1.5x the work)")
 
 
 def report_markdown(results, size: int | None, seconds: float) -> str:

@@ -177,10 +177,11 @@ def rerun_all(size: int | None = None, run_on: Callable[..., Any] | None = None,
 
 # Running claims side by side, one process each (``rerun_many(jobs=...)``; ``python -m knlab paper --all
 # --jobs N``). Claims that share work go to one process, in this order: kn-layers reads localisation's KN
-# selections, kept per process on the weights (claims.neurons). The long poles start first: their ROME
-# optimisation steps multiply 22 templates x ~3 positions by each weight matrix, too small a product for
-# torch to spread over a second core (measured: a 66-row product takes the same 2.1 ms on one thread as on
-# two), so two such claims side by side finish in about the time of one.
+# selections, kept per process on the weights (claims.neurons). The long poles start first. Why processes
+# help on as few as 2 cores: ROME's optimisation steps multiply 22 templates x ~3 positions by each weight
+# matrix, too small a product for torch to spread well over a second core (measured on the real model, 25
+# steps: 28.5 s on one thread, 22.4 s on two; a 66-row forward product takes 2.1 ms on either), so two
+# claims side by side on one core each get through ~1.5x the work of one claim on both.
 SHARE_A_PROCESS = (("localisation", "kn-layers"),)
 LONG_POLES = ("rome-table-1", "rome-examples", "localisation", "trace-syntax", "rome-syntax")
 
@@ -207,7 +208,9 @@ _CHILD_RUN_ON: Callable[..., Any] | None = None
 
 def _start_child(threads: int) -> None:
     import torch
-    torch.set_num_threads(threads)  # the pool shares the machine's cores, never oversubscribes them
+    # the pool shares the machine's cores and never oversubscribes them: with two threads in each of two
+    # processes on 2 cores, the eight real-model claims took over 6.5 minutes instead of 4
+    torch.set_num_threads(threads)
     global _CHILD_RUN_ON
     _CHILD_RUN_ON = _loaded(check_weights=True)
 
@@ -235,12 +238,17 @@ def rerun_many(requests: Sequence[tuple[str, int | None]], models: list[str] | N
     tasks = _tasks(requests)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     done: dict[str, ClaimResult] = {}
+    # spawned, not forked: a fork of a process whose torch has started its thread pools can deadlock
     with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_child, initargs=(threads,)) as pool:
         futures = [pool.submit(_run_task, task, models) for task in tasks]
-        for fut in as_completed(futures):
-            for res in fut.result():
-                done[res.claim] = res
-                if progress:
-                    progress(len(done) / len(requests), f"{res.claim} done")
+        try:
+            for fut in as_completed(futures):
+                for res in fut.result():
+                    done[res.claim] = res
+                    if progress:
+                        progress(len(done) / len(requests), f"{res.claim} done")
+        except BaseException:  # a failed claim (or Ctrl-C): the claims not yet started never start
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return [done[cid] for cid, _ in requests]
