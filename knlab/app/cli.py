@@ -309,13 +309,13 @@ def _paper_args(p: argparse.ArgumentParser) -> None:
                         "takes its share of the cores; on 2 cores, 2 get through ~1.5x the work)")
 
 
-def report_markdown(results, size: int | None, seconds: float) -> str:
+def report_markdown(results, size: int | None, seconds: float, jobs: int = 1) -> str:
     """A rerun as Markdown: per claim, the command, each model's live figures beside the published ones
     and the sentence on whether the finding holds there."""
     def cell(x) -> str:
         return str(x).replace("|", "/").replace("\n", " ")
-    out = [f"Measured with `python -m knlab paper --all{'' if size is None else f' --size {size}'}` "
-           f"({seconds / 60:.1f} min on this machine).\n"]
+    flags = ('' if size is None else f' --size {size}') + ('' if jobs == 1 else f' --jobs {jobs}')
+    out = [f"Measured with `python -m knlab paper --all{flags}` ({seconds / 60:.1f} min on this machine).\n"]
     for res in results:
         out.append(f"**`{res.claim}`** ({res.source}): {res.title}. "
                    f"`python -m knlab paper {res.claim}`\n")
@@ -387,7 +387,7 @@ def _paper(args: argparse.Namespace) -> int:
             json.dump(report, f, ensure_ascii=False, indent=1)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(report_markdown(results, args.size, time.perf_counter() - t0))
+            f.write(report_markdown(results, args.size, time.perf_counter() - t0, jobs))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     return 0
