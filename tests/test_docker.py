@@ -461,8 +461,9 @@ def test_docker_build_and_start(tmp_path):
     # and the interpreter below runs what the requirements pin, as the image does (the pins resolve to
     # themselves there); what they leave open, the image takes at its newest on the day it is built
     from packaging.requirements import Requirement
-    for line in (REPO / "requirements.txt").read_text().splitlines() + (
-            REPO / "requirements-models.txt").read_text().splitlines():
+    files = [words[words.index("-r") + 1] for words in (shlex.split(s.args) for s in pip_steps(img))]
+    assert files == ["requirements.txt", "requirements-models.txt"], files
+    for line in [line for f in files for line in (REPO / f).read_text().splitlines()]:
         line = line.split("#")[0].strip()
         if not line:
             continue

@@ -372,14 +372,15 @@ def _paper(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
             for res in results:
                 _print_claim(res)
-    for cid in ids if jobs == 1 else []:
-        res = rerun(cid, args.size, models, run_on=run_on,
-                    progress=None if args.json else lambda f, d: print(f"\r  {cid}: {100 * f:3.0f}% {d[:60]:60s}",
-                                                                       end="", file=sys.stderr, flush=True))
-        results.append(res)
-        if not args.json:
-            print(file=sys.stderr)
-            _print_claim(res)
+    else:  # one after another on this process's worker, each reported as it ends
+        for cid in ids:
+            res = rerun(cid, args.size, models, run_on=run_on,
+                        progress=None if args.json else lambda f, d: print(f"\r  {cid}: {100 * f:3.0f}% {d[:60]:60s}",
+                                                                           end="", file=sys.stderr, flush=True))
+            results.append(res)
+            if not args.json:
+                print(file=sys.stderr)
+                _print_claim(res)
     report = ({"paper": SOURCE_NOTE, "seconds": round(time.perf_counter() - t0, 1), "size": args.size,
                "claims": [r.to_json() for r in results]} if args.all else results[0].to_json())
     if args.out:

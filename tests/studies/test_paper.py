@@ -117,6 +117,8 @@ def test_claims_rerun_on_the_real_model():
     for (cid, n), res in zip(requests, results):
         check_well_formed(res, cid)
         assert [(r.model, r.size) for r in res.runs] == [("smollm2-135m", n)]
+    live = results[list(REAL_SIZES).index("rome-table-1")].runs[0].detail["live"]
+    assert [live[k] for k in live if k.endswith("reliability")] == [100.0] * 3, live  # ROME takes on known facts
     run = results[list(REAL_SIZES).index("rome-syntax")].runs[0]
     edited = run.detail["edit"][0]
     assert edited == "The authors near the taxi drivers"  # the paper's own sentence

@@ -107,7 +107,7 @@ def rome_examples(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     p101 = F.relation("P101")
     occ = F.occupations()
     syn_follows = None
-    for s in islice(iter_known_subjects(lm, "P101"), 50):  # asked 64 at a time: the first usable one ends it
+    for s in islice(iter_known_subjects(lm, "P101"), 50):  # asked in growing batches: the first usable one ends it
         f101 = p101.fact(s)
         if f101.object not in occ:
             continue
