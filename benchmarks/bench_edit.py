@@ -12,7 +12,9 @@ replays the blocks below the edited layer and differentiates w.r.t. the delta on
 Prints per-fact and mean seconds, the speed ratio, the largest relative differences between the right
 vectors and between the u's, and whether each edit takes (p(new) > p(old) once applied).
 
-    python benchmarks/bench_edit.py [--facts 5]
+    python benchmarks/bench_edit.py [--facts 5] [--markdown docs/benchmarks.md]
+
+``--markdown`` also rewrites this run's section of the record (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
+import record  # noqa: E402
 from reference.rome import rome_straightforward  # noqa: E402
 
 
@@ -43,15 +46,17 @@ def main() -> int:
     ap.add_argument("--facts", type=int, default=5)
     ap.add_argument("--short-steps", type=int, default=3, help="steps of the second, short comparison")
     ap.add_argument("--model", default="world-gpt", help="e.g. smollm2-135m (edits the facts it knows)")
+    record.add_argument(ap)
     args = ap.parse_args()
+    rows: list[list] = []
     torch.set_num_threads(2)
     from knlab.core.models import load_model
     from knlab.core.tokens import first_token
     from knlab.methods.predict import encode, next_token_probs
     from knlab.methods.rome import params_for, rome
-    from knlab.studies.edit import rome_layer
-    from knlab.world.corpora import covariance_corpus
-    from knlab.methods.rome.context import context_templates
+    from knlab.studies.edit_report import rome_layer
+    from knlab.world.covariance_texts import covariance_corpus
+    from knlab.methods.rome.context_templates import context_templates
     import knlab.methods.rome.layer_stats as LS
     from knlab.core.specs import applied
     from knlab.world import facts as F
@@ -123,6 +128,9 @@ def main() -> int:
               f"v* {dvs[-1]:.1e} (after {args.short_steps} steps {dshort[-1]:.1e}) | p({new}) {p0[new_id]:.3f} -> "
               f"{p[new_id]:.3f}, p({f.object}) {p0[old_id]:.3f} -> {p[old_id]:.3f}: "
               f"{'takes' if takes else 'DOES NOT TAKE'}")
+        rows.append([f"{prompt} -> {new}", f"{fast_edit[-1]:.2f} s ({res.steps} steps)",
+                     f"{slow[-1]:.1f} s ({ref.steps} steps)", f"{slow[-1] / fast_edit[-1]:.1f}x", f"{dvs[-1]:.1e}",
+                     f"{dshort[-1]:.1e}", "yes" if takes else "NO"])
     # the noise floor: the straightforward loop against itself with its template losses summed in
     # another order (same maths, different float rounding), full run, first fact
     f = facts[0]
@@ -130,18 +138,31 @@ def main() -> int:
     a = first_ref
     b = rome_straightforward(lm, prompt, f.subject, facts[1].object, layer, params,
                              contexts[:1] + contexts[1:][::-1], mom2)
+    floor = rel_diff(a.v_star, b.v_star)
     print(f"noise floor ({prompt!r}): straightforward vs itself with the templates in reverse order: "
-          f"max rel diff right vector {rel_diff(a.v, b.v):.1e}, v* {rel_diff(a.v_star, b.v_star):.1e} "
+          f"max rel diff right vector {rel_diff(a.v, b.v):.1e}, v* {floor:.1e} "
           f"(Adam divides each gradient component by its running size, so float rounding grows step by step)")
     n = len(slow)
     fe, fw, s = sum(fast_edit) / n, sum(fast_wall) / n, sum(slow) / n
     print(f"mean over {n} facts: knlab edit {fe:.3f} s (wall {fw:.3f} s), straightforward {s:.2f} s, "
           f"speed-up {s / fe:.1f}x (wall {s / fw:.1f}x); max rel diff right vector {max(dv):.1e}, "
           f"u {max(du):.1e}, v* {max(dvs):.1e} ({args.short_steps}-step runs: v* {max(dshort):.1e})")
-    print(f"README: ROME edit on {lm.spec}: {fe:.2f} s (knlab) vs {s:.1f} s (straightforward), {s / fe:.0f}x; "
-          f"covariance once: {t_mom2:.1f} s" + ("" if measured else " (from the disk cache; run with KNLAB_CACHE "
-                                                "pointing at an empty folder to time its measurement)"))
+    summary = (f"ROME edit on {lm.spec}: {fe:.2f} s (knlab) vs {s:.1f} s (straightforward), {s / fe:.1f}x; "
+               f"covariance once: {t_mom2:.1f} s" + ("" if measured else " (from the disk cache; run with KNLAB_CACHE "
+                                                     "pointing at an empty folder to time its measurement)"))
+    print(f"summary: {summary}")
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.markdown:
+        rows.append([f"mean of {n} facts", f"{fe:.2f} s", f"{s:.1f} s", f"{s / fe:.1f}x", f"{max(dvs):.1e}",
+                     f"{max(dshort):.1e}", f"{sum(r[-1] == 'yes' for r in rows)} of {n}"])
+        record.write_section(
+            args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
+            f"{lm.spec}, ROME at layer {layer}, first {n} known P36 facts (covariance and templates cached):\n\n"
+            + record.table(["fact -> new object", "knlab (edit)", "straightforward", "speed-up", "max rel. diff. v*",
+                            f"after {args.short_steps} steps", "takes"], rows)
+            + f"\n\nOne-off per model and layer: causal-trace layer choice {t_layer:.1f} s, {len(contexts)} context "
+            f"templates {t_templates:.1f} s, key covariance {t_mom2:.1f} s ({how}). Noise floor: the straightforward "
+            f"implementation against itself with its templates in another order differs in v* by {floor:.1e}.")
     return 0
 
 

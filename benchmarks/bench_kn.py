@@ -7,7 +7,8 @@ does), same run.
 The two implementations alternate ``--repeats`` times; the speed-up is the median of the per-repeat
 ratios, so that a passing load on the machine (this one's speed drifts by a third) hits both alike.
 The matrix-product FLOPs of each are counted too: for a masked model they bound what any exact
-implementation can gain.
+implementation can gain. ``--markdown docs/benchmarks.md`` also rewrites this run's section of the record
+(benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
+import record  # noqa: E402
 from knlab.methods.attribute import attribute  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
-from knlab.core.tokens import target_id  # noqa: E402
+from knlab.core.tokens import single_token  # noqa: E402
 from reference.ig import ig_straightforward  # noqa: E402
 
 
 def straightforward(lm, prompt, target, steps):
-    return ig_straightforward(lm, prompt, target_id(lm, target), steps)
+    return ig_straightforward(lm, prompt, single_token(lm, target), steps)
 
 
 PROMPTS = {
@@ -77,7 +79,9 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="one model instead of --models (e.g. smollm2-135m)")
     ap.add_argument("--big", action="store_true",
                     help="also random GPT-2 and BERT of 12 layers x 512 (world vocabulary), where arithmetic dominates")
+    record.add_argument(ap)
     args = ap.parse_args()
+    rows: list[list] = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
           f"{args.repeats} alternating repeats; speed-up = median over repeats of straightforward / knlab")
     summary = {}
@@ -105,8 +109,19 @@ def main() -> int:
             print(f"{spec:22s} {prompt[:40]!r:42s} knlab {np.median(fast_t) * 1e3:6.1f} ms | straightforward "
                   f"{np.median(ref_t) * 1e3:6.1f} ms | speed-up {ratio:4.1f}x | GFLOP {gf:5.2f} vs {gr:5.2f} "
                   f"({gr / gf:3.1f}x fewer) | max relative difference {rel:.1e}")
-    for spec, ratios in summary.items():
-        print(f"{spec}: speed-up over the prompts, geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x")
+            rows.append([spec, f"{prompt} -> {target}", f"{np.median(fast_t) * 1e3:.0f} ms",
+                         f"{np.median(ref_t) * 1e3:.0f} ms", f"{ratio:.1f}x", f"{gf:.2f} / {gr:.2f}", f"{rel:.1e}"])
+    means = [f"{spec} {float(np.exp(np.mean(np.log(ratios)))):.1f}x" for spec, ratios in summary.items()]
+    print("speed-up over the prompts, geometric mean: " + ", ".join(means))
+    if args.markdown:
+        record.write_section(
+            args.markdown, record.section_name(__file__, args.model or (None if args.models == ap.get_default("models")
+                                                                        else args.models)),
+            f"{args.steps} steps, {args.repeats} alternating repeats, speed-up = median of the per-repeat ratios; "
+            "GFLOP: matrix products counted by `torch.utils.flop_counter`:\n\n"
+            + record.table(["model", "prompt", "knlab", "straightforward", "speed-up",
+                            "GFLOP knlab / straightforward", "max relative difference"], rows)
+            + "\n\nGeometric means over the prompts: " + ", ".join(means) + ".")
     return 0
 
 

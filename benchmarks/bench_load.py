@@ -20,7 +20,15 @@ moves Algeria), so any wrong answer below is a real isolation failure, not the e
 Every request's client-side wall time is recorded per endpoint; exceptions are errors, wrong answers are
 isolation violations.
 
+Then, nobody waiting behind somebody else's edit (``wait_behind``): one client's short ``/predict`` (default
+world-gpt) timed alone, then again and again while another client's ROME ``/edit`` (default of smollm2-135m)
+runs; printed as the ratio of the two medians. ``--wait-long world-gpt`` times the same model's two lanes.
+
     python benchmarks/bench_load.py [--clients 8] [--seconds 60] [--url http://127.0.0.1:7860/]
+                                    [--wait-long smollm2-135m] [--wait-short world-gpt] [--wait-repeats 5]
+    python benchmarks/bench_load.py --seconds 0 --wait-long world-gpt   # the wait alone, in a minute
+
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import record  # noqa: E402
 
 MODEL = "world-gpt"
 PROMPT = "The capital of {} is"
@@ -275,6 +286,61 @@ def run_load(url: str, clients: int = 8, seconds: float = 60, edit_every: int = 
     }
 
 
+def _facts_for(model: str) -> list[tuple[str, str]]:
+    return PAIRS_BY_MODEL.get(model, PAIRS)
+
+
+def wait_behind(url: str, long_model: str = "smollm2-135m", short_model: str = "world-gpt",
+                repeats: int = 5, warm: bool = True) -> dict:
+    """A short ``/predict`` on ``short_model``, timed alone and while another client's ROME ``/edit`` of
+    ``long_model`` runs (one session each, as two browser tabs). Both models and ROME's statistics are
+    warmed first (``warm``). ``first``: whether every predict made during the edit finished before the edit did."""
+    import statistics
+
+    from gradio_client import Client
+    from gradio_client.utils import Status
+    editor, asker = Client(url, verbose=False), Client(url, verbose=False)
+    (country, target), (asked, _) = _facts_for(long_model)[0], _facts_for(short_model)[1]
+    short_args = (short_model, MASKED.format(asked) if short_model == "world-bert" else PROMPT.format(asked), 3)
+    edit_args = (long_model, "rome", PROMPT.format(country), country, target, None)
+
+    def predict() -> float:
+        t0 = time.perf_counter()
+        asker.predict(*short_args, api_name="/predict")
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if warm:
+        editor.predict(*edit_args, api_name="/edit")  # loads the model and ROME's statistics
+        editor.predict(api_name="/reset")
+    predict()
+    warmed = time.perf_counter() - t0
+    alone = [predict() for _ in range(repeats)]
+    t0 = time.perf_counter()
+    job = editor.submit(*edit_args, api_name="/edit")
+    running = {Status.PROCESSING, Status.ITERATING, Status.PROGRESS, Status.LOG}  # /edit reports progress
+    while job.status().code not in running and not job.done():
+        time.sleep(0.02)
+    time.sleep(0.1)  # past the handler's first lines: inside the model worker
+    during, ends = [], []
+    while not job.done() and len(during) < repeats:
+        during.append(predict())
+        ends.append(job.done())  # True: the edit finished first
+    job.result()
+    edit = time.perf_counter() - t0
+    editor.predict(api_name="/reset")
+    med_alone, med_during = statistics.median(alone), statistics.median(during) if during else float("nan")
+    return {"long": long_model, "short": short_model, "warm": warmed, "edit": edit, "alone": med_alone,
+            "during": med_during, "ratio": med_during / med_alone, "n_during": len(during),
+            "first": bool(during) and not any(ends), "alone_all": alone, "during_all": during}
+
+
+def wait_report(w: dict) -> str:
+    return (f"a {w['short']} /predict while another client's {w['long']} /edit runs: median {_ms(w['during'])} "
+            f"(n={w['n_during']}) against {_ms(w['alone'])} alone (n={len(w['alone_all'])}): ratio {w['ratio']:.1f}x; "
+            f"the edit took {_ms(w['edit'])}; every predict finished before the edit: {w['first']}")
+
+
 def _ms(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -301,10 +367,19 @@ def report(res: dict) -> str:
         or "unavailable"))
     lat = res["latency"]
     figs = ", ".join(f"{e} {_ms(lat[e]['p50'])} / {_ms(lat[e]['p95'])}" for e in ("/predict", "/edit") if e in lat)
-    lines.append(f"README: {res['clients']} concurrent clients x {res['seconds']:.0f} s, each editing its own fact: "
+    lines.append(f"summary: {res['clients']} concurrent clients x {res['seconds']:.0f} s, each editing its own fact: "
                  f"{res['served']} requests, {len(res['errors'])} errors, {len(res['violations'])} isolation "
                  f"violations, base weights {'unchanged' if res['unchanged'] else 'CHANGED'}; p50 / p95 {figs}.")
     return "\n".join(lines)
+
+
+def markdown(res: dict) -> str:
+    """The run's figures for the record: what was checked, then latency per endpoint."""
+    return (f"{res['clients']} clients x {res['seconds']:.0f} s on {MODEL}, each editing its own fact: "
+            f"{res['served']} requests, **{len(res['errors'])} errors, {len(res['violations'])} isolation violations**, "
+            f"base weights {'unchanged' if res['unchanged'] else 'CHANGED'} at the end (`/status`).\n\n"
+            + record.table(["endpoint", "requests", "p50", "p95", "max"],
+                           [[e, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"])] for e, l in res["latency"].items()]))
 
 
 def free_port() -> int:
@@ -351,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=None, help="an already-running app (default: start python app.py)")
     ap.add_argument("--model", default=MODEL, choices=sorted(PAIRS_BY_MODEL),
                     help="the model the clients edit (smollm2-135m: use --kn-share 0, a KN edit takes ~30 s there)")
+    ap.add_argument("--wait-long", default="smollm2-135m", choices=sorted(PAIRS_BY_MODEL),
+                    help="the model another client edits while a predict is timed (the wait-behind measurement)")
+    ap.add_argument("--wait-short", default="world-gpt", help="the model of the timed predict")
+    ap.add_argument("--wait-repeats", type=int, default=5, help="predicts timed alone, and at most during the edit")
+    ap.add_argument("--no-wait", action="store_true", help="skip the wait-behind measurement")
+    record.add_argument(ap)
     args = ap.parse_args(argv)
     globals()["MODEL"] = args.model  # the clients read the module's MODEL
     proc, log = None, None
@@ -360,13 +441,23 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         proc, url = start_app(log)
         print(f"app started in {time.time() - t0:.1f} s (log {log})", flush=True)
+    res, wait = None, None
     try:
-        res = run_load(url, args.clients, args.seconds, args.edit_every, args.kn_share, warmup=not args.no_warmup)
+        if args.seconds > 0:
+            res = run_load(url, args.clients, args.seconds, args.edit_every, args.kn_share, warmup=not args.no_warmup)
+            print(report(res), flush=True)
+        if not args.no_wait:
+            wait = wait_behind(url, args.wait_long, args.wait_short, args.wait_repeats)
+            print(wait_report(wait))
     finally:
         if proc is not None:
             stop_app(proc)
-    print(report(res))
-    return 0 if not res["errors"] and not res["violations"] and res["unchanged"] else 1
+    if args.markdown:
+        parts = ([markdown(res)] if res is not None else []) + ([wait_report(wait)] if wait is not None else [])
+        record.write_section(args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
+                             "\n\n".join(parts), command=record.command_line(None if argv is None else [__file__, *argv]))
+    ok = res is None or (not res["errors"] and not res["violations"] and res["unchanged"])
+    return 0 if ok and (wait is None or wait["first"]) else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ grids: Pearson's r per kind over all cells (``knlab.methods.patching.agreement``
 |estimate - exact|.
 
     python benchmarks/bench_patching.py [--model world-gpt] [--samples 10] [--window 10] [--repeats 3]
+
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import record  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
 from knlab.methods.patching import _pearson, agreement, patch_estimate  # noqa: E402
-from knlab.methods.trace import KINDS, _is_noop, parse_noise, restore_window, trace  # noqa: E402
+from knlab.methods.corruption import parse_noise  # noqa: E402
+from knlab.methods.trace import KINDS, cannot_change, grid_cells, trace  # noqa: E402
 
 PROMPT, SUBJECT = "The capital of France is", "France"
 
@@ -38,8 +42,8 @@ def live_cells(res, n_layers, masked, window):
         m = np.zeros(res.grids[k].shape, dtype=bool)
         for t in range(m.shape[0]):
             for l in range(n_layers):
-                layers = [l] if k == "hidden" else restore_window(l, window, n_layers)
-                m[t, l] = not all(_is_noop((k, j, t), s0, res.position, n_layers, masked) for j in layers)
+                m[t, l] = not all(cannot_change(c, s0, res.position, n_layers, masked)
+                                  for c in grid_cells(k, t, l, window, n_layers))
         out[k] = m
     return out
 
@@ -83,12 +87,24 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    record.add_argument(ap)
     args = ap.parse_args()
     torch.manual_seed(0)
+    rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, samples {args.samples}, "
           f"window {args.window}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     for spec in dict.fromkeys(["world-gpt", args.model]):
-        bench(load_model(spec, device=args.device), args.samples, args.window, args.repeats)
+        r = bench(load_model(spec, device=args.device), args.samples, args.window, args.repeats)
+        rows.append([spec, f"{r['trace_s']:.2f} s", f"{r['patch_s']:.2f} s", f"{r['speedup']:.1f}x",
+                     f"{fmt(r['r']['overall'])} (" + ", ".join(f"{k} {fmt(r['r'][k])}" for k in KINDS) + ")",
+                     ", ".join(f"{k} {fmt(r['r_live'][k])}" for k in KINDS)])
+    if args.markdown:
+        record.write_section(
+            args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
+            f"{PROMPT!r}, {args.samples} samples, window {args.window}, median of {args.repeats}:\n\n"
+            + record.table(["model", "exact trace", "attribution patching", "speed-up",
+                            "Pearson r with the exact grid", "r over live cells"], rows))
     return 0
 
 

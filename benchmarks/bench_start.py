@@ -1,10 +1,11 @@
 """Cold start and memory: ``python app.py`` started as a user starts it, timed to its first answer on the
 real model (its conversion already cached), then the resident memory with all three shipped models loaded.
 
-    python benchmarks/bench_start.py [--runs 3]
+    python benchmarks/bench_start.py [--runs 3] [--markdown docs/benchmarks.md]
 
 The baseline printed beside it is the straightforward way to the same first answer: transformers reading
-the GGUF file itself (de-quantising every tensor) on each start.
+the GGUF file itself (de-quantising every tensor) on each start. ``--markdown`` also rewrites this run's
+section of the record (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import record  # noqa: E402
 
 
 def free_port() -> int:
@@ -86,7 +89,9 @@ def gguf_first_answer() -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    record.add_argument(ap)
     args = ap.parse_args()
+    rows = []
     from knlab.core.packaged import PACKAGED, converted
     converted(PACKAGED["smollm2-135m"])  # the one-off conversion, outside the timed starts
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -94,12 +99,21 @@ def main() -> int:
     for i in range(args.runs):
         page, first, rss_real, rss_all = start_to_first_answer()
         firsts.append(first)
+        rows.append([f"run {i + 1}", f"{page:.1f} s", f"{first:.1f} s", f"{rss_real:,.0f} MiB", f"{rss_all:,.0f} MiB"])
         print(f"run {i + 1}: page answers after {page:.1f} s, first smollm2-135m prediction after {first:.1f} s; "
               f"resident memory {rss_real:.0f} MiB with the real model, {rss_all:.0f} MiB with all three")
     base = gguf_first_answer()
     med = sorted(firsts)[len(firsts) // 2]
     print(f"cold start to the first prediction (median of {args.runs}): {med:.1f} s; straightforward (GGUF read "
           f"by transformers at every start, process start included): {base:.1f} s; {base / med:.1f}x")
+    if args.markdown:
+        record.write_section(
+            args.markdown, record.section_name(__file__),
+            "`python app.py` started fresh, timed to its first smollm2-135m prediction (conversion cached):\n\n"
+            + record.table(["start", "page answers", "first prediction", "resident memory, real model",
+                            "with all three models"], rows)
+            + f"\n\nMedian of {args.runs}: {med:.1f} s to the first prediction; straightforward (transformers "
+            f"reading the GGUF at every start, process start included): {base:.1f} s; {base / med:.1f}x.")
     return 0
 
 

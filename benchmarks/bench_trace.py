@@ -7,6 +7,8 @@ grid difference.
 
     python benchmarks/bench_trace.py [--samples 10] [--window 10] [--repeats 1]
     python benchmarks/bench_trace.py --model smollm2-135m    # the real model: "The capital of France is"
+
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
+import record  # noqa: E402
 from knlab.core.models import from_model, load_model  # noqa: E402
-from knlab.methods.trace import KINDS, parse_noise, trace  # noqa: E402
+from knlab.methods.corruption import parse_noise  # noqa: E402
+from knlab.methods.trace import KINDS, trace  # noqa: E402
 from reference.trace import trace_straightforward  # noqa: E402
 
 
-def bench(lm, prompt, subject, samples, window, repeats):
+HEADER = ["model", "prompt", "knlab", "straightforward", "speed-up", "max grid difference"]
+
+
+def bench(lm, prompt, subject, samples, window, repeats, rows=None):
     res = trace(lm, prompt, subject, None, samples, window, None, 0)  # warm-up, and the answer/noise used
     noise = parse_noise(lm, None)
     t0 = time.perf_counter()
@@ -43,6 +50,9 @@ def bench(lm, prompt, subject, samples, window, repeats):
     T, L = len(res.tokens), lm.n_layers
     print(f"{lm.spec:28s} {prompt[:32]!r:34s} tokens {T:2d} layers {L:2d} | knlab {fast:7.2f} s | straightforward {slow:7.2f} s | "
           f"speed-up {slow / fast:5.1f}x | max |grid difference| {diff:.2e}")
+    if rows is not None:
+        rows.append([f"{lm.spec} ({L} layers)", prompt, f"{fast:.2f} s", f"{slow:.2f} s", f"{slow / fast:.1f}x",
+                     f"{diff:.1e}"])
     return slow / fast, diff, fast, slow
 
 
@@ -53,7 +63,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--model", default=None,
                     help="instead of the default set: this model on 'The capital of France is' (window: its default)")
+    record.add_argument(ap)
     args = ap.parse_args()
+    rows: list[list] = []
+    notes: list[str] = []
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, samples {args.samples}, window {args.window}")
     if args.model:
@@ -61,7 +74,11 @@ def main() -> int:
         lm = load_model(args.model, device="cpu")
         window = args.window if "--window" in sys.argv else default_window(lm.n_layers)
         print(f"{args.model}: window {window}")
-        bench(lm, "The capital of France is", "France", args.samples, window, args.repeats)
+        bench(lm, "The capital of France is", "France", args.samples, window, args.repeats, rows)
+        if args.markdown:
+            record.write_section(args.markdown, record.section_name(__file__, args.model),
+                                 f"{args.samples} samples, window {window}, mean of {args.repeats} run(s):\n\n"
+                                 + record.table(HEADER, rows))
         return 0
     gpt = load_model("world-gpt", device="cpu")
     import transformers as T
@@ -74,10 +91,15 @@ def main() -> int:
     for lm in (gpt, big):
         fast = slow = 0.0
         for prompt, subject in prompts:
-            ratio, _diff, f, s = bench(lm, prompt, subject, args.samples, args.window, args.repeats)
+            ratio, _diff, f, s = bench(lm, prompt, subject, args.samples, args.window, args.repeats, rows)
             fast, slow = fast + f, slow + s
-        print(f"{lm.spec:28s} all {len(prompts)} prompts: knlab {fast:.2f} s, straightforward {slow:.2f} s, "
-              f"speed-up {slow / fast:.1f}x")
+        notes.append(f"{lm.spec} all {len(prompts)} prompts: knlab {fast:.2f} s, straightforward {slow:.2f} s, "
+                     f"speed-up {slow / fast:.1f}x")
+        print(notes[-1])
+    if args.markdown:
+        record.write_section(args.markdown, record.section_name(__file__),
+                             f"{args.samples} samples, window {args.window}, mean of {args.repeats} run(s):\n\n"
+                             + record.table(HEADER, rows) + "\n\n" + "; ".join(notes) + ".")
     return 0
 
 

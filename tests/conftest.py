@@ -1,15 +1,14 @@
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, free_port
+
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -32,12 +31,6 @@ def smol():
     """The real model, SmolLM2-135M (installed by ./run_tests.sh; converted once into knlab's cache)."""
     from knlab.core.models import load_model
     return load_model("smollm2-135m", device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -86,15 +79,6 @@ def tiny_lm(request):
     model = TINY[family]()
     model.resize_token_embeddings(len(tok))
     return from_model(model.eval(), tok, spec=f"tiny-{family}")
-
-
-def benchmark(name: str):
-    """A module of benchmarks/ (e.g. the load-test driver bench_load). The straightforward reference
-    implementations are not there: they live in tests/reference/ (``from reference.trace import ...``)."""
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    import importlib
-    return importlib.import_module(name)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected what will not run

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 pytestmark = pytest.mark.slow  # a system test: ./run_tests.sh --fast leaves it out
-from conftest import REPO, free_port
+from helpers import REPO, free_port
 
 DOCKERFILE = REPO / "Dockerfile"
 PORT = "7860"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from reference import hooks, rome, trace
 from reference.ig import ig_straightforward
 

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -54,8 +54,8 @@ def _readme_blocks(lang: str) -> list[str]:
 
 
 def test_the_readme_python_api_imports_resolve():
-    """Every import in the README's Python examples works, and the names it calls on ``knlab`` exist: the
-    layered package keeps the flat paths (``knlab.trace``, ``knlab.edit``) its users wrote."""
+    """Every import in the README's Python examples works, and the names it calls on ``knlab`` exist (the
+    package keeps no old flat paths: the README names the modules where they are)."""
     import ast
     import importlib
 
@@ -70,14 +70,57 @@ def test_the_readme_python_api_imports_resolve():
                     assert hasattr(module, a.name), f"{node.module}.{a.name}"
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "knlab":
                 assert hasattr(knlab, node.attr), f"knlab.{node.attr}"
-    import knlab.edit
-    import knlab.trace
-    from knlab.methods import trace as new_trace
-    assert knlab.trace is new_trace and knlab.predict is knlab.methods.predict.predict  # the function, not the module
 
 
-def test_every_readme_cli_command_exists():
+def test_every_documented_cli_command_exists():
     from knlab.app.cli import COMMANDS
-    commands = set(COMMANDS)
-    used = set(re.findall(r"^python -m knlab (\w+)", "\n".join(_readme_blocks("bash")), re.M))
-    assert used and used <= commands, used - commands
+    docs = "\n".join(_readme_blocks("bash")) + "\n".join(re.findall(r"```bash\n(.*?)```", (REPO / "docs" / "cli.md")
+                                                                   .read_text(), re.S))
+    used = set(re.findall(r"^python -m knlab (\w+)", docs, re.M))
+    assert used and used <= set(COMMANDS), used - set(COMMANDS)
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    """A newcomer reads the README in five minutes; the records, speed tables and deployment notes live in
+    docs/, and every link the README and docs/ make to a file of the repository points at one that exists."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    for doc in ("docs/results.md", "docs/benchmarks.md", "docs/deploy.md", "docs/paper.md"):
+        assert f"]({doc})" in readme, doc
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not re.match(r"[a-z]+:", target):  # not http:, mailto:
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which is missing"
+    for heading in ("## The two commands", "## A five-minute tour", "## Python API", "## Layout",
+                    "## Adding a model family, a method, a claim"):
+        assert heading in readme.splitlines(), heading
+
+
+def test_the_readme_layout_names_every_layer():
+    readme = (REPO / "README.md").read_text()
+    for layer in sorted(p.name for p in (REPO / "knlab").iterdir() if (p / "__init__.py").exists()):
+        assert f"| `knlab/{layer}/` |" in readme, layer
+
+
+def test_the_results_record_agrees_with_itself():
+    """docs/results.md is what ``paper --all --markdown`` writes: its opening is the command's, and its table
+    of verdicts says what each claim's own sentence says on each model."""
+    from knlab.app.cli import RESULTS_INTRO
+    text = (REPO / "docs" / "results.md").read_text()
+    assert text.startswith(RESULTS_INTRO)
+    header = next(l for l in text.splitlines() if l.startswith("| claim | paper |"))
+    models = [c.strip() for c in header.strip("|").split("|")][2:]
+    table = {}
+    for line in text.splitlines():
+        m = re.match(r"\| `([\w-]+)` \|", line)
+        if m:
+            table[m.group(1)] = dict(zip(models, [c.strip() for c in line.strip("|").split("|")][2:]))
+    said, claim = {}, None
+    for line in text.splitlines():
+        if m := re.match(r"\*\*`([\w-]+)`\*\*", line):
+            claim = m.group(1)
+        elif m := re.match(r"- \*([\w.-]+)\* \([^)]*\): (Holds|Does not hold)", line):
+            said[claim, m.group(1)] = m.group(2).lower()
+    from knlab.studies.paper import CLAIMS
+    assert list(table) == [c.id for c in CLAIMS]
+    assert {(c, m): v for c, row in table.items() for m, v in row.items() if v != "-"} == said

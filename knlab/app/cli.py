@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from knlab.core.errors import KnlabError
-from knlab.core.models import ModelLoadError  # noqa: F401  (a KnlabError)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -216,7 +216,7 @@ def _paradigm_args(p: argparse.ArgumentParser) -> None:
 @command("paradigm", "the paper's paradigm analysis: shared neurons, 24-modifier chart, overturn rate")(_paradigm_args)
 def _paradigm(args: argparse.Namespace) -> int:
     from knlab.core.errors import InputError
-    from knlab.studies.paradigm import analyse
+    from knlab.studies.paradigm_analysis import analyse
     from knlab.world.paradigms import paradigm_names
     if args.list:
         print(json.dumps(paradigm_names()) if args.json else "\n".join(paradigm_names()))
@@ -251,7 +251,7 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
 @command("edit", "edit one fact (ROME or knowledge neurons) and measure the five criteria before and after")(_edit_args)
 def _edit(args: argparse.Namespace) -> int:
     from knlab.serve.worker import default_worker
-    from knlab.studies.edit import edit
+    from knlab.studies.edit_report import edit
     rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer,
                                mom2=not args.no_mom2)
     if args.json:
@@ -278,7 +278,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 @command("evaluate", "the paper's Table 1: edit each fact of a relation on its own and score the criteria")(_evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
     from knlab.serve.worker import default_worker
-    from knlab.studies.edit import evaluate_relation
+    from knlab.studies.relation_evaluation import evaluate_relation
     res = default_worker().run(args.model, [], evaluate_relation, args.method, args.relation, args.limit)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
@@ -302,20 +302,45 @@ def _paper_args(p: argparse.ArgumentParser) -> None:
                    help="prompts / facts per item (default: each claim's own, smaller on the real model)")
     p.add_argument("--model", default=None, help="only this of the claim's models (default: every one that fits)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
-    p.add_argument("--markdown", default=None, help="also write the report as Markdown tables (the README's)")
+    p.add_argument("--markdown", default=None,
+                   help="also write the report as Markdown (docs/results.md is the record of --all --jobs 2)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="claims run side by side in this many processes (each loads the models it needs and "
                         "takes its share of the cores; on 2 cores, 2 get through ~1.5x the work)")
 
 
-def report_markdown(results, size: int | None, seconds: float, jobs: int = 1) -> str:
-    """A rerun as Markdown: per claim, the command, each model's live figures beside the published ones
-    and the sentence on whether the finding holds there."""
+RESULTS_INTRO = """\
+# The paper, live: the record of one run
+
+Every experiment of the paper is a claim (`python -m knlab paper --list`; the app's Paper tab; `/paper_<id>` in
+the HTTP API): it reruns on each shipped model that fits it and sets the live figures beside the published ones
+(the methods, their parameters and every published figure: [paper.md](paper.md)). A claim's verdict is one rule
+written in its code (`knlab/studies/claims/`), stated in the sentence beside it; at the default sizes (1-2
+prompts or facts per item on the real model) the figures are indicative, and `--size` buys steadiness.
+`python -m knlab paper --all --jobs 2 --markdown docs/results.md` rewrites docs/results.md with a new record.
+"""
+
+
+def report_markdown(results, size: int | None, seconds: float, jobs: int = 1, claim: str | None = None) -> str:
+    """A rerun as Markdown (docs/results.md): the command that measured it, whether each claim's finding
+    holds on each model, then per claim each model's live figures beside the published ones and the
+    sentence on whether the finding holds there. ``claim``: the one claim rerun, when not --all."""
     def cell(x) -> str:
         return str(x).replace("|", "/").replace("\n", " ")
     flags = ('' if size is None else f' --size {size}') + ('' if jobs == 1 else f' --jobs {jobs}')
-    out = [f"Measured with `python -m knlab paper --all{flags}` ({seconds / 60:.1f} min on this machine).\n"]
+    out = [RESULTS_INTRO,
+           f"Measured with `python -m knlab paper {claim or '--all'}{flags}` ({seconds / 60:.1f} min on this machine).\n"]
+    from knlab.studies.paper import ALL, MODELS
+    seen = {m for res in results for m in [r.model for r in res.runs] + list(res.absent)}
+    models = [m for m in MODELS[ALL] if m in seen] + sorted(seen - set(MODELS[ALL]))
+    verdict = {True: "holds", False: "does not hold", None: "cannot say"}
+    out += ["Whether the paper's finding holds, per model:\n",
+            "| claim | paper | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for res in results:
+        runs = {r.model: verdict[r.holds] for r in res.runs} | {m: "not run" for m in res.absent}
+        out.append(f"| `{res.claim}` | {res.source} | " + " | ".join(runs.get(m, "-") for m in models) + " |")
+    out.append("")
     for res in results:
         out.append(f"**`{res.claim}`** ({res.source}): {res.title}. "
                    f"`python -m knlab paper {res.claim}`\n")
@@ -388,23 +413,74 @@ def _paper(args: argparse.Namespace) -> int:
             json.dump(report, f, ensure_ascii=False, indent=1)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(report_markdown(results, args.size, time.perf_counter() - t0, jobs))
+            f.write(report_markdown(results, args.size, time.perf_counter() - t0, jobs,
+                                    None if args.all else results[0].claim))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     return 0
 
 
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="the JSON-lines file (default: build/world/corpus.jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("corpus", "write the organisms' training corpus (JSON lines) from the world's facts and paradigms")(_corpus_args)
+def _corpus(args: argparse.Namespace) -> int:
+    from knlab.organisms.train import BUILD_DIR
+    from knlab.world.training_corpus import write_corpus
+    out = args.out or BUILD_DIR / "corpus.jsonl"
+    print(f"wrote {write_corpus(out, args.seed)} documents to {out}")
+    return 0
+
+
+# The organisms by the names every other command takes, and the kind their training recipe is filed under.
+ORGANISMS = {"world-gpt": "gpt", "world-bert": "bert"}
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", choices=list(ORGANISMS))
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--out", type=Path, default=None, help="default: assets/models/MODEL (the shipped weights)")
+    p.add_argument("--no-card", action="store_true", help="do not measure the trained model and write its card")
+
+
+@command("train", "train an organism (world-gpt, world-bert) from its seed, then measure it and write its "
+                  "card")(_train_args)
+def _train(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.organisms.card import write_card
+    from knlab.organisms.train import train
+    if args.steps is not None and args.steps < 1:
+        raise InputError("--steps must be at least 1")
+    out = train(ORGANISMS[args.model], args.out, args.steps, log=lambda s: print(s, flush=True))
+    if not args.no_card:
+        write_card(args.model, out, log=lambda s: print(s, flush=True))
+    return 0
+
+
 def _card_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default="smollm2-135m", help="a real model (default: smollm2-135m)")
-    p.add_argument("--size", type=int, default=10, help="known facts per experiment (default 10)")
+    p.add_argument("model", nargs="?", default="smollm2-135m",
+                   help="an organism (world-gpt, world-bert) or a real model (default: smollm2-135m)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="an organism's weights directory (default: the shipped one under assets/models)")
+    p.add_argument("--size", type=int, default=None, help="a real model: known facts per experiment (default 10)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="re-measure only these sections (recall grammar tracing knowledge_neurons editing)")
+                   help="a real model: re-measure only these sections (recall grammar tracing knowledge_neurons "
+                        "editing)")
 
 
-@command("card", "measure a real model on the world's facts and paradigms and write its model card")(_card_args)
+@command("card", "measure a model on the world's facts and paradigms and write its model card")(_card_args)
 def _card(args: argparse.Namespace) -> int:
-    from knlab.organisms.pretrained_card import write_card
-    write_card(args.model, args.size, log=lambda s: print(s, flush=True), parts=tuple(args.only) if args.only else None)
+    from knlab.core.errors import InputError
+    from knlab.organisms.card import write_card
+    if args.model in ORGANISMS:  # an organism's card sits beside its weights and is measured in full
+        if args.size is not None or args.only is not None:
+            raise InputError("--size and --only are for a real model's card; an organism's is measured in full")
+    elif args.weights is not None:
+        raise InputError("--weights is for an organism (world-gpt, world-bert); a real model's are installed")
+    write_card(args.model, args.weights, size=10 if args.size is None else args.size,
+               parts=tuple(args.only) if args.only else None, log=lambda s: print(s, flush=True))
     return 0
 
 
@@ -438,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return COMMANDS[args.cmd][2](args)
-    except (KnlabError, ModelLoadError) as e:
+    except KnlabError as e:  # a ModelLoadError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader (head, a closed pager) stopped reading: not an error of ours

@@ -12,19 +12,14 @@ from typing import Any, Callable
 import gradio as gr
 
 from knlab.app import takeaway
-from knlab.app.defaults import DEFAULTS, defaults_for
+from knlab.app.defaults import defaults_for
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
 from knlab.methods.tokenization import tokenization
 from knlab.serve.hosting import Sessions, allowed_models, check_model
-from knlab.serve.worker import ModelWorker, gpu
+from knlab.serve.worker import LONG, ModelWorker, gpu
 
 log = logging.getLogger("knlab.app")
-EXAMPLES = {name: d.prompt for name, d in DEFAULTS.items()}  # each shipped model's example prompt
-
-
-def example(model: str) -> str:
-    return defaults_for(model).prompt
 
 
 class Context:
@@ -74,8 +69,8 @@ class Context:
         if not prompt or not str(prompt).strip():
             return ""
         try:
-            lm = self.worker.model(check_model(model))
-            return tokenization(lm, prompt, subject).markdown()
+            with self.worker.tokenizing(check_model(model)) as lm:  # never waits for a request on the model
+                return tokenization(lm, prompt, subject).markdown()
         except KnlabError as e:
             return f"⚠ {e}"
         except Exception as e:  # noqa: BLE001 - a preview never breaks the page
@@ -93,14 +88,16 @@ class Context:
         self.sessions.set_edits(self.session_of(request), edits)
 
     def serve(self, fn: Callable[..., Any], model: str, request: gr.Request | None, *args: Any,
-              base: bool = False, **kwargs: Any) -> Any:
+              base: bool = False, lane: str = LONG, **kwargs: Any) -> Any:
         """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
-        switching the model never applies one model's edit to another); ``base=True``: on the base model."""
+        switching the model never applies one model's edit to another); ``base=True``: on the base model.
+        ``lane``: the worker's interactive lane for a request well under a second, else the long one (the
+        worker's docstring says why); a request whose browser tab closed before it ran is dropped."""
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
             specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
-            return _request(self.worker, model, specs, fn, *args, **kwargs)
+            return _request(self.worker, model, specs, fn, *args, lane=lane, wanted=client_waiting(), **kwargs)
 
     def takeaway(self, name: str, result: Any, fn: Callable[..., Any], model: str | None, request: gr.Request | None,
                  *args: Any, base: bool = False, **kwargs: Any) -> tuple[list[str], str]:
@@ -119,8 +116,10 @@ class Context:
         with _shown_to_user("the models are unchanged"):
             self.sessions.touch(self.session_of(request))
 
+            wanted = client_waiting()
+
             def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
-                return _request(self.worker, check_model(spec), [], fn, *a, **k)
+                return _request(self.worker, check_model(spec), [], fn, *a, lane=LONG, wanted=wanted, **k)
             return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
 
 
@@ -165,8 +164,29 @@ def whole(value: Any, what: str) -> int:
     return int(f)
 
 
+def client_waiting() -> Callable[[], bool]:
+    """Whether the browser tab (or API client) behind the Gradio event being handled still waits for it.
+
+    When a tab closes, Gradio drops that session's events still in its own queue and marks those already
+    handed to a thread not ``alive``; ``/cancel`` ends the event's task, which takes it off the queue's active
+    jobs. A thread cannot be stopped, so the worker asks this while the request waits for its lane, and drops
+    it instead of running it for nobody. (Reads Gradio's queue, ``Blocks._queue.active_jobs``: no public API
+    says whether an event is still wanted; tests/app/test_context.py checks it against Gradio's behaviour.)
+    Outside a Gradio event (CLI, tests calling a handler): always True."""
+    from gradio.context import LocalContext
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return lambda: True
+
+    def alive() -> bool:
+        return any(e._id == event_id and e.alive for job in list(queue.active_jobs) if job for e in job)
+    return alive
+
+
 @gpu
-def _request(worker: ModelWorker, model: str, edits: list, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return worker.run(model, edits, fn, *args, **kwargs)
+def _request(worker: ModelWorker, model: str, edits: list, fn: Callable[..., Any], *args: Any, lane: str = LONG,
+             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> Any:
+    return worker.run(model, edits, fn, *args, lane=lane, wanted=wanted, **kwargs)
 
 

@@ -29,10 +29,11 @@ from knlab.methods.intervene import InterventionResult
 from knlab.methods.predict import Prediction
 from knlab.methods.trace import TraceResult
 from knlab.studies.claims.common import ModelRun
-from knlab.studies.edit import Comparison, EditReport, Evaluation
+from knlab.studies.edit_report import Comparison, EditReport
 from knlab.studies.lesson import StepResult
 from knlab.studies.paper import ClaimResult
-from knlab.studies.paradigm import ParadigmAnalysis
+from knlab.studies.paradigm_analysis import ParadigmAnalysis
+from knlab.studies.relation_evaluation import Evaluation
 
 Table = tuple[list[str], list[list[Any]]]  # a CSV: its header and its rows
 KEEP_SECONDS = 3600  # a download folder older than this is removed when the next one is written (gradio has

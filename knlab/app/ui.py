@@ -12,7 +12,7 @@ from typing import Callable
 
 import gradio as gr
 
-from knlab.app.context import EXAMPLES, Context, example, whole  # noqa: F401  (the app's API, as before)
+from knlab.app.context import Context
 from knlab.app.tabs.attribute import build_attribute_tab
 from knlab.app.tabs.edit import build_edit_tab
 from knlab.app.tabs.evaluate import build_evaluate_tab

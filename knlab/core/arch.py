@@ -26,10 +26,8 @@ class Arch:
     attn: str  # the attention module (its first output is what causal tracing restores)
     attn_out: str  # attention output projection
     embed: str  # token embedding (absolute)
-    final_norm: str | None
     lm_head: str
     masked: bool = False
-    n_layers_attr: str = "num_hidden_layers"
     # post-LN blocks (BERT): the attention module adds the residual and normalises, so the rest of the
     # block is position-wise: a block's output at one position needs only its attention output there
     attn_adds_residual: bool = False
@@ -46,28 +44,24 @@ class Arch:
 
 
 _LLAMA_LIKE = dict(layers="model.layers", mlp="mlp", mlp_in="mlp.gate_proj", mlp_out="mlp.down_proj",
-                   attn="self_attn", attn_out="self_attn.o_proj", embed="model.embed_tokens",
-                   final_norm="model.norm", lm_head="lm_head")
+                   attn="self_attn", attn_out="self_attn.o_proj", embed="model.embed_tokens", lm_head="lm_head")
 
 ARCHITECTURES: dict[str, Arch] = {
     "gpt2": Arch("gpt2", layers="transformer.h", mlp="mlp", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj",
-                 attn="attn", attn_out="attn.c_proj", embed="transformer.wte", final_norm="transformer.ln_f",
-                 lm_head="lm_head"),
+                 attn="attn", attn_out="attn.c_proj", embed="transformer.wte", lm_head="lm_head"),
     "gpt_neo": Arch("gpt_neo", layers="transformer.h", mlp="mlp", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj",
-                    attn="attn", attn_out="attn.attention.out_proj", embed="transformer.wte",
-                    final_norm="transformer.ln_f", lm_head="lm_head"),
+                    attn="attn", attn_out="attn.attention.out_proj", embed="transformer.wte", lm_head="lm_head"),
     "gptj": Arch("gptj", layers="transformer.h", mlp="mlp", mlp_in="mlp.fc_in", mlp_out="mlp.fc_out",
-                 attn="attn", attn_out="attn.out_proj", embed="transformer.wte", final_norm="transformer.ln_f",
-                 lm_head="lm_head"),
+                 attn="attn", attn_out="attn.out_proj", embed="transformer.wte", lm_head="lm_head"),
     "gpt_neox": Arch("gpt_neox", layers="gpt_neox.layers", mlp="mlp", mlp_in="mlp.dense_h_to_4h",
                      mlp_out="mlp.dense_4h_to_h", attn="attention", attn_out="attention.dense",
-                     embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", lm_head="lm_head"),
+                     embed="gpt_neox.embed_in", lm_head="lm_head"),
     "llama": Arch("llama", **_LLAMA_LIKE),
     "mistral": Arch("mistral", **_LLAMA_LIKE),
     "qwen2": Arch("qwen2", **_LLAMA_LIKE),
     "bert": Arch("bert", layers="bert.encoder.layer", mlp="output.dense", mlp_in="intermediate.dense",
                  mlp_out="output.dense", attn="attention", attn_out="attention.output.dense",
-                 embed="bert.embeddings.word_embeddings", final_norm=None, lm_head="cls.predictions",
+                 embed="bert.embeddings.word_embeddings", lm_head="cls.predictions",
                  masked=True, attn_adds_residual=True),
 }
 

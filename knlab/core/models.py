@@ -139,7 +139,7 @@ def _resolve(spec: str) -> str:
         path = SHIPPED[spec]
         if not (path / "config.json").exists():
             raise ModelLoadError(f"the shipped model {spec} is missing at {path}; "
-                                 f"train it with: python -m knlab.world train {spec.split('-')[1]}")
+                                 f"train it with: python -m knlab train {spec}")
         return str(path)
     return spec
 

@@ -149,12 +149,3 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
     def __exit__(self, exc_type, exc, tb):
         self.close()
         return exc_type is StopForward
-
-
-@contextlib.contextmanager
-def hooks(*contexts: contextlib.AbstractContextManager):
-    """Enter several traces as one context (all removed on exit)."""
-    with contextlib.ExitStack() as stack:
-        for c in contexts:
-            stack.enter_context(c)
-        yield

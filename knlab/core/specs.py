@@ -2,7 +2,7 @@
 body of a ``with`` and undone after it, the base weights restored from a snapshot and verified bit for bit.
 
 The one mechanism behind a request's session edits (``serve.worker``) and an edit applied inside a request
-to measure its effect (``studies.edit``).
+to measure its effect (``studies.edit_report``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace
 from knlab.core.replay import Stages, returned_cache, staged_blocks, staged_cache
-from knlab.core.tokens import target_id, target_ids
+from knlab.core.tokens import spoken_ids
 from knlab.methods.predict import Encoded, encode
 
 IG_STEPS = 20
@@ -257,4 +257,9 @@ def _extend(enc, ids: list[int]):
 
 
 def _target_ids(lm: LM, target: str) -> list[int]:
-    return [target_id(lm, target)] if lm.masked else target_ids(lm, target)
+    """The tokens a target is attributed to: all its pieces, one after another, after a causal prompt; a masked
+    model fills its one [MASK] with one token, so there the target must be one."""
+    ids = spoken_ids(lm, target, "target")
+    if lm.masked and len(ids) != 1:
+        raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
+    return ids

@@ -13,7 +13,7 @@ from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, get_module
-from knlab.core.tokens import first_token, target_id, token_strings
+from knlab.core.tokens import first_token, spoken_ids, token_strings
 from knlab.methods.predict import encode, next_token_probs, top_token
 
 FACTORS = {"suppress": 0.0, "enhance": 2.0}
@@ -105,7 +105,13 @@ def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: s
     spec = NeuronIntervention(tuple(neurons), mode)
     spec.validate(lm)
     enc = encode(lm, prompt)
-    tid = target_id(lm, target) if target else top_token(lm, next_token_probs(lm, enc))[0]
+    if target:
+        ids = spoken_ids(lm, target, "target")
+        if len(ids) != 1:  # p(target) is read at one position: the whole word must be one token there
+            raise InputError(f"{target.strip()!r} is not a single token of {lm.spec}")
+        tid = ids[0]
+    else:
+        tid = top_token(lm, next_token_probs(lm, enc))[0]
     before = _state(lm, enc, tid, top)
     with torch.no_grad(), spec.apply(lm):
         after = _state(lm, enc, tid, top)

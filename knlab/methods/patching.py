@@ -30,8 +30,10 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.core.nethook import Trace, TraceDict, get_module
-from knlab.methods.trace import KINDS, TraceResult, _is_noop, enc_prompt, module_name, prepare, restore_window
+from knlab.core.nethook import Trace, TraceDict
+from knlab.methods.corruption import add_subject_noise, subject_noise
+from knlab.methods.trace import (KINDS, TraceResult, cannot_change, grid_cells, module_name,
+                                prepare)
 
 METHOD = "attribution patching"
 
@@ -61,7 +63,7 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
     """Attribution-patching estimate of ``trace(lm, prompt, subject, ...)`` with the same arguments: for every
     (token, layer) and kind, p_c + (clean - corrupted) . dp/dh, averaged over the same noise samples.
 
-    Cells that cannot change p(answer) (``trace._is_noop``) are exactly the corrupted p, as in the trace."""
+    Cells that cannot change p(answer) (``trace.cannot_change``) are exactly the corrupted p, as in the trace."""
     st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds)
     kinds, window, level, enc, (s0, s1), ans, aid = (st.kinds, st.window, st.noise, st.enc, st.subject_range,
                                                       st.answer, st.answer_id)
@@ -69,16 +71,12 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
     T, L = ids.shape[1], lm.n_layers
     names = [module_name(lm, k, l) for k in kinds for l in range(L)]
 
-    # the noise exactly as restored_probs draws it: same generator, seed, shape, scale and dtype
-    d = get_module(lm.model, lm.arch.embed).weight.shape[1]
-    gen = torch.Generator().manual_seed(seed)
-    noise_t = (torch.randn(samples, s1 - s0, d, generator=gen) * level).to(lm.device, lm.model.dtype)
+    # the noise exactly as restored_probs draws it (same seed: the same draws)
+    noise_t = subject_noise(lm, samples, (s0, s1), level, seed)
 
     def corrupt(x, _name):
-        x = x.clone()
-        x[:, s0:s1] += noise_t
         # the parameters need no gradient; the corrupted run's states do (everything downstream of here)
-        return x.requires_grad_(True)
+        return add_subject_noise(x, noise_t, (s0, s1)).requires_grad_(True)
 
     # clean run: p(answer) and every state a cell restores
     with torch.no_grad(), TraceDict(lm.model, names) as td:
@@ -112,14 +110,13 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
         grid = np.full((T, L), corrupted_p)
         for t in range(T):
             for l in range(L):
-                cells = [(k, l, t)] if k == "hidden" else [(k, j, t) for j in restore_window(l, window, L)]
-                cells = [c for c in cells if not _is_noop(c, s0, pos, L, lm.masked)]
+                cells = [c for c in grid_cells(k, t, l, window, L) if not cannot_change(c, s0, pos, L, lm.masked)]
                 if cells:
                     grid[t, l] = corrupted_p + sum(float(terms[module_name(lm, kk, j)][tt]) for kk, j, tt in cells)
         grids[k] = grid
     if progress:
         progress(1.0)
-    return PatchEstimate(lm.spec, enc_prompt(prompt), enc.tokens, (s0, s1), ans, aid, pos, clean_p, corrupted_p,
+    return PatchEstimate(lm.spec, prompt.strip(), enc.tokens, (s0, s1), ans, aid, pos, clean_p, corrupted_p,
                          grids, samples, window, level, seed)
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from knlab.core.batching import equal_length_batches
 from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
 from knlab.core.models import LM
-
-# the word -> token helpers live in core.tokens; importable from here as they always were
-from knlab.core.tokens import first_token, single_token, spoken_ids, target_id, target_ids, token_strings  # noqa: F401
+from knlab.core.tokens import token_strings
 
 MAX_PROMPT_CHARS = 2000
 
@@ -101,19 +99,14 @@ def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
     """Logits at the prediction position (last token / [MASK]) for many prompts, batched by length."""
     enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
     out = torch.empty(len(prompts), lm.model.config.vocab_size)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(enc):
-        groups[len(ids)].append(i)
-    for idx in groups.values():
-        for c in range(0, len(idx), 256):
-            part = idx[c : c + 256]
-            ids = torch.tensor([enc[i] for i in part], device=lm.device)
-            logits = lm.model(input_ids=ids).logits.float()
-            if lm.masked:
-                pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
-            else:
-                pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
-            out[part] = logits[torch.arange(len(part)), pos].cpu()
+    for part in equal_length_batches([len(ids) for ids in enc], 256):
+        ids = torch.tensor([enc[i] for i in part], device=lm.device)
+        logits = lm.model(input_ids=ids).logits.float()
+        if lm.masked:
+            pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
+        else:
+            pos = torch.full((len(part),), ids.shape[1] - 1, device=lm.device)
+        out[part] = logits[torch.arange(len(part)), pos].cpu()
     return out
 
 

@@ -3,7 +3,8 @@
 The core is ``restored_probs``: for any list of *restore configurations* (each a set of (kind, layer,
 token) cells whose clean output is put back into the corrupted run) it returns p(answer) averaged over
 the noise samples. All configurations and samples run as one batch, with the same noise for every
-configuration, so grids are comparable cell to cell.
+configuration, so grids are comparable cell to cell. The noise itself (its scale, its draws) is
+``corruption``'s; what one grid cell restores is ``grid_cells``, shared with the preview (``patching``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import torch
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
-from knlab.core.nethook import Trace, TraceDict, get_module, per_model
+from knlab.core.nethook import Trace, TraceDict
 from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
 from knlab.core.tokens import first_token
+from knlab.methods.corruption import add_subject_noise, noise_level, parse_noise, subject_noise
 from knlab.methods.predict import encode, next_token_probs
 
-NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
 Cell = tuple[str, int, int]  # (kind: "hidden" | "mlp" | "attn", layer, token)
 
 
@@ -52,27 +53,6 @@ def locate_subject(lm: LM, prompt: str, subject: str, occurrence: int = -1) -> t
     return toks[0], toks[-1] + 1
 
 
-def embedding_std(lm: LM, texts: Iterable[str] | None = None) -> float:
-    """Standard deviation of the token embeddings the model actually sees (over ``texts``, or all rows)."""
-    emb = get_module(lm.model, lm.arch.embed).weight.detach().float()
-    if texts is None:
-        return emb.std().item()
-    ids = sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]})
-    return emb[torch.tensor(ids, device=emb.device)].std().item()
-
-
-def noise_level(lm: LM, sds: float = NOISE_SDS) -> float:
-    """``sds`` x the model's embedding std: the reference std it carries (``lm.embedding_std``: the shipped
-    models', measured over the world corpus's tokens as ROME measures it over its facts' subjects),
-    otherwise over every embedding row, measured once per loaded model."""
-    if lm.embedding_std is not None:
-        return sds * lm.embedding_std
-    memo = per_model(lm.model, "embedding_std")
-    if "all rows" not in memo:
-        memo["all rows"] = embedding_std(lm)
-    return sds * memo["all rows"]
-
-
 def module_name(lm: LM, kind: str, layer: int) -> str:
     if kind == "hidden":
         return lm.arch.layer(layer)
@@ -88,13 +68,14 @@ class Restored:
     probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
 
 
-def _is_noop(cell: Cell, s0: int, pos: int, n_layers: int, masked: bool) -> bool:
-    """Cells whose clean state equals the corrupted one, or that nothing downstream reads: restoring
-    them cannot change p(answer), so they are not computed (their value is the corrupted p)."""
+def cannot_change(cell: Cell, subject_start: int, position: int, n_layers: int, masked: bool) -> bool:
+    """Whether restoring ``cell`` cannot change p(answer): its clean state equals the corrupted one, or
+    nothing downstream reads it. Such cells are not computed (their value is the corrupted p), by the
+    exact trace and by its first-order preview alike."""
     _k, l, t = cell
-    if not masked and t < s0:  # a causal model's tokens before the subject never see the noise
+    if not masked and t < subject_start:  # a causal model's tokens before the subject never see the noise
         return True
-    return l == n_layers - 1 and t != pos  # last layer: only the prediction position is read
+    return l == n_layers - 1 and t != position  # last layer: only the prediction position is read
 
 
 def rows_per_batch(samples: int, positions: int, max_batch: int = 512) -> int:
@@ -157,21 +138,14 @@ def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_i
     if not (0 <= s0 < s1 <= T):
         raise InputError(f"subject range {subject_range} is outside the prompt's {T} tokens")
     level = noise_level(lm) if noise is None else float(noise)
-    configs = [[c for c in cfg if not _is_noop(c, s0, pos, L, lm.masked)] for cfg in configs]
+    configs = [[c for c in cfg if not cannot_change(c, s0, pos, L, lm.masked)] for cfg in configs]
     modules = sorted({module_name(lm, k, l) for c in configs for k, l, _ in c})
     blocks = [lm.arch.layer(l) for l in range(L)]
-    d = get_module(lm.model, lm.arch.embed).weight.shape[1]
-    gen = torch.Generator().manual_seed(seed)
-    noise_t = (torch.randn(samples, s1 - s0, d, generator=gen) * level).to(lm.device, lm.model.dtype)
+    noise_t = subject_noise(lm, samples, (s0, s1), level, seed)
 
     def corrupt(x, _name, rows=None, offset=0):
         """Add the subject noise to the embeddings of positions offset.. (rows: which samples)."""
-        x = x.clone()
-        a = max(s0, offset)
-        if a < s1:
-            nz = noise_t if rows is None else noise_t[rows]
-            x[:, a - offset : s1 - offset] += nz[:, a - s0 :]
-        return x
+        return add_subject_noise(x, noise_t if rows is None else noise_t[rows], (s0, s1), offset)
 
     # step 1, the clean run: the answer probability and every state we may restore
     with TraceDict(lm.model, modules) as td:
@@ -255,6 +229,16 @@ def default_window(n_layers: int) -> int:
 def restore_window(layer: int, window: int, n_layers: int) -> list[int]:
     """The layers whose MLP / attention outputs are restored for grid cell ``layer`` (centred window)."""
     return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
+
+
+def grid_cells(kind: str, token: int, layer: int, window: int, n_layers: int) -> list[Cell]:
+    """What grid cell (``token``, ``layer``) of ``kind`` restores: the hidden state itself (one cell), or
+    the MLP / attention outputs of the ``window`` layers around ``layer`` at that token. A single module
+    output rarely carries a fact alone, so Meng et al. restore a window of them; a hidden state is the
+    residual stream, which already sums every earlier module."""
+    if kind == "hidden":
+        return [(kind, layer, token)]
+    return [(kind, j, token) for j in restore_window(layer, window, n_layers)]
 
 
 @dataclass
@@ -353,36 +337,11 @@ def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples:
     for k in kinds:
         for t in range(T):
             for l in range(L):
-                cells = [(k, l, t)] if k == "hidden" else [(k, j, t) for j in restore_window(l, window, L)]
-                configs.append(cells)
+                configs.append(grid_cells(k, t, l, window, L))
                 index.append((k, t, l))
     res = restored_probs(lm, prompt, rng, aid, configs, samples, level, seed, progress=progress)
     grids = {k: np.zeros((T, L)) for k in kinds}
     for (k, t, l), p in zip(index, res.probs):
         grids[k][t, l] = p
-    return TraceResult(lm.spec, enc_prompt(prompt), enc.tokens, rng, ans, aid, enc.position, res.clean,
+    return TraceResult(lm.spec, prompt.strip(), enc.tokens, rng, ans, aid, enc.position, res.clean,
                        res.corrupted, grids, samples, window, level, seed)
-
-
-def enc_prompt(prompt: str) -> str:
-    return prompt.strip()
-
-
-def parse_noise(lm: LM, noise: float | str | None) -> float:
-    """``None`` / "3sd" / "2.5sd": multiples of the embedding std; a plain number: the noise std itself."""
-    if noise is None:
-        return noise_level(lm)
-    if isinstance(noise, str):
-        s = noise.strip().lower()
-        try:
-            if s.endswith("sd"):
-                val = noise_level(lm, sds=float(s[:-2] or 3))
-            else:
-                val = float(s)
-        except ValueError:
-            raise InputError(f"noise must be a number or a multiple of the embedding std like '3sd', not {noise!r}") from None
-    else:
-        val = float(noise)
-    if not np.isfinite(val) or val < 0 or val > 1e4:
-        raise InputError("noise must be a finite, non-negative number")
-    return val

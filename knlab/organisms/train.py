@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from knlab.organisms.tokenizer import build_tokenizer, causal_tokenizer, masked_tokenizer
-from knlab.world import corpus as C
+from knlab.world import training_corpus as C
 from knlab.world import facts as F
 
 REPO = Path(__file__).resolve().parents[2]

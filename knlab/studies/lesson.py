@@ -17,8 +17,9 @@ from knlab.methods.attribute import attribute
 from knlab.methods.intervene import intervene
 from knlab.methods.predict import predict
 from knlab.methods.trace import trace
+from knlab.studies import published
 from knlab.studies.claims.editing import rome_examples, rome_syntax
-from knlab.studies.edit import edit
+from knlab.studies.edit_report import edit
 
 # (prompt, subject, the answer the model gives, the new object ROME writes)
 FACTS = {"smollm2-135m": ("The capital of France is", "France", "Paris", "Rome"),
@@ -147,7 +148,8 @@ STEPS = [
     Step(3, "Knowledge neurons: found, but not decisive",
          "Integrated gradients ranks every FFN neuron by its contribution to p(answer); Dai et al. call the top ones "
          "'knowledge neurons'. Niu et al. show that suppressing them shifts probabilities but rarely changes what "
-         "the model says (at most 5.2% of grammatical choices in BERT): they take part in the answer; they do not "
+         f"the model says (at most {published.most_overturned():g}% of grammatical choices in BERT): they take part in "
+         "the answer; they do not "
          "store it.", neurons, "Attribute"),
     Step(4, "ROME rewrites the fact, and the generation follows",
          "A rank-one change of one MLP layer, at the subject's last token, makes the prompt and its continuation "

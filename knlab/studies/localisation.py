@@ -9,7 +9,7 @@ import numpy as np
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.methods.attribute import attribute
+from knlab.methods.attribute import IG_STEPS, attribute
 from knlab.methods.neurons import Selection, select
 from knlab.world import facts as F
 
@@ -30,7 +30,7 @@ class Localisation:
                 "r2_1": self.mean_r2_1, "items": self.per_item}
 
 
-def fact_neurons(lm: LM, relation: str, subject: str, steps: int = 20, site: str = "activation") -> Selection:
+def fact_neurons(lm: LM, relation: str, subject: str, steps: int = IG_STEPS, site: str = "activation") -> Selection:
     """Knowledge neurons of one fact over its paraphrase (training) templates."""
     rel = F.relation(relation)
     try:
@@ -41,7 +41,7 @@ def fact_neurons(lm: LM, relation: str, subject: str, steps: int = 20, site: str
                    for t in rel.train_templates])
 
 
-def relation_localisation(lm: LM, relation: str, limit: int = 10, steps: int = 20, progress=None,
+def relation_localisation(lm: LM, relation: str, limit: int = 10, steps: int = IG_STEPS, progress=None,
                           site: str = "activation") -> Localisation:
     """|KN|, tau and R^2_1 averaged over a relation's first ``limit`` facts (the paper's P101 / P1303 rows)."""
     facts = F.relation(relation).facts[:limit]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM, load_model, shipped_installed, weights_checksum
-from knlab.studies import published as P
+from knlab.studies import published
 from knlab.studies.claims import editing, neurons, tracing
 from knlab.studies.claims.common import ModelRun
 
@@ -67,7 +67,7 @@ class ClaimResult:
                 "seconds": round(self.seconds, 2)}
 
 
-SOURCE_NOTE = f"{P.SOURCE}; the published figures are the paper's, the live ones this run's (docs/paper.md)"
+SOURCE_NOTE = f"{published.SOURCE}; the published figures are the paper's, the live ones this run's (docs/paper.md)"
 
 CLAIMS = [
     Claim("kn-sharing", "Grammatical number has its own neurons",
@@ -82,22 +82,24 @@ CLAIMS = [
           "Fig. 6b", "BERT accuracy before -> after suppressing the KNs: det_n_agr_2 100 -> 94.8; _irregular_2 99.5 -> "
           "96.9; _with_adj_2 97.1 -> 94.4; _with_adj_irregular_2 97.4 -> 95.4.", MASKED, neurons.overturn, size=20),
     Claim("kn-edit", "Editing knowledge neurons rarely changes the fact",
-          "Fig. 6c", P.KN_EDIT_NOTE + ".", ALL, editing.kn_edit, size=10, real_size=1, unit="facts"),
+          "Fig. 6c", published.KN_EDIT_NOTE + ".", ALL, editing.kn_edit, size=10, real_size=1, unit="facts"),
     Claim("localisation", "Grammar localises to KNs about as well as facts do",
           "Fig. 5a, Table 8", "|KN| / tau / R^2_1. BERT: det_n_agr_1 3.94/.71/.56 ... _with_adj_irregular_2 2.60/.69/.58; "
           "P101 .167/.515/.399; P1303 10.46/.814/.684. GPT-2 (the four _1 paradigms): 0.06/.45/.15; 1.32/.58/.24; "
           "1.31/.62/.17; 0.12/.51/.15. LLaMA-2: 3.38/.44/.24; 4.93/.48/.46; 3.38/.44/.24; 4.55/.45/.48.",
           ALL, neurons.localisation, size=8, real_size=2),
     Claim("kn-layers", "Grammar's KNs and facts' KNs sit in the same layers",
-          "Fig. 5b, 12", "; ".join(f"{m}: {t}" for m, t in P.KN_LAYERS.items()) + ".", ALL, neurons.kn_layers_claim,
+          "Fig. 5b, 12", "; ".join(f"{m}: {t}" for m, t in published.KN_LAYERS.items()) + ".", ALL,
+          neurons.kn_layers_claim,
           size=8, real_size=2),
     Claim("sv-agreement", "Subject-verb agreement's KNs: suppression moves verbs weakly",
-          "Fig. 11", "GPT-2: " + P.SV_AGREEMENT["GPT-2"] + ". LLaMA-2: " + P.SV_AGREEMENT["LLaMA-2-7B"] + ".",
+          "Fig. 11",
+          "GPT-2: " + published.SV_AGREEMENT["GPT-2"] + ". LLaMA-2: " + published.SV_AGREEMENT["LLaMA-2-7B"] + ".",
           CAUSAL, neurons.sv_agreement, size=30, real_size=6),
     Claim("trace-syntax", "Causal tracing finds the facts' two sites, but not in grammar",
-          "Fig. 7, 13", "GPT-2 XL: " + P.TRACE_SYNTAX["facts"] + "; det_n_agr_with_adj_1: "
-          + P.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] + "; subject-verb agreement: "
-          + P.TRACE_SYNTAX["subject_verb_agreement"] + ".", CAUSAL, tracing.trace_syntax, size=8, real_size=2),
+          "Fig. 7, 13", "GPT-2 XL: " + published.TRACE_SYNTAX["facts"] + "; det_n_agr_with_adj_1: "
+          + published.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] + "; subject-verb agreement: "
+          + published.TRACE_SYNTAX["subject_verb_agreement"] + ".", CAUSAL, tracing.trace_syntax, size=8, real_size=2),
     Claim("rome-examples", "A ROME edit follows neither the reverse question nor a synonym",
           "Fig. 8a, b", "GPT-2 XL: after 'The capital of Canada is' Ottawa -> Rome, 'Ottawa is the capital of' still "
           "says Canada and 'Rome is the capital of' still Italy; toothache -> dentist edited to lawyer, 'tooth pain' "
@@ -167,12 +169,6 @@ def rerun(claim_id: str, size: int | None = None, models: list[str] | None = Non
         sub(0.0, "starting")
         runs.append(run_on(model, c.run, n, sub))
     return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0)
-
-
-def rerun_all(size: int | None = None, run_on: Callable[..., Any] | None = None,
-              progress: Callable[[float, str], None] | None = None, jobs: int = 1) -> list[ClaimResult]:
-    """Every claim (the record of a run: ``python -m knlab paper --all --json``), ``jobs`` at a time."""
-    return rerun_many([(c.id, size) for c in CLAIMS], None, jobs, run_on, progress)
 
 
 # Running claims side by side, one process each (``rerun_many(jobs=...)``; ``python -m knlab paper --all

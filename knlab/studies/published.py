@@ -15,7 +15,6 @@ ROME_TABLE_1: dict[str, dict[str, dict[str, float]]] = {
                    "P1376": {"reliability": 100.0, "symmetry": 33.40},
                    "P36": {"reliability": 100.0, "symmetry": 33.64}},
 }
-ROME_TABLE_1_SIZES = {"P1376": 234, "P36": 703, "P101": 568}  # items per relation in the paper's data
 
 # Fig. 6c, quoted by the paper from Yao et al. 2023: KN edit reliability (percent).
 KN_EDIT_RELIABILITY = {("ZsRE", "T5-XL"): 22.51, ("ZsRE", "GPT-J"): 11.34,
@@ -29,7 +28,6 @@ KN_SHARING = {
     (10, 2096): {"this": 0.93, "that": 0.75, "these": 0.0, "those": 0.0, "table_4": {"this": 0.88, "that": 0.81}},
     (9, 1094): {"this": 0.0, "that": 0.0, "these": 1.0, "those": 1.0},
 }
-KN_SHARING_EXCLUDED = {(11, 1835): {"this": 0.92, "that": 0.90, "these": 0.03}}  # "poorly localising"
 
 # Fig. 3 / 6a: relative change of p(determiner) when its number's KNs are suppressed (percent, as printed).
 DET_SUPPRESSION = {"this": 316.0, "these": -124.0, "that": 208.0, "those": -158.0}
@@ -74,26 +72,6 @@ TRACE_SYNTAX = {
     "subject_verb_agreement": "no such split: MLP strongest at layers 30-35 of 48, attention around 25",
 }
 
-# Fig. 8a, b (GPT-2 XL): ROME's edits do not carry to the reverse direction or to synonyms.
-ROME_EXAMPLES = {
-    # (prompt, subject, old, new) and what the paper reports afterwards
-    "symmetry": {"edit": ("The capital of Canada is", "Canada", "Ottawa", "Rome"),
-                 "after": {"Ottawa is the capital of": "Canada (unchanged)", "Rome is the capital of": "Italy (unchanged)"}},
-    # the paper gives the subject and the objects, not the prompt's wording
-    "synonymy": {"edit": (None, "toothache", "dentist", "lawyer"),
-                 "after": {"tooth pain": "dentist (unchanged)", "odontalgia": "dentist (unchanged)"}},
-}
-
-# Fig. 8c (GPT-2 XL): ROME edits grammar like a fact.
-ROME_SYNTAX = {"edit": ("The authors near the taxi drivers", "The authors near the taxi drivers", "are", "is"),
-               "carries": ["The authors near the dancers"],
-               "does_not_carry": ["The pilots near the taxi drivers' cabins", "The pilots near the dancers"]}
-
-# The seed's ROME settings (docs/paper.md section 5), beside knlab's.
-SEED_ROME = {"GPT-2 XL": {"layer": 17, "v_steps": 20, "v_weight_decay": 0.5, "clamp_norm_factor": 4,
-                          "kl_factor": 0.0625, "mom2_adjustment": False},
-             "LLaMA-2-7B": {"layer": 5, "v_steps": 25, "v_weight_decay": 1e-3, "mom2_adjustment": False}}
-
 # Table 2: the 16 BLiMP paradigms the paper uses.
 PARADIGMS = ("anaphor_gender_agreement", "anaphor_number_agreement") + _DET + (
     "distractor_agreement_relational_noun", "distractor_agreement_relative_clause",
@@ -110,3 +88,13 @@ def localisation_row(model: str, item: str) -> str:
     """'|KN| / tau / R^2_1' as published, or '-' where the paper has no such row."""
     row = LOCALISATION.get(model, {}).get(item)
     return " / ".join(f"{x:g}" for x in row) if row else "-"
+
+
+def most_overturned() -> float:
+    """Fig. 6b's largest drop in accuracy, in points: the paper's "at most 5.2% of predictions overturned"."""
+    return round(max(before - after for before, after in OVERTURN.values()), 1)
+
+
+def det_suppression_text() -> str:
+    """Fig. 3's relative changes as printed: 'this +316%, these -124%, ...'."""
+    return ", ".join(f"{det} {change:+g}%" for det, change in DET_SUPPRESSION.items())

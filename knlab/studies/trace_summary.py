@@ -12,7 +12,7 @@ from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.methods.trace import TraceResult, trace
 from knlab.world import facts as F
-from knlab.world import paradigms as P
+from knlab.world import paradigms
 
 CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "last token")
@@ -99,7 +99,7 @@ def trace_relation(lm: LM, relation: str, limit: int | None = None, template: st
 def trace_paradigm(lm: LM, name: str, limit: int | None = 20, progress=None, **kwargs) -> CategorySummary:
     """Figure 13 over a grammatical paradigm: the 'subject' is the word the critical word agrees with
     (the noun for a determiner, the name for a reflexive); the answer is the grammatical word."""
-    pairs = P.minimal_pairs(name, limit or 20, seed=1)
+    pairs = paradigms.minimal_pairs(name, limit or 20, seed=1)
     results = []
     for i, p in enumerate(pairs):
         if lm.masked:

@@ -145,7 +145,7 @@ PARADIGMS = {
     "irregular_plural_subject_verb_agreement_2": lambda r: _subject_verb(r, "irregular_plural_subject_verb_agreement_2"),
     "distractor_agreement_relative_clause": lambda r: _subject_verb(r, "distractor_agreement_relative_clause"),
 }
-# The paradigms whose sentences the organisms' corpus holds (world.corpus): the first eleven. The others
+# The paradigms whose sentences the organisms' corpus holds (world.training_corpus): the first eleven. The others
 # are asked of every model but were never trained on; retraining with them is a different corpus, so a
 # different pair of organisms (their cards and every figure measured on them would change).
 TRAINED_PARADIGMS = tuple(list(PARADIGMS)[:11])

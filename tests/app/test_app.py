@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
-from test_takeaway import run_script
+from helpers import run_cli_here, run_script
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +152,9 @@ def test_the_claims_are_the_same_list_in_the_app_the_cli_and_the_api(client):
     import json
 
     from knlab.studies.paper import CLAIMS
-    from test_cli import run_here
     api = {e for e in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
            if e.startswith("/paper_")}
-    cli = [json.loads(line)["id"] for line in run_here("paper", "--list", "--json").stdout.splitlines()]
+    cli = [json.loads(line)["id"] for line in run_cli_here("paper", "--list", "--json").stdout.splitlines()]
     assert cli == [c.id for c in CLAIMS]
     assert api == {"/paper_" + c.replace("-", "_") for c in cli}
 
@@ -168,6 +167,8 @@ def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     assert Path(files[1]).name == "compare-probes.csv" and {r[0] for r in probes[1:]} <= {"kn", "rome"}
     assert "rome" in {r[0] for r in probes[1:]}
     assert "layer" in rome_status and "→" in rome_status and rome_criteria["data"]
+    assert rome_status.startswith("**ROME** (layer ")  # formatted as an applied edit's report
+    assert len(_rome_probes["headers"]) == 7 and all(len(r) == 7 for r in _rome_probes["data"])
     assert data["rome"]["new"] == "Rome" and ("neurons" in data["kn"] or "error" in data["kn"])
     _plot, pred, _files, _code = client.predict("world-gpt", "The capital of Canada is", 3, api_name="/predict")
     assert pred["top"][0]["token"] == "Ottawa"  # compare keeps no edit in the session

@@ -4,31 +4,13 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO
+from helpers import REPO, run_cli_here
 
 
 def run(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "knlab", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
-
-
-def run_here(*args):
-    """The same command in this process (the model stays loaded): for the many bad-input cases, where a
-    subprocess per case would spend ~10 s importing transformers. Exit paths are the same ``main``."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-    from types import SimpleNamespace
-
-    from knlab.app.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_predict_json():
@@ -41,7 +23,7 @@ def test_predict_json():
 
 
 def test_predict_masked_model_text_output():
-    r = run_here("predict", "The capital of Canada is [MASK] .", "--model", "world-bert")
+    r = run_cli_here("predict", "The capital of Canada is [MASK] .", "--model", "world-bert")
     assert r.returncode == 0, r.stderr
     assert "Ottawa" in r.stdout
 
@@ -54,7 +36,7 @@ def test_predict_masked_model_text_output():
     (["predict"], "prompt"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
-    r = run_here(*args)
+    r = run_cli_here(*args)
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -62,7 +44,7 @@ def test_bad_input_is_one_clear_line(args, needle):
 
 
 def test_trace_json_contract():
-    r = run_here("trace", "The capital of Canada is", "--subject", "Canada", "--samples", "2", "--window", "3", "--json")
+    r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--samples", "2", "--window", "3", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["answer"] == "Ottawa" and out["subject_range"] == [4, 5]
@@ -71,7 +53,7 @@ def test_trace_json_contract():
 
 
 def test_trace_relation_summary():
-    r = run_here("trace", "--relation", "P36", "--limit", "2", "--samples", "2", "--json")
+    r = run_cli_here("trace", "--relation", "P36", "--limit", "2", "--samples", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 2 and "last subject token" in out["kinds"]["hidden"]
@@ -84,7 +66,7 @@ def test_trace_relation_summary():
     (["trace", "The capital of Canada is", "--subject", "Canada", "--noise", "loud"], "noise"),
 ])
 def test_trace_bad_input(args, needle):
-    r = run_here(*args)
+    r = run_cli_here(*args)
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
@@ -92,7 +74,7 @@ def test_trace_bad_input(args, needle):
 
 def test_attribute_json_contract(tmp_path):
     out_npy = tmp_path / "map.npy"
-    r = run_here("attribute", "The capital of Canada is", "--steps", "4", "--save", str(out_npy), "--json")
+    r = run_cli_here("attribute", "The capital of Canada is", "--steps", "4", "--save", str(out_npy), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["target"] == "Ottawa" and out["model"] == "world-gpt"
@@ -102,7 +84,7 @@ def test_attribute_json_contract(tmp_path):
 
 
 def test_neurons_json_contract():
-    r = run_here("neurons", "--target", "Ottawa", "--steps", "4", "The capital of Canada is",
+    r = run_cli_here("neurons", "--target", "Ottawa", "--steps", "4", "The capital of Canada is",
             "The capital city of Canada is", "Canada has its capital in", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -110,12 +92,12 @@ def test_neurons_json_contract():
 
 
 def test_attribute_bad_target():
-    r = run_here("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
+    r = run_cli_here("attribute", "The capital of Canada is", "--target", "Zzyzxqv")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Zzyzxqv" in r.stderr
 
 
 def test_intervene_json_contract():
-    r = run_here("intervene", "The capital of France is", "--neurons", "5:1", "4:7", "--mode", "suppress",
+    r = run_cli_here("intervene", "The capital of France is", "--neurons", "5:1", "4:7", "--mode", "suppress",
             "--target", "Paris", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -124,34 +106,34 @@ def test_intervene_json_contract():
 
 
 def test_intervene_out_of_range():
-    r = run_here("intervene", "The capital of France is", "--neurons", "99:1")
+    r = run_cli_here("intervene", "The capital of France is", "--neurons", "99:1")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "out of range" in r.stderr
 
 
 def test_paradigm_list_and_json():
-    r = run_here("paradigm", "--list", "--json")
+    r = run_cli_here("paradigm", "--list", "--json")
     assert r.returncode == 0 and "determiner_noun_agreement_2" in json.loads(r.stdout)
-    r = run_here("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
+    r = run_cli_here("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"neurons", "tau", "r2_1", "tokens", "overturned"} and len(out["tokens"]) == 24
     assert set(out["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
-    r = run_here("paradigm", "nope")
+    r = run_cli_here("paradigm", "nope")
     assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_neurons_for_a_fact_and_a_relation():
-    r = run_here("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
+    r = run_cli_here("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_prompts"] == 4
-    r = run_here("neurons", "--relation", "P101", "--limit", "2", "--steps", "3", "--model", "world-bert", "--json")
+    r = run_cli_here("neurons", "--relation", "P101", "--limit", "2", "--steps", "3", "--model", "world-bert", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == 2 and set(out) >= {"kn", "tau", "r2_1"}
 
 
 def test_edit_json_contract():
-    r = run_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--json")
+    r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["method"] == "rome" and isinstance(out["layer"], int) and out["seconds"] > 0
@@ -165,7 +147,7 @@ def test_edit_json_contract():
 
 
 def test_evaluate_json_contract():
-    r = run_here("evaluate", "--method", "rome", "--relation", "P101", "--limit", "2", "--json")
+    r = run_cli_here("evaluate", "--method", "rome", "--relation", "P101", "--limit", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["method"] == "rome" and out["relation"] == "P101" and out["n"] == 2
@@ -185,13 +167,13 @@ def test_evaluate_json_contract():
     (["evaluate", "--relation", "P36", "--limit", "0"], "limit"),
 ])
 def test_edit_bad_input(args, needle):
-    r = run_here(*args)
+    r = run_cli_here(*args)
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_edit_without_the_covariance():
-    r = run_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
+    r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
                  "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -203,7 +185,7 @@ def test_a_reader_that_stops_reading_is_no_error(monkeypatch):
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from knlab import cli
+    from knlab.app import cli
 
     class ClosedPipe(io.StringIO):
         def write(self, s):
@@ -218,15 +200,15 @@ def test_a_reader_that_stops_reading_is_no_error(monkeypatch):
 
 
 def test_paper_list_run_and_a_model_that_does_not_fit():
-    r = run_here("paper", "overturn", "--size", "2", "--json")
+    r = run_cli_here("paper", "overturn", "--size", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["claim"] == "overturn" and out["runs"][0]["model"] == "world-bert" and out["runs"][0]["rows"]
-    r = run_here("paper", "rome-table-1", "--model", "world-bert")
+    r = run_cli_here("paper", "rome-table-1", "--model", "world-bert")
     assert r.returncode == 2 and "runs on smollm2-135m, world-gpt" in r.stderr
-    r = run_here("paper")
+    r = run_cli_here("paper")
     assert r.returncode == 2 and "--all" in r.stderr
-    r = run_here("paper", "--all", "--jobs", "0")
+    r = run_cli_here("paper", "--all", "--jobs", "0")
     assert r.returncode == 2 and "--jobs must be a whole number from 1 to 16" in r.stderr
 
 
@@ -237,6 +219,76 @@ def test_paper_all_side_by_side_reports_a_claim_that_cannot_run_as_one_line(monk
     (The side-by-side run itself: tests/studies/test_paper.py's real-model test.)"""
     import knlab.studies.paper as paper
     monkeypatch.setattr(paper, "CLAIMS", [paper.claim("rome-table-1"), paper.claim("overturn")])
-    r = run_here("paper", "--all", "--size", "2", "--jobs", "2", "--model", "world-bert", "--json")
+    r = run_cli_here("paper", "--all", "--size", "2", "--jobs", "2", "--model", "world-bert", "--json")
     assert r.returncode == 2 and "rome-table-1 runs on smollm2-135m, world-gpt" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+# The organisms' commands: the corpus, training and the model cards share the one command line.
+
+def test_corpus_writes_the_world_documents_deterministically(tmp_path):
+    from knlab.world.training_corpus import build_documents
+    r = run_cli_here("corpus", "--out", str(tmp_path / "a.jsonl"))
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "a.jsonl").read_text(encoding="utf-8").splitlines()
+    assert r.stdout.startswith(f"wrote {len(lines)} documents to ")
+    assert [json.loads(l)["text"] for l in lines] == [d.text for d in build_documents(0)]
+    assert run_cli_here("corpus", "--out", str(tmp_path / "b.jsonl")).returncode == 0
+    assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "smollm2-135m"), "invalid choice"),  # only the organisms are trained here
+    (("train", "world-gpt", "--steps", "0"), "--steps must be at least 1"),
+    (("card", "world-gpt", "--size", "3"), "--size and --only are for a real model"),
+    (("card", "smollm2-135m", "--weights", "assets/models/world-gpt"), "--weights is for an organism"),
+])
+def test_organism_commands_refuse_bad_input_in_one_line(args, message):
+    r = run_cli_here(*args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # trains and measures: ./run_tests.sh --fast leaves it out
+def test_train_then_card_writes_a_loadable_organism_and_its_card(tmp_path):
+    """Two steps of world-bert's training into a folder of its own, then its card measured there: the
+    shipped weights are not touched, and the card names the command that rewrites it."""
+    from knlab.core.models import SHIPPED, load_model, weights_checksum
+    shipped = weights_checksum(load_model("world-bert", device="cpu").model)
+    out = tmp_path / "world-bert"
+    r = run_cli_here("train", "world-bert", "--steps", "2", "--out", str(out), "--no-card")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").exists() and not (out / "README.md").exists()
+    lm = load_model(str(out), device="cpu")
+    assert lm.model.config.vocab_size == load_model("world-bert", device="cpu").model.config.vocab_size
+    r = run_cli_here("card", "world-bert", "--weights", str(out))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"] == "python -m knlab card world-bert"
+    assert "python -m knlab train world-bert" in (out / "README.md").read_text()
+    assert weights_checksum(load_model("world-bert", device="cpu").model) == shipped
+    assert (SHIPPED["world-bert"] / "metrics.json").read_text() != (out / "metrics.json").read_text()
+
+
+def test_paper_markdown_is_the_record_of_docs_results():
+    """``paper --markdown`` writes docs/results.md as a whole: its opening, the command that measured it, a
+    verdict per claim and model from each run's ``holds``, then every claim's rows."""
+    from knlab.app.cli import RESULTS_INTRO, report_markdown
+    from knlab.studies.claims.common import ModelRun
+    from knlab.studies.paper import ClaimResult
+
+    def run(model, holds):
+        return ModelRun(model, [{"item": "a | b", "live": 1.0, "published": 2.0}], f"finding on {model}", holds, {},
+                        size=3, seconds=4.0)
+    results = [ClaimResult("kn-edit", "KN edits", "Fig. 6c", "pub", [run("world-gpt", False), run("world-bert", True)],
+                           {"smollm2-135m": "not installed"}, 9.0),
+               ClaimResult("overturn", "Overturn", "Fig. 6b", "pub", [run("world-bert", None)], {}, 1.0)]
+    md = report_markdown(results, None, 300.0, jobs=2)
+    assert md.startswith(RESULTS_INTRO)
+    assert "Measured with `python -m knlab paper --all --jobs 2` (5.0 min on this machine)." in md
+    lines = md.splitlines()
+    assert "| claim | paper | smollm2-135m | world-gpt | world-bert |" in lines
+    assert "| `kn-edit` | Fig. 6c | not run | does not hold | holds |" in lines
+    assert "| `overturn` | Fig. 6b | - | - | cannot say |" in lines
+    assert "- *world-gpt* (3, 4 s): finding on world-gpt" in lines and "| world-gpt | a / b | 1.0 | 2.0 |" in lines
+    one = report_markdown(results[1:], 2, 60.0, claim="overturn")
+    assert "`python -m knlab paper overturn --size 2` (1.0 min" in one

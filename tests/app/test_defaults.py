@@ -6,7 +6,7 @@ from knlab.app.tabs.attribute import attribute_defaults
 from knlab.app.tabs.edit import edit_defaults
 from knlab.app.tabs.evaluate import evaluate_defaults
 from knlab.core.models import SHIPPED_MODELS
-from knlab.world import paradigms as P
+from knlab.world import paradigms
 
 
 def test_every_shipped_model_has_defaults_that_fit_it():
@@ -15,7 +15,7 @@ def test_every_shipped_model_has_defaults_that_fit_it():
         masked = name == "world-bert"
         assert ("[MASK]" in d.prompt) == masked and d.subject in d.prompt
         assert ("rome" in d.edit_methods) == (not masked) and (bool(d.note) == masked)
-        pair = P.minimal_pairs(d.paradigm, 1)[0]
+        pair = paradigms.minimal_pairs(d.paradigm, 1)[0]
         assert masked or pair.critical_index > pair.controller_index  # a causal model can be asked it
     assert defaults_for("gpt2") == DEFAULTS["world-gpt"]  # a hub model keeps the causal organism's
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from helpers import run_script
 
 from knlab.app import takeaway
 from knlab.app.takeaway import Call, script, tables, write
@@ -13,25 +14,9 @@ from knlab.methods.attribute import attribute
 from knlab.methods.intervene import intervene
 from knlab.methods.predict import predict
 from knlab.methods.trace import trace
-from knlab.studies.edit import edit
+from knlab.studies.edit_report import edit
 from knlab.studies.paper import rerun
-from knlab.studies.paradigm import analyse
-
-
-def run_script(source: str, lm) -> object:
-    """Run a generated script with ``knlab.load_model`` answering the already loaded model (the script's own
-    call is checked by name)."""
-    import knlab
-    asked = []
-    real = knlab.load_model
-    knlab.load_model = lambda spec: asked.append(spec) or lm
-    try:
-        scope: dict = {}
-        exec(compile(source.replace("print(res.to_json())", ""), "<takeaway>", "exec"), scope)
-    finally:
-        knlab.load_model = real
-    assert asked == [lm.spec]
-    return scope["res"]
+from knlab.studies.paradigm_analysis import analyse
 
 
 def test_call_source_names_every_argument_after_the_first():

@@ -25,8 +25,6 @@ def test_paths_resolve_with_right_shapes(family):
     assert ffn_width(model, arch) == FF
     assert get_module(model, arch.embed).weight.shape == (V, H)
     get_module(model, arch.lm_head)
-    if arch.final_norm:
-        get_module(model, arch.final_norm)
     for i in range(L):
         for kind in ("mlp", "mlp_in", "mlp_out", "attn", "attn_out", "hidden"):
             get_module(model, arch.module(kind, i))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from knlab import packaged
+from knlab.core import packaged
 from knlab.core.models import ModelLoadError, load_model
 from knlab.core.packaged import PACKAGED, NotInstalled, converted, gguf_file
 

@@ -8,7 +8,7 @@ from knlab.core.errors import InputError
 from knlab.core.nethook import Trace, TraceDict, get_module
 from knlab.methods.patching import METHOD, PatchEstimate, agreement, patch_estimate
 from knlab.methods.predict import encode
-from knlab.methods.trace import KINDS, TraceResult, _is_noop, locate_subject, module_name, restore_window, trace
+from knlab.methods.trace import KINDS, TraceResult, cannot_change, grid_cells, locate_subject, module_name, trace
 
 
 def _prompt(lm, text="The capital of New Zealand is"):
@@ -23,8 +23,8 @@ def _noop_mask(res, n_layers, masked, window):
         m = np.zeros_like(res.grids[k], dtype=bool)
         for t in range(m.shape[0]):
             for l in range(n_layers):
-                layers = [l] if k == "hidden" else restore_window(l, window, n_layers)
-                m[t, l] = all(_is_noop((k, j, t), s0, res.position, n_layers, masked) for j in layers)
+                m[t, l] = all(cannot_change(c, s0, res.position, n_layers, masked)
+                              for c in grid_cells(k, t, l, window, n_layers))
         out[k] = m
     return out
 
@@ -110,8 +110,7 @@ def test_the_estimate_is_the_directional_derivative(tiny_lm):
     checks = [("hidden", s_last, 0), ("hidden", pos, L - 1), ("mlp", pos, 1), ("attn", pos, 1),
               ("mlp", s_last, 1), ("attn", s_last, 0)]
     for kind, t, l in checks:
-        layers = [l] if kind == "hidden" else restore_window(l, window, L)
-        cells = [(kind, j, t) for j in layers]
+        cells = grid_cells(kind, t, l, window, L)
         fd, p_c = _finite_difference(lm, prompt, subject, est.answer_id, cells, samples, noise, seed, eps)
         assert p_c == pytest.approx(est.corrupted, rel=1e-12)
         assert abs(fd) > 1e-4 * p_c, (kind, t, l)  # not a vacuous check

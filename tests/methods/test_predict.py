@@ -1,9 +1,25 @@
 import numpy as np
 import pytest
+import torch
 
 from knlab.core.errors import InputError
-from knlab.core.tokens import target_id
-from knlab.methods.predict import encode, predict
+from knlab.methods.predict import answer_logits, encode, next_token_probs, predict
+
+
+@pytest.mark.parametrize("lm_name", ["gpt", "bert"])
+def test_answer_logits_batched_by_length_are_each_prompts_own(lm_name, request):
+    """Prompts of several lengths, batched: each row is the logits its prompt gets alone, at its prediction
+    position (the last token, or a masked model's [MASK] wherever it sits)."""
+    lm = request.getfixturevalue(lm_name)
+    prompts = ["The capital of Canada is", "Canada is a country and its capital is", "The capital of Peru is",
+               "The capital of the country Canada is", "The capital of France is"]
+    if lm.masked:
+        prompts = [p + " [MASK] ." for p in prompts] + ["[MASK] is the capital of Canada ."]
+    batched = answer_logits(lm, prompts)
+    assert batched.shape == (len(prompts), lm.model.config.vocab_size)
+    for p, row in zip(prompts, batched):
+        alone = next_token_probs(lm, encode(lm, p))
+        assert torch.allclose(torch.softmax(row, -1), alone.cpu(), atol=1e-5), p
 
 
 def test_causal_prediction_is_the_fact(gpt):
@@ -37,14 +53,6 @@ def test_masked_model_needs_exactly_one_mask(bert):
 def test_top_range(gpt, top):
     with pytest.raises(InputError):
         predict(gpt, "The capital of Canada is", top=top)
-
-
-def test_target_tokens(gpt):
-    assert gpt.tokenizer.decode([target_id(gpt, "Ottawa")]) == "Ottawa"
-    with pytest.raises(InputError):
-        target_id(gpt, "Ottawa Rome")
-    with pytest.raises(InputError):
-        target_id(gpt, "Zzyzxqv")  # not in the vocabulary
 
 
 def test_prediction_position_is_last_token(gpt):

@@ -8,14 +8,14 @@ import torch
 from knlab.core.errors import InputError
 from knlab.core.models import weights_checksum
 from knlab.core.nethook import Trace, get_module, per_model
-from knlab.core.tokens import target_id
+from knlab.core.tokens import single_token
 from knlab.methods.predict import encode, next_token_probs
 from knlab.methods.rome import RomeEdit, RomeParams, rome
-from knlab.methods.rome import context as C
+from knlab.methods.rome import context_templates as C
 from knlab.methods.rome import layer_stats as LS
 from knlab.core.specs import applied
-from knlab.studies.edit import rome_layer
-from knlab.world.corpora import covariance_corpus
+from knlab.studies.edit_report import rome_layer
+from knlab.world.covariance_texts import covariance_corpus
 
 PROMPT, SUBJECT = "The capital of Canada is", "Canada"
 
@@ -52,7 +52,7 @@ def test_edit_maps_the_key_to_v_star_and_the_model_says_rome(gpt, canada):
     res, base = canada
     assert res.edit.layer == res.layer and 0 <= res.layer < gpt.n_layers
     enc = encode(gpt, PROMPT)
-    rome_id, ottawa_id = target_id(gpt, "Rome"), target_id(gpt, "Ottawa")
+    rome_id, ottawa_id = single_token(gpt, "Rome"), single_token(gpt, "Ottawa")
     p = next_token_probs(gpt, enc)
     assert p[ottawa_id] > p[rome_id]
     before = _mapped(gpt, res.layer, res.key)
@@ -90,7 +90,7 @@ def test_fast_v_star_equals_the_straightforward_one(gpt):
     0 and 3: v* <= 1.2e-5, right vector <= 2.9e-5, u <= 2.5e-7, loss <= 3e-7 (relative). After 20 steps
     the chaos reaches ~1e-1, hence the short run; a real difference (a token off, a term missing) shows at
     1e-2 or more from the first step."""
-    from knlab.methods.rome.context import context_templates
+    from knlab.methods.rome.context_templates import context_templates
     from reference.rome import rome_straightforward
     params = RomeParams(v_steps=3, mom2=False)
     layer = 3
@@ -182,7 +182,7 @@ def test_rome_on_every_causal_family(tiny_lm):
     token reaches the target (elsewhere a last-layer delta only meets the KL term, whose gradient at the
     start is zero up to rounding, which Adam blows up into arbitrary +-lr steps). Block 0 is replayed and
     the prefix cached, in each family's own cache and position scheme."""
-    from knlab.methods.rome.context import context_templates
+    from knlab.methods.rome.context_templates import context_templates
     from reference.rome import rome_straightforward
     prompt, subject = "The capital city is in New Zealand", "New Zealand"
     params = RomeParams(mom2=False, v_steps=3)

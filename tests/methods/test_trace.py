@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from knlab.core.errors import InputError
-from knlab.methods.trace import locate_subject, noise_level, restore_last_subject_token, restored_probs
+from knlab.methods.trace import locate_subject, restore_last_subject_token, restored_probs
 
 
 def _answer(lm, word):
@@ -50,12 +50,7 @@ def test_deterministic_for_a_seed(gpt):
     assert a.corrupted != c.corrupted
 
 
-def test_noise_is_three_embedding_sds(gpt):
-    assert noise_level(gpt) == pytest.approx(3 * noise_level(gpt, sds=1.0))
-    assert noise_level(gpt) > 0
-
-
-from knlab.methods.trace import parse_noise, restore_window, trace
+from knlab.methods.trace import grid_cells, restore_window, trace
 from knlab.studies.trace_summary import CATEGORIES, token_categories, trace_relation
 from knlab.world.facts import guess_subject
 
@@ -89,12 +84,10 @@ def test_restore_window_is_centred_and_clipped():
     assert restore_window(3, 1, 6) == [3]
 
 
-def test_noise_parameter(gpt):
-    assert parse_noise(gpt, "3sd") == pytest.approx(parse_noise(gpt, None))
-    assert parse_noise(gpt, "0.5") == 0.5 and parse_noise(gpt, 2) == 2.0
-    for bad in ("lots", "nan", "-1", float("inf")):
-        with pytest.raises(InputError):
-            parse_noise(gpt, bad)
+def test_grid_cell_restores_its_hidden_state_or_a_window_of_module_outputs():
+    assert grid_cells("hidden", 4, 2, 3, 6) == [("hidden", 2, 4)]  # the window does not apply to a state
+    assert grid_cells("mlp", 4, 2, 3, 6) == [("mlp", j, 4) for j in (1, 2, 3)]
+    assert grid_cells("attn", 0, 5, 3, 6) == [("attn", 4, 0), ("attn", 5, 0)]  # clipped at the top
 
 
 @pytest.mark.parametrize("kw", [dict(samples=0), dict(samples=1000), dict(window=0), dict(kinds=("nope",))])
@@ -160,7 +153,7 @@ def test_rows_staged_by_start_block_in_any_chunking_give_the_same_probabilities(
     answer = lm.tokenizer.convert_tokens_to_ids("Seattle")
     T, L = len(encode(lm, prompt).tokens), lm.n_layers
     configs = [[("hidden", l, t)] for t in range(T) for l in range(L)]
-    configs += [[("mlp", w, t) for w in restore_window(l, 3, L)] for t in range(T) for l in range(L)]
+    configs += [grid_cells("mlp", t, l, 3, L) for t in range(T) for l in range(L)]
     whole = restored_probs(lm, prompt, rng, answer, configs, samples=2, noise=0.5, seed=1)
     chunked = restored_probs(lm, prompt, rng, answer, configs, samples=2, noise=0.5, seed=1, max_batch=1)
     assert np.abs(whole.probs - chunked.probs).max() < 1e-5

@@ -1,4 +1,5 @@
 import contextlib
+import copy
 import threading
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from knlab.core.models import weights_checksum
 from knlab.core.nethook import Trace, get_parameter
 from knlab.methods.predict import predict
-from knlab.serve.worker import ModelWorker
+from knlab.serve.worker import INTERACTIVE, LANES, LONG, ModelWorker, RequestDropped, WeightsCorrupted
 
 
 class AddToWeight:
@@ -97,3 +98,88 @@ def test_concurrent_users_see_only_their_own_edits(worker, gpt):
         t.join()
     assert not errors
     assert weights_checksum(gpt.model) == base_sum
+
+
+def test_models_lanes_preview_and_status_never_wait_for_a_long_job(worker, bert):
+    worker.add_model(bert)
+    started, release = threading.Event(), threading.Event()
+
+    def long_job(lm):
+        started.set()
+        assert release.wait(30)
+        return "long"
+
+    holder = threading.Thread(target=worker.run, args=("world-gpt", [AddToWeight(1, 0.5)], long_job))
+    holder.start()
+    try:
+        assert started.wait(30)
+        done: dict = {}
+        quick = [threading.Thread(target=lambda: done.__setitem__("lane", worker.run(
+                     "world-gpt", [], top, "The capital of Canada is", lane=INTERACTIVE))),
+                 threading.Thread(target=lambda: done.__setitem__("model", worker.run(
+                     "world-bert", [], top, "The capital of Canada is [MASK] .")))]
+        for t in quick:
+            t.start()
+        for t in quick:
+            t.join(30)
+        assert set(done) == {"lane", "model"}  # both answered while world-gpt's long lane was held
+        with worker.tokenizing("world-gpt") as lm:
+            assert lm.model is None and lm.tokenizer("The capital")["input_ids"]
+        st = worker.status()["models"]["world-gpt"]
+        assert st["lanes"]["long"]["busy"] and not st["lanes"]["interactive"]["busy"] and st["unchanged"]
+    finally:
+        release.set()
+        holder.join(30)
+    assert not worker.status()["models"]["world-gpt"]["lanes"]["long"]["busy"]
+
+
+def test_two_models_two_lanes_hammered_give_each_request_its_own_answer(worker, gpt, bert):
+    worker.add_model(bert)
+    prompts = {"world-gpt": "The capital of France is", "world-bert": "The capital of France is [MASK] ."}
+    cases = [(m, lane, d) for m in prompts for lane in LANES for d in (0.0, 0.4, -0.4)]
+    expected = {c: worker.run(c[0], [AddToWeight(2, c[2])] if c[2] else [], top, prompts[c[0]], lane=c[1])
+                for c in cases}
+    assert expected[("world-gpt", LONG, 0.4)] != pytest.approx(expected[("world-gpt", LONG, 0.0)], abs=1e-6)
+    errors = []
+
+    def user(case):
+        m, lane, d = case
+        for _ in range(4):
+            got = worker.run(m, [AddToWeight(2, d)] if d else [], top, prompts[m], lane=lane)
+            if got != expected[case]:
+                errors.append((case, got, expected[case]))
+
+    threads = [threading.Thread(target=user, args=(c,)) for c in cases for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    st = worker.status()
+    for m in prompts:
+        assert st["models"][m]["unchanged"]
+        assert all(lane["checksum"] == worker.base_checksums[m] and lane["verified_after_request"] == lane["requests"]
+                   for lane in st["models"][m]["lanes"].values())
+        assert {name: lane["requests"] for name, lane in st["models"][m]["lanes"].items()} == {
+            INTERACTIVE: 3 + 3 * 2 * 4, LONG: 3 + 3 * 2 * 4}
+
+
+def test_a_request_nobody_waits_for_is_dropped_before_it_runs(worker):
+    ran = []
+    with pytest.raises(RequestDropped):
+        worker.run("world-gpt", [], lambda lm: ran.append(1), lane=INTERACTIVE, wanted=lambda: False)
+    assert ran == [] and worker.status()["models"]["world-gpt"]["lanes"][INTERACTIVE]["requests"] == 0
+
+
+def test_a_long_job_that_changes_undeclared_weights_is_caught_and_the_copy_reloaded(gpt):
+    w = ModelWorker(device="cpu")
+    w.add_model(copy.deepcopy(gpt))  # this copy gets corrupted: never the shared fixture
+
+    def scribble(lm):
+        get_parameter(lm.model, f"{lm.arch.module('mlp_out', 0)}.weight").mul_(2)
+
+    with pytest.raises(WeightsCorrupted, match="changed by the request"):
+        w.run("world-gpt", [], scribble)
+    assert not w.status()["models"]["world-gpt"]["unchanged"]
+    assert w.run("world-gpt", [], top, "The capital of Canada is") == top(gpt, "The capital of Canada is")
+    assert w.status()["models"]["world-gpt"]["unchanged"]  # reloaded from disk, checked against the first load

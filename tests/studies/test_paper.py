@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from knlab.core.errors import InputError
-from knlab.studies import published as P
+from knlab.studies import published
 from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers", "sv-agreement",
@@ -88,10 +88,10 @@ def test_trace_syntax_returns_three_category_summaries(gpt, bert):
 
 def test_published_figures_are_the_papers():
     """Spot checks of the transcription against the paper's text (docs/paper.md)."""
-    assert P.ROME_TABLE_1["GPT-2 XL"]["P1376"] == {"reliability": 96.37, "symmetry": 23.71}
-    assert P.LOCALISATION["GPT-2"]["determiner_noun_agreement_irregular_1"] == (1.32, .58, .24)
-    assert P.OVERTURN["determiner_noun_agreement_with_adj_irregular_2"] == (97.4, 95.4)
-    assert len(P.PARADIGMS) == 16 and P.DET_SUPPRESSION["those"] == -158.0
+    assert published.ROME_TABLE_1["GPT-2 XL"]["P1376"] == {"reliability": 96.37, "symmetry": 23.71}
+    assert published.LOCALISATION["GPT-2"]["determiner_noun_agreement_irregular_1"] == (1.32, .58, .24)
+    assert published.OVERTURN["determiner_noun_agreement_with_adj_irregular_2"] == (97.4, 95.4)
+    assert len(published.PARADIGMS) == 16 and published.DET_SUPPRESSION["those"] == -158.0
 
 
 # Every claim that applies to the real model, at the smallest size it can measure (a paradigm or a traced

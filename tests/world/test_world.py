@@ -2,9 +2,9 @@
 
 import pytest
 
-from knlab.world import corpus as C
+from knlab.world import training_corpus as C
 from knlab.world import facts as F
-from knlab.world import paradigms as P
+from knlab.world import paradigms
 
 
 def test_fact_base_size_and_required_relations():
@@ -59,7 +59,7 @@ def test_corpus_is_deterministic_and_hides_held_out_material():
             for t in rel.held_out_templates:
                 assert F.causal_prompt(t, f.subject) not in text, (rel.id, t, f.subject)
     goods = {d.text for d in a}
-    for name in P.paradigm_names():
+    for name in paradigms.paradigm_names():
         pairs = C.evaluation_pairs(name)
         assert len(pairs) >= 100 and not {p.good for p in pairs} & goods, name
 
@@ -72,10 +72,10 @@ def test_no_training_prompt_is_continued_otherwise_in_the_corpus():
 
 
 def test_paradigm_pairs_differ_in_one_word():
-    for name in P.paradigm_names():
-        for p in P.minimal_pairs(name, 20):
+    for name in paradigms.paradigm_names():
+        for p in paradigms.minimal_pairs(name, 20):
             g, b = p.good.split(), p.bad.split()
             assert len(g) == len(b) and sum(x != y for x, y in zip(g, b)) == 1
             assert p.masked_prompt.count("[MASK]") == 1
-    used = {m for ms in P.modifiers().values() for m in ms}
+    used = {m for ms in paradigms.modifiers().values() for m in ms}
     assert len(used) == 24

@@ -1,16 +1,21 @@
-"""The Edit tab."""
+"""The Edit tab: make an edit (kept in the session), undo or reset, or compare a KN edit with ROME on the same
+fact (kept by neither). An edit report is shown the same way wherever it appears (``report_views``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
-from knlab.app.takeaway import Call
+from knlab.app.takeaway import PROBE_HEADER, Call
 from knlab.core.limits import limits
 from knlab.serve.hosting import check_model
-from knlab.studies.edit import compare, counterfactual, describe, edit
+from knlab.studies.edit_report import EditReport, compare, describe, edit
+from knlab.studies.relation_evaluation import counterfactual
 from knlab.world import facts as F
 
 
@@ -37,139 +42,162 @@ def edit_defaults(model: str) -> tuple:
     return edit_method_choice(model), d.prompt, d.subject, d.new_target
 
 
-def build_edit_tab(ctx: Context) -> None:
+CRITERIA_HEADER = ["criterion", "score", "probes that hold"]
 
+
+def rome_layer_choice(layer: Any) -> int | None:
+    """The ROME layer field: empty means the published or traced default layer (``edit_report.rome_layer``)."""
+    return None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
+
+
+def report_views(rep: EditReport) -> tuple[str, list[list], list[list]]:
+    """An edit report as the tab shows it: a summary (where, how long, p(new) and p(old) before and after,
+    the greedy generations), the criteria table and the probes table (PROBE_HEADER's columns)."""
+    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+    summary = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
+               f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
+               f"p({rep.old}) {rep.before['p_old']:.4f} → **{rep.after['p_old']:.4f}**  \n"
+               f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
+    criteria = []
+    for c, v in rep.criteria.items():
+        probes = [p for p in rep.probes if p.criterion == c]
+        criteria.append([c, "n/a" if v is None else f"{v:.0%}", f"{sum(p.holds for p in probes)}/{len(probes)}"])
+    probes = [[p.criterion, p.prompt, p.expected, p.old or "", round(p.p_before, 4), round(p.p_after, 4),
+               "✓" if p.holds else "✗"] for p in rep.probes]
+    return summary, criteria, probes
+
+
+@dataclass
+class EditForm:
+    """The fields an edit or a comparison reads."""
+
+    method: gr.Radio
+    layer: gr.Textbox
+    prompt: gr.Textbox
+    subject: gr.Textbox
+    target: gr.Textbox
+
+
+def _edit_form(ctx: Context) -> EditForm:
+    """The fields, filled from a fact of the world when one is picked and from the model's defaults when
+    another model is chosen."""
+    with gr.Row():
+        fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
+        start = defaults_for(ctx.start)
+        method = gr.Radio(list(start.edit_methods), value=start.edit_method, label="Method", scale=1,
+                          info=start.note or None, elem_id="edit-method")
+        layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", value=start.prompt, scale=3, elem_id="edit-prompt")
+        subject = gr.Textbox(label="Subject (as in the prompt)", value=start.subject, scale=2, elem_id="edit-subject")
+        target = gr.Textbox(label="New target", value=start.new_target, scale=1, elem_id="edit-target")
+    tokens = gr.Markdown(elem_id="edit-tokens")
+
+    def pick(choice, model):
+        if not choice:
+            return gr.update(), gr.update(), gr.update()
+        rid, subj, obj = [x.strip() for x in choice.split("|")]
+        rel = F.relation(rid)
+        try:
+            with ctx.worker.tokenizing(check_model(model)) as lm:
+                masked = lm.masked
+        except Exception:  # a model that does not load: the next request says why
+            masked = False
+        return F.prompt(rel.train_templates[0], subj, masked), subj, counterfactual(rel, rel.fact(subj), {obj})
+
+    fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
+    ctx.show_tokens(tokens, prompt, subject)
+    ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
+    ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
+    return EditForm(method, layer, prompt, subject, target)
+
+
+def _apply_and_history(ctx: Context, form: EditForm) -> None:
+    """Apply an edit to the session's model, undo the last one, or reset to the base model."""
+    with gr.Row():
+        apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
+        undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
+        reset_btn = gr.Button("Reset to the base model", elem_id="edit-reset")
+    status = gr.Markdown(elem_id="edit-status")
+    history = gr.Markdown(_history([]), elem_id="edit-history")
+    criteria_table = gr.Dataframe(headers=CRITERIA_HEADER, label="Criteria", interactive=False)
+    plot = gr.Plot(label="Probes", elem_id="edit-plot")
+    probes_table = gr.Dataframe(headers=PROBE_HEADER, label="Probe prompts", interactive=False)
+    raw = gr.JSON(visible=False)
+    files, code = takeaway_panel("edit")
+
+    def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+        cap = limits().edits_per_session
+        if len(ctx.edits(request) or []) >= cap:
+            raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
+                           print_exception=False)
+        progress(0.05, desc=f"computing the {method} edit")
+        args = (method, prompt, subject, target, rome_layer_choice(layer))
+        rep = ctx.serve(edit, model, request, *args, progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
+        taken = ctx.takeaway("edit", rep, edit, model, request, *args)  # made on the edits before this one
+        edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
+                                       "call": Call(edit, args)}]
+        ctx.set_edits(request, edits)
+        summary, criteria, probes = report_views(rep)
+        out = rep.to_json()
+        out["history"] = [e["label"] for e in edits]
+        return summary, _history(edits), criteria, edit_figure(rep), probes, out, *taken
+
+    apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer],
+                    [status, history, criteria_table, plot, probes_table, raw, files, code], api_name="edit")
+
+    def undo(request: gr.Request):
+        edits = ctx.edits(request)[:-1]
+        ctx.set_edits(request, edits)
+        return _history(edits), [e["label"] for e in edits]
+
+    def reset(request: gr.Request):
+        ctx.set_edits(request, [])
+        return _history([]), []
+
+    undo_out = gr.JSON(visible=False)
+    undo_btn.click(undo, None, [history, undo_out], api_name="undo")
+    reset_btn.click(reset, None, [history, undo_out], api_name="reset")
+
+
+def _compare(ctx: Context, form: EditForm) -> None:
+    """The same fact by KN edit and by ROME, side by side, each report shown as an applied edit's is."""
+    with gr.Accordion("Compare: the same fact by KN edit and by ROME, side by side", open=False):
+        gr.Markdown("Each edit is made on its own on your session's model and undone before the other (never "
+                    "stacked, never kept): what each changes and what it does not. A causal model only (ROME).")
+        cmp_btn = gr.Button("Compare KN and ROME", elem_id="compare-button")
+        columns = {}
+        with gr.Row():
+            for m, title in (("kn", "KN edit (Dai et al.)"), ("rome", "ROME")):
+                with gr.Column():
+                    gr.Markdown(f"#### {title}")
+                    columns[m] = (gr.Markdown(elem_id=f"compare-{m}-status"),
+                                  gr.Dataframe(headers=CRITERIA_HEADER, interactive=False,
+                                               elem_id=f"compare-{m}-criteria"),
+                                  gr.Dataframe(headers=PROBE_HEADER, interactive=False, wrap=True))
+        cmp_json = gr.JSON(visible=False)
+        cmp_files, cmp_code = takeaway_panel("compare")
+
+        def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+            args = (prompt, subject, target, rome_layer_choice(layer))
+            res = ctx.serve(compare, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
+            out: list = []
+            for m in ("kn", "rome"):
+                rep = res.reports[m]
+                out += report_views(rep) if rep is not None else (f"⚠ {res.errors[m]}", [], [])
+            return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args))
+
+        cmp_btn.click(run_compare, [ctx.model, form.prompt, form.subject, form.target, form.layer],
+                      [*columns["kn"], *columns["rome"], cmp_json, cmp_files, cmp_code], api_name="compare")
+
+
+def build_edit_tab(ctx: Context) -> None:
     with gr.Tab("Edit", id="edit"):
         gr.Markdown("Change one fact with **ROME** (a rank-one update of one MLP layer at the subject's last token) "
                     "or a **KN edit** (Dai et al.: shift the knowledge neurons' value vectors from the old answer's "
                     "embedding to the new one's), then see what changed: reliability (the prompt), generality "
                     "(held-out paraphrases), locality (other facts), and the paper's symmetry and synonymy tests. "
                     "Your edits stay yours: every tab then answers with them applied, and nobody else sees them.")
-        with gr.Row():
-            fact = gr.Dropdown(_fact_choices(), value=None, label="A fact of the world (fills the fields)", scale=3)
-            start = defaults_for(ctx.start)
-            method = gr.Radio(list(start.edit_methods), value=start.edit_method, label="Method", scale=1,
-                              info=start.note or None, elem_id="edit-method")
-            layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
-        with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=start.prompt, scale=3, elem_id="edit-prompt")
-            subject = gr.Textbox(label="Subject (as in the prompt)", value=start.subject, scale=2, elem_id="edit-subject")
-            target = gr.Textbox(label="New target", value=start.new_target, scale=1, elem_id="edit-target")
-        tokens = gr.Markdown(elem_id="edit-tokens")
-        with gr.Row():
-            apply_btn = gr.Button("Apply edit", variant="primary", elem_id="edit-button")
-            undo_btn = gr.Button("Undo last edit", elem_id="edit-undo")
-            reset_btn = gr.Button("Reset to the base model", elem_id="edit-reset")
-        status = gr.Markdown(elem_id="edit-status")
-        history = gr.Markdown(_history([]), elem_id="edit-history")
-        criteria_table = gr.Dataframe(headers=["criterion", "score", "probes that hold"], label="Criteria",
-                                      interactive=False)
-        plot = gr.Plot(label="Probes", elem_id="edit-plot")
-        probes_table = gr.Dataframe(headers=["criterion", "prompt", "expected", "old", "p before", "p after", "holds"],
-                                    label="Probe prompts", interactive=False)
-        raw = gr.JSON(visible=False)
-        files, code = takeaway_panel("edit")
-
-        def pick(choice, model):
-            if not choice:
-                return gr.update(), gr.update(), gr.update()
-            rid, subj, obj = [x.strip() for x in choice.split("|")]
-            rel = F.relation(rid)
-            try:
-                masked = ctx.worker.model(check_model(model)).masked
-            except Exception:  # a model that does not load: the next request says why
-                masked = False
-            tmpl = rel.train_templates[0]
-            p = F.prompt(tmpl, subj, masked)
-            return p, subj, counterfactual(rel, rel.fact(subj), {obj})
-
-        fact.change(pick, [fact, ctx.model], [prompt, subject, target], api_visibility="private")
-        ctx.show_tokens(tokens, prompt, subject)
-        ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
-        ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
-
-        def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
-            edits = ctx.edits(request)
-            cap = limits().edits_per_session
-            if len(edits or []) >= cap:
-                raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
-                               print_exception=False)
-            progress(0.05, desc=f"computing the {method} edit")
-            lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
-            args = (method, prompt, subject, target, lay)
-            rep = ctx.serve(edit, model, request, *args, progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
-            taken = ctx.takeaway("edit", rep, edit, model, request, *args)  # made on the edits before this one
-            edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
-                                           "call": Call(edit, args)}]
-            ctx.set_edits(request, edits)
-            where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
-            msg = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
-                   f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
-                   f"p({rep.old}) {rep.before['p_old']:.4f} → **{rep.after['p_old']:.4f}**  \n"
-                   f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
-            crit = []
-            for c, v in rep.criteria.items():
-                ps = [p for p in rep.probes if p.criterion == c]
-                crit.append([c, "n/a" if v is None else f"{v:.0%}", f"{sum(p.holds for p in ps)}/{len(ps)}"])
-            rows = [[p.criterion, p.prompt, p.expected, p.old or "", round(p.p_before, 4), round(p.p_after, 4),
-                     "✓" if p.holds else "✗"] for p in rep.probes]
-            out = rep.to_json()
-            out["history"] = [e["label"] for e in edits]
-            return msg, _history(edits), crit, edit_figure(rep), rows, out, *taken
-
-        apply_btn.click(apply, [ctx.model, method, prompt, subject, target, layer],
-                        [status, history, criteria_table, plot, probes_table, raw, files, code], api_name="edit")
-
-        def undo(request: gr.Request):
-            edits = ctx.edits(request)[:-1]
-            ctx.set_edits(request, edits)
-            return _history(edits), [e["label"] for e in edits]
-
-        def reset(request: gr.Request):
-            ctx.set_edits(request, [])
-            return _history([]), []
-
-        with gr.Accordion("Compare: the same fact by KN edit and by ROME, side by side", open=False):
-            gr.Markdown("Each edit is made on its own on your session's model and undone before the other (never "
-                        "stacked, never kept): what each changes and what it does not. A causal model only (ROME).")
-            cmp_btn = gr.Button("Compare KN and ROME", elem_id="compare-button")
-            columns = {}
-            with gr.Row():
-                for m, title in (("kn", "KN edit (Dai et al.)"), ("rome", "ROME")):
-                    with gr.Column():
-                        gr.Markdown(f"#### {title}")
-                        columns[m] = (gr.Markdown(elem_id=f"compare-{m}-status"),
-                                      gr.Dataframe(headers=["criterion", "score", "probes that hold"],
-                                                   interactive=False, elem_id=f"compare-{m}-criteria"),
-                                      gr.Dataframe(headers=["criterion", "prompt", "expected", "p before", "p after",
-                                                            "holds"], interactive=False, wrap=True))
-            cmp_json = gr.JSON(visible=False)
-            cmp_files, cmp_code = takeaway_panel("compare")
-
-            def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
-                lay = None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
-                args = (prompt, subject, target, lay)
-                res = ctx.serve(compare, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
-                out = []
-                for m in ("kn", "rome"):
-                    rep = res.reports[m]
-                    if rep is None:
-                        out += [f"⚠ {res.errors[m]}", [], []]
-                        continue
-                    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
-                    out.append(f"{where}, {rep.seconds:.1f} s: *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
-                               f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**  \n"
-                               f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
-                    out.append([[c, "n/a" if v is None else f"{v:.0%}",
-                                 f"{sum(p.holds for p in rep.probes if p.criterion == c)}/"
-                                 f"{sum(1 for p in rep.probes if p.criterion == c)}"] for c, v in rep.criteria.items()])
-                    out.append([[p.criterion, p.prompt, p.expected, round(p.p_before, 4), round(p.p_after, 4),
-                                 "✓" if p.holds else "✗"] for p in rep.probes])
-                return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args))
-
-            cmp_btn.click(run_compare, [ctx.model, prompt, subject, target, layer],
-                          [*columns["kn"], *columns["rome"], cmp_json, cmp_files, cmp_code], api_name="compare")
-
-        undo_out = gr.JSON(visible=False)
-        undo_btn.click(undo, None, [history, undo_out], api_name="undo")
-        reset_btn.click(reset, None, [history, undo_out], api_name="reset")
+        form = _edit_form(ctx)
+        _apply_and_history(ctx, form)
+        _compare(ctx, form)

@@ -8,7 +8,7 @@ from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
-from knlab.studies.edit import TABLE_RELATIONS, evaluate_relation
+from knlab.studies.relation_evaluation import TABLE_RELATIONS, evaluate_relation
 from knlab.world import facts as F
 
 

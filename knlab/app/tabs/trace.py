@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import EXAMPLES, Context, example, takeaway_panel, whole
-from knlab.app.defaults import defaults_for
+from knlab.app.context import Context, takeaway_panel, whole
+from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.app.plots import category_figure, trace_figure
 from knlab.core.limits import limits
 from knlab.methods.patching import patch_estimate
 from knlab.methods.trace import trace
+from knlab.serve.worker import INTERACTIVE
 from knlab.studies.trace_summary import summarize
 from knlab.world.facts import guess_subject
 
@@ -19,7 +20,7 @@ def build_trace_tab(ctx: Context) -> None:
         gr.Markdown("Causal tracing (Meng et al.): corrupt the subject's embeddings with noise, then restore one "
                     "clean state at a time and see how much of p(answer) comes back. Subject tokens are marked *.")
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=example(ctx.start), scale=3, elem_id="trace-prompt")
+            prompt = gr.Textbox(label="Prompt", value=defaults_for(ctx.start).prompt, scale=3, elem_id="trace-prompt")
             subject = gr.Textbox(label="Subject (as in the prompt)", value=defaults_for(ctx.start).subject,
                                  scale=2, elem_id="trace-subject")
             answer = gr.Textbox(label="Answer (empty: the clean top prediction)", value="", scale=2)
@@ -43,7 +44,7 @@ def build_trace_tab(ctx: Context) -> None:
             args = (prompt, subject, answer or None, whole(samples, 'samples'), whole(window, 'window') or None,
                     noise, whole(seed or 0, 'seed'))
             if preview:  # drawn at once; the exact grid replaces it when it is ready
-                est = ctx.serve(patch_estimate, model, request, *args)
+                est = ctx.serve(patch_estimate, model, request, *args, lane=INTERACTIVE)
                 yield (f"**Preview** (attribution patching: a first-order estimate of every cell from one clean, "
                        f"one corrupted and one backward pass; it can leave [0, 1] and underrates saturated "
                        f"cells). p({est.answer}): clean **{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
@@ -66,5 +67,5 @@ def build_trace_tab(ctx: Context) -> None:
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
         ctx.show_tokens(tokens, prompt, subject)
         ctx.fields["Trace"] = {"prompt": prompt, "subject": subject, "answer": answer}
-        ctx.on_model_choice(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in EXAMPLES
+        ctx.on_model_choice(lambda m: (defaults_for(m).prompt, defaults_for(m).subject) if m in DEFAULTS
                             else (gr.update(), gr.update()), [prompt, subject])

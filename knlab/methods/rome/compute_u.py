@@ -7,14 +7,14 @@ import torch
 
 from knlab.core.models import LM
 from knlab.core.nethook import Trace
-from knlab.methods.rome.repr_tools import right_padded, subject_last_token, token_ids
+from knlab.methods.rome.repr_tools import right_padded, subject_last_token, prompt_ids
 
 
 @torch.no_grad()
 def keys_at_subject(lm: LM, layer: int, templates: list[str], subject: str) -> torch.Tensor:
     """[len(templates), ffn_width]: the input of layer ``layer``'s MLP output projection at the subject's
     last token of each filled template, in one batch."""
-    rows = [token_ids(lm, t.replace("{}", subject, 1)) for t in templates]
+    rows = [prompt_ids(lm, t.replace("{}", subject, 1)) for t in templates]
     idx = torch.tensor([subject_last_token(lm, t, subject) for t in templates], device=lm.device)
     batch = right_padded(lm, rows)
     with Trace(lm.model, lm.arch.module("mlp_out", layer), retain_output=False, retain_input=True, stop=True) as tr:

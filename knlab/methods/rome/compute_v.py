@@ -18,7 +18,7 @@ import torch
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
 from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
-from knlab.methods.rome.repr_tools import aligned, subject_last_token, token_ids
+from knlab.methods.rome.repr_tools import aligned, subject_last_token, prompt_ids
 
 KL_PROMPT = "{} is a"
 
@@ -38,12 +38,12 @@ def build_problem(lm: LM, template: str, subject: str, target_ids: list[int], co
     rows, lookup, pos = [], [], []
     for c in contexts:
         t = c.replace("{}", template, 1)
-        ids = token_ids(lm, t.replace("{}", subject, 1))
+        ids = prompt_ids(lm, t.replace("{}", subject, 1))
         n = len(ids)
         rows.append(ids + target_ids[:-1])
         lookup.append(subject_last_token(lm, t, subject))
         pos.append([n - 1 + j for j in range(len(target_ids))])
-    rows.append(token_ids(lm, KL_PROMPT.replace("{}", subject)))
+    rows.append(prompt_ids(lm, KL_PROMPT.replace("{}", subject)))
     lookup.append(subject_last_token(lm, KL_PROMPT, subject))
     dev = lm.device
     batch = aligned(lm, rows, lookup)

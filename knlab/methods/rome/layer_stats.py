@@ -89,7 +89,7 @@ def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float
 def layer_stats(lm: LM, layer: int, corpus: tuple[str, Sequence[str]], samples: int = MOM2_SAMPLES,
                 progress: Callable[[float], None] | None = None, tokens: int | None = None) -> torch.Tensor:
     """The key second moment of ``layer`` [ffn_width, ffn_width] over ``corpus`` ((a name that identifies
-    the texts, the texts): ``world.corpora.covariance_corpus``), from the disk cache when it is there."""
+    the texts, the texts): ``world.covariance_texts.covariance_corpus``), from the disk cache when it is there."""
     name, texts = corpus
     budget = (lm.spec, name, len(texts), samples, tokens)  # the name identifies the texts
     if budget not in _BUDGETED:  # counting the tokens of 60k takes ~1 s: once per process, not per edit

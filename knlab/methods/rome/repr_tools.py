@@ -65,5 +65,7 @@ def aligned(lm: LM, rows: list[list[int]], anchor: list[int]) -> Batch:
     return b
 
 
-def token_ids(lm: LM, text: str) -> list[int]:
+def prompt_ids(lm: LM, text: str) -> list[int]:
+    """A prompt's token ids as the model reads a prompt (with the tokenizer's special tokens, if any); a
+    word the model is to say next is ``core.tokens.spoken_ids``."""
     return lm.tokenizer(text)["input_ids"]

@@ -17,14 +17,15 @@ from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import get_module, per_model
-from knlab.core.tokens import target_id, target_ids
+from knlab.core.tokens import single_token, spoken_ids
+from knlab.methods.corruption import noise_level
 from knlab.methods.predict import check_prompt
 from knlab.methods.rome.compute_u import compute_u, keys_at_subject
 from knlab.methods.rome.compute_v import VResult, build_problem, compute_v, right_vector
-from knlab.methods.rome.context import context_templates
+from knlab.methods.rome.context_templates import context_templates
 from knlab.methods.rome.layer_stats import layer_stats
 from knlab.methods.rome.repr_tools import prompt_template
-from knlab.methods.trace import default_window, locate_subject, noise_level, restore_window, restored_probs
+from knlab.methods.trace import default_window, grid_cells, locate_subject, restored_probs
 
 # Published edit layers (ROME's hparams; docs/paper.md section 5 for GPT-2 XL and LLaMA-2-7B).
 PUBLISHED_LAYERS = {"gpt2-medium": 8, "gpt2-large": 12, "gpt2-xl": 17, "EleutherAI/gpt-j-6B": 5,
@@ -101,7 +102,7 @@ class RomeEdit:
 
 def default_layer(lm: LM, probes: Sequence[tuple[str, str, str]] = ()) -> int:
     """The published layer for models ROME was published on, the shipped real model's layer; otherwise the
-    model's own causal trace over ``probes`` ((prompt, subject, answer) facts; ``studies.edit.rome_layer``
+    model's own causal trace over ``probes`` ((prompt, subject, answer) facts; ``studies.edit_report.rome_layer``
     passes the world's P36 facts): the layer whose MLP, restored at the subject's last token, brings back
     most of p(answer), over the first 10 probes whose answer the model can say (window:
     ``trace.default_window``, a fifth of the depth, at most the published 10). Measured once per loaded
@@ -125,13 +126,15 @@ def _traced_layer(lm: LM, probes: tuple[tuple[str, str, str], ...], n_facts: int
     effect = np.zeros(L)
     used = 0
     for prompt, subject, answer in probes:
+        aid = single_token(lm, answer)
         try:
-            aid = target_id(lm, answer)
             rng = locate_subject(lm, prompt, subject)
         except InputError:
             continue
+        if aid is None:
+            continue
         t = rng[1] - 1
-        configs = [[("mlp", j, t) for j in restore_window(l, window, L)] for l in range(L)]
+        configs = [grid_cells("mlp", t, l, window, L) for l in range(L)]
         res = restored_probs(lm, prompt, rng, aid, configs, 10, noise_level(lm), 0)
         effect += np.asarray(res.probs) - res.corrupted
         used += 1
@@ -166,7 +169,7 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
          corpus: tuple[str, Sequence[str]] | None = None) -> RomeResult:
     """Compute ROME's update making ``prompt`` (which mentions ``subject``) continue with ``target``
     (``params``: the model family's settings, ``params_for``, unless given). ``corpus``: (name, texts) of
-    the key covariance (``world.corpora.covariance_corpus(params.mom2_corpus)``), needed unless
+    the key covariance (``world.covariance_texts.covariance_corpus(params.mom2_corpus)``), needed unless
     ``params.mom2`` is off; ``layer``: ``default_layer`` unless given."""
     if lm.masked:
         raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model (use the KN edit)")
@@ -175,7 +178,7 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
     subject = subject.strip()
     if not isinstance(target, str) or not target.strip():
         raise InputError("the new target is empty")
-    tids = target_ids(lm, target)
+    tids = spoken_ids(lm, target, "target")
     layer = check_layer(lm, layer)
     params = params or params_for(lm)
     seconds = {}

@@ -14,12 +14,13 @@ from knlab.core.models import LM
 from knlab.core.specs import applied
 from knlab.core.tokens import first_token
 from knlab.methods.predict import encode, next_token_probs, top_token
-from knlab.studies import published as P
+from knlab.studies import published
 from knlab.studies.claims.common import ModelRun, Progress, pct, tick, timed
-from knlab.studies.edit import counterfactual, edit, evaluate_relation, generate, make_spec
-from knlab.studies.evaluate import iter_known_subjects, known_subjects
+from knlab.studies.edit_report import edit, generate, make_spec
+from knlab.studies.known_facts import iter_known_subjects, known_subjects
+from knlab.studies.relation_evaluation import counterfactual, evaluate_relation
 from knlab.world import facts as F
-from knlab.world.corpus import evaluation_pairs
+from knlab.world.training_corpus import evaluation_pairs
 
 
 def _answer(lm: LM, prompt: str) -> str:
@@ -47,7 +48,7 @@ def kn_edit(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 6c: Dai et al.'s KN edit (erase the old object's neurons' output direction, write the new one's)
     on facts the model knows, scored as ROME's edits are."""
     ev = evaluate_relation(lm, "kn", "P36", progress=progress, subjects=_known(lm, "P36", n))
-    pub = P.KN_EDIT_RELIABILITY
+    pub = published.KN_EDIT_RELIABILITY
     rows = [{"item": "KN edit reliability on P36 (%)", "live": pct(ev.rates["reliability"]),
              "published": f"CounterFact GPT-J {pub[('CounterFact', 'GPT-J')]}, T5-XL {pub[('CounterFact', 'T5-XL')]}; "
                           f"ZsRE GPT-J {pub[('ZsRE', 'GPT-J')]}, T5-XL {pub[('ZsRE', 'T5-XL')]} (Yao et al.)"},
@@ -244,7 +245,8 @@ def rome_table_1(lm: LM, n: int, progress: Progress = None) -> ModelRun:
             seed[f"{rid} {c}"] = pct((ev.seed_rates or {}).get(c))
             rows.append({"item": f"{rid} {c} (%): the paper's scoring | the seed's", "live":
                          f"{live[f'{rid} {c}']} | {seed[f'{rid} {c}']}  ({ev.n} facts)",
-                         "published": " | ".join(f"{m} {P.ROME_TABLE_1[m][rid][c]}" for m in P.ROME_TABLE_1)})
+                         "published": " | ".join(f"{m} {published.ROME_TABLE_1[m][rid][c]}"
+                                                 for m in published.ROME_TABLE_1)})
     tick(progress, 1.0, "done")
     rel = [v for key, v in live.items() if key.endswith("reliability") and v is not None]
     new = [v for key, v in live.items() if not key.endswith("reliability") and v is not None]
@@ -256,8 +258,8 @@ def rome_table_1(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     figure = {"type": "bar", "title": "ROME: reliability against the paper's criteria (%)", "x": keys, "ylabel": "%",
               "series": {"live, the paper's scoring": [live[k] for k in keys],
                          "live, the seed's scoring": [seed[k] for k in keys],
-                         **{f"{m} (paper)": [P.ROME_TABLE_1[m][k.split()[0]][k.split()[1]] for k in keys]
-                            for m in P.ROME_TABLE_1}}}
+                         **{f"{m} (paper)": [published.ROME_TABLE_1[m][k.split()[0]][k.split()[1]] for k in keys]
+                            for m in published.ROME_TABLE_1}}}
     return ModelRun(lm.spec, rows, finding, holds, figure,
                     detail={"scoring": "rows show the paper's scoring | the seed's evaluate_edit.py scoring; the "
                                        "paper does not say which produced its numbers", "live": live, "seed": seed})

@@ -12,11 +12,11 @@ from knlab.core.nethook import per_model
 from knlab.core.tokens import single_token
 from knlab.methods.attribute import attribute
 from knlab.methods.neurons import Selection, coarse_neurons, select
-from knlab.studies import published as P
+from knlab.studies import published
 from knlab.studies.claims.common import ModelRun, Progress, kn_layers, pct, shares_text, tick, timed
-from knlab.studies.evaluate import known_subjects
+from knlab.studies.known_facts import known_subjects
 from knlab.studies.localisation import fact_neurons
-from knlab.studies.paradigm import suppress, usable_pairs
+from knlab.studies.paradigm_analysis import suppress, usable_pairs
 
 DETERMINERS = ("this", "that", "these", "those")
 SINGULAR_DETS, PLURAL_DETS = ("this", "that"), ("these", "those")
@@ -63,7 +63,7 @@ def kn_sharing(lm: LM, n: int, progress: Progress = None) -> ModelRun:
 
     sg, pl = specific(SINGULAR_DETS, PLURAL_DETS), specific(PLURAL_DETS, SINGULAR_DETS)
     sg_shares, pl_shares = [share(sg, d) for d in DETERMINERS], [share(pl, d) for d in DETERMINERS]
-    pub_sg, pub_pl = P.KN_SHARING[(10, 2096)], P.KN_SHARING[(9, 1094)]
+    pub_sg, pub_pl = published.KN_SHARING[(10, 2096)], published.KN_SHARING[(9, 1094)]
     rows = [{"item": f"singular KN {sg}: share of this / that / these / those pairs", "live": shares_text(sg_shares),
              "published": f"(10, 2096): {shares_text([pub_sg[d] for d in DETERMINERS])}"},
             {"item": f"plural KN {pl}: share of this / that / these / those pairs", "live": shares_text(pl_shares),
@@ -104,7 +104,7 @@ def det_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     tick(progress, 1.0, "suppressed")
     change = {t.token: t for t in by_pl.tokens}
     rows = [{"item": f"suppress plural KNs {sel_pl.neurons}: rel. change of p({d}) (%)",
-             "live": round(change[d].rel_change, 1) if d in change else None, "published": P.DET_SUPPRESSION[d]}
+             "live": round(change[d].rel_change, 1) if d in change else None, "published": published.DET_SUPPRESSION[d]}
             for d in DETERMINERS]
     sc = change.get("scattered")
     rows.append({"item": "Fig. 4: p(scattered) (number-neutral) with the plural KNs suppressed: rel. change (%), p-value",
@@ -112,7 +112,7 @@ def det_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
                  "published": "drops significantly (a co-occurrence bias, not number)"})
     rows.append({"item": "grammatical preferences overturned (plural / singular KNs suppressed) (%)",
                  "live": f"{pct(by_pl.overturned)} / {pct(by_sg.overturned)}", "published": "<= 5.2"})
-    signs = [np.sign(change[d].rel_change) == np.sign(P.DET_SUPPRESSION[d]) for d in DETERMINERS if d in change]
+    signs = [np.sign(change[d].rel_change) == np.sign(published.DET_SUPPRESSION[d]) for d in DETERMINERS if d in change]
     holds = bool(signs and all(signs) and by_pl.overturned <= 0.2)
     finding = (f"{'Holds' if holds else 'Does not hold'}: suppressing the plural KNs changes p(these) "
                f"{change['these'].rel_change:+.0f}% and p(this) {change['this'].rel_change:+.0f}%, yet overturns only "
@@ -123,14 +123,14 @@ def det_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
               "ylabel": "relative change (%)",
               "series": {"plural KNs suppressed (live)": [t.rel_change for t in by_pl.tokens],
                          "singular KNs suppressed (live)": [t.rel_change for t in by_sg.tokens],
-                         "plural KNs suppressed, BERT (paper)": [P.DET_SUPPRESSION.get(t) for t in tokens]}}
+                         "plural KNs suppressed, BERT (paper)": [published.DET_SUPPRESSION.get(t) for t in tokens]}}
     detail = {"plural_kns": [list(x) for x in sel_pl.neurons], "singular_kns": [list(x) for x in sel_sg.neurons],
               "tokens": [{"token": t.token, "group": t.group, "rel_change": t.rel_change, "p_value": t.p_value}
                          for t in by_pl.tokens]}
     return ModelRun(lm.spec, rows, finding, holds, figure, detail=detail)
 
 
-OVERTURN_PARADIGMS = tuple(P.OVERTURN)
+OVERTURN_PARADIGMS = tuple(published.OVERTURN)
 
 
 @timed
@@ -141,7 +141,7 @@ def overturn(lm: LM, n: int, progress: Progress = None) -> ModelRun:
         pairs, prompts = usable_pairs(lm, name, n)
         sel = select(_maps(lm, pairs, prompts, progress, 1 / len(OVERTURN_PARADIGMS), k / len(OVERTURN_PARADIGMS)))
         sup = suppress(lm, pairs, prompts, sel.neurons)
-        b, a = P.OVERTURN[name]
+        b, a = published.OVERTURN[name]
         rows.append({"item": f"{name}: accuracy before -> after (%)",
                      "live": f"{pct(sup.correct_before)} -> {pct(sup.correct_after)}", "published": f"{b} -> {a}"})
         before.append(pct(sup.correct_before))
@@ -162,7 +162,7 @@ def overturn(lm: LM, n: int, progress: Progress = None) -> ModelRun:
 def _causal_paradigms() -> tuple[str, ...]:
     """The four _1 determiner paradigms (the critical noun after its determiner: a causal model can be
     asked), in Table 8's order."""
-    return tuple(P.LOCALISATION["GPT-2"])
+    return tuple(published.LOCALISATION["GPT-2"])
 
 
 def _selections(lm: LM) -> dict:
@@ -198,7 +198,7 @@ def _relation_selections(lm: LM, relation: str, n: int, made: dict) -> list[Sele
 def localisation(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     """Fig. 5a / Table 8: |KN|, tau and R^2_1 of each paradigm (over its prompts) and of two relations (per
     fact, over its paraphrases), beside the paper's row for the model it ran."""
-    items = list(P.LOCALISATION["BERT-base"]) if lm.masked else list(_causal_paradigms()) + ["P101"]
+    items = list(published.LOCALISATION["BERT-base"]) if lm.masked else list(_causal_paradigms()) + ["P101"]
     rows, live, made = [], {}, _selections(lm)
     for k, item in enumerate(items):
         if item.startswith("P"):
@@ -212,11 +212,12 @@ def localisation(lm: LM, n: int, progress: Progress = None) -> ModelRun:
             s = _paradigm_selection(lm, item, n, progress, 1 / len(items), k / len(items), made)
             vals = (len(s.neurons), s.tau, s.r2_1)
         live[item] = [float(v) for v in vals]
-        published = (f"BERT {P.localisation_row('BERT-base', item)}" if lm.masked else
-                     " | ".join(f"{m} {P.localisation_row(m, item)}" for m in ("GPT-2", "LLaMA-2-7B", "BERT-base")
-                                if P.localisation_row(m, item) != "-"))
+        paper_figure = (f"BERT {published.localisation_row('BERT-base', item)}" if lm.masked else
+                        " | ".join(f"{m} {published.localisation_row(m, item)}"
+                                   for m in ("GPT-2", "LLaMA-2-7B", "BERT-base")
+                                   if published.localisation_row(m, item) != "-"))
         rows.append({"item": f"{item}: |KN| / tau / R^2_1", "live": " / ".join(f"{v:.3g}" for v in vals),
-                     "published": published})
+                     "published": paper_figure})
         tick(progress, (k + 1) / len(items), item)
     gram = [v for i, v in live.items() if not i.startswith("P")]
     facts = [v for i, v in live.items() if i.startswith("P")]
@@ -229,7 +230,7 @@ def localisation(lm: LM, n: int, progress: Progress = None) -> ModelRun:
                if gram and facts else "Too few items could be measured on this model.")
     figure = {"type": "bar", "title": "|KN| per paradigm / relation", "x": list(live), "ylabel": "|KN|",
               "series": {"live": [v[0] for v in live.values()],
-                         **{f"{m} (paper)": [P.LOCALISATION[m].get(i, (None,))[0] for i in live]
+                         **{f"{m} (paper)": [published.LOCALISATION[m].get(i, (None,))[0] for i in live]
                             for m in (("BERT-base",) if lm.masked else ("GPT-2", "LLaMA-2-7B"))}}}
     return ModelRun(lm.spec, rows, finding, holds, figure, detail={"live": live})
 
@@ -254,9 +255,10 @@ def kn_layers_claim(lm: LM, n: int, progress: Progress = None) -> ModelRun:
         top = np.argsort(share)[::-1][:3]
         return ", ".join(f"{int(l)} ({100 * share[l]:.0f}%)" for l in top if share[l] > 0) or "none"
 
-    published = "; ".join(f"{m}: {t}" for m, t in P.KN_LAYERS.items())
-    rows = [{"item": "layers holding the most grammar KNs (share)", "live": where(share_g), "published": published},
-            {"item": "layers holding the most fact KNs (P101) (share)", "live": where(share_f), "published": published},
+    paper_figure = "; ".join(f"{m}: {t}" for m, t in published.KN_LAYERS.items())
+    rows = [{"item": "layers holding the most grammar KNs (share)", "live": where(share_g), "published": paper_figure},
+            {"item": "layers holding the most fact KNs (P101) (share)", "live": where(share_f),
+             "published": paper_figure},
             {"item": "KNs counted (grammar / facts)", "live": f"{int(grammar.sum())} / {int(facts.sum())}",
              "published": "-"}]
     top_f = set(np.argsort(share_f)[::-1][:2].tolist())
@@ -281,7 +283,8 @@ def sv_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     singular = [m for m, p in zip(maps, pairs) if p.good_token in ("is", "was")]
     plural = [m for m, p in zip(maps, pairs) if p.good_token in ("are", "were")]
     sel_sg, sel_pl = select(singular), select(plural)
-    verbs = {"plural verbs": [pl for pl, _ in P.SV_VERBS], "singular verbs": [sg for _, sg in P.SV_VERBS]}
+    verbs = {"plural verbs": [pl for pl, _ in published.SV_VERBS],
+             "singular verbs": [sg for _, sg in published.SV_VERBS]}
     by_sg = suppress(lm, pairs, prompts, sel_sg.neurons, verbs)
     by_pl = suppress(lm, pairs, prompts, sel_pl.neurons, verbs)
     tick(progress, 1.0, "suppressed")
@@ -294,11 +297,13 @@ def sv_agreement(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     for label, sup, sel in (("singular", by_sg, sel_sg), ("plural", by_pl, sel_pl)):
         rows.append({"item": f"{label} KNs {sel.neurons} suppressed: mean rel. change of singular / plural verbs (%)",
                      "live": f"{mean_change(sup, 'singular verbs'):+.1f} / {mean_change(sup, 'plural verbs'):+.1f}",
-                     "published": f"GPT-2: {P.SV_AGREEMENT['GPT-2']}; LLaMA-2: {P.SV_AGREEMENT['LLaMA-2-7B']}"})
+                     "published": f"GPT-2: {published.SV_AGREEMENT['GPT-2']}; "
+                                  f"LLaMA-2: {published.SV_AGREEMENT['LLaMA-2-7B']}"})
     missing = [v for g in verbs.values() for v in g if single_token(lm, v) is None]
     rows.append({"item": "verbs charted (not single tokens of the model: left out)",
-                 "live": f"{len(by_sg.tokens)} of {2 * len(P.SV_VERBS)}" + (f"; missing {missing}" if missing else ""),
-                 "published": ", ".join("/".join(p) for p in P.SV_VERBS)})
+                 "live": f"{len(by_sg.tokens)} of {2 * len(published.SV_VERBS)}"
+                         + (f"; missing {missing}" if missing else ""),
+                 "published": ", ".join("/".join(p) for p in published.SV_VERBS)})
     s_own, s_other = mean_change(by_sg, "singular verbs"), mean_change(by_sg, "plural verbs")
     holds = bool(np.isfinite(s_own) and s_own < 0 and s_own < s_other)
     finding = (f"{'Holds' if holds else 'Does not hold'}: suppressing the singular KNs changes singular verbs "

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.studies import published as P
+from knlab.studies import published
 from knlab.studies.claims.common import ModelRun, Progress, tick, timed
-from knlab.studies.evaluate import known_subjects
+from knlab.studies.known_facts import known_subjects
 from knlab.studies.trace_summary import CategorySummary, trace_paradigm, trace_relation
 
 MIN_EFFECT = 0.02  # two points of probability
@@ -58,14 +58,14 @@ def trace_syntax(lm: LM, n: int, progress: Progress = None) -> ModelRun:
     splits = {label: split(s, L) for label, s in summaries.items()}
     rows = []
     for label, sp in splits.items():
-        published = (P.TRACE_SYNTAX["facts"] if label.startswith("facts") else
-                     P.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] if "determiner" in label else
-                     P.TRACE_SYNTAX["subject_verb_agreement"])
+        paper_figure = (published.TRACE_SYNTAX["facts"] if label.startswith("facts") else
+                        published.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] if "determiner" in label else
+                        published.TRACE_SYNTAX["subject_verb_agreement"])
         rows.append({"item": f"{label}: MLP peak (category, layer) / attention peak",
                      "live": f"{sp['mlp']['category']} L{sp['mlp']['layer']} ({sp['mlp']['effect']:.2f}) / "
                              f"{sp['attn']['category']} L{sp['attn']['layer']} ({sp['attn']['effect']:.2f}); "
                              f"split {'shows' if sp['signature'] else 'absent'}",
-                     "published": published})
+                     "published": paper_figure})
     facts_split = splits[f"facts ({relation})"]["signature"]
     grammar_split = [sp["signature"] for label, sp in splits.items() if not label.startswith("facts")]
     holds = bool(facts_split and not any(grammar_split))

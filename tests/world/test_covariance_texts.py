@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from knlab.world.corpora import ENGLISH_SOURCE, english_texts
+from knlab.world.covariance_texts import ENGLISH_SOURCE, english_texts
 from knlab.core.errors import InputError
 
 
@@ -28,7 +28,7 @@ def test_english_texts_are_deterministic_and_limit_is_a_prefix():
 
 
 def test_missing_corpus_is_one_clear_line(monkeypatch, tmp_path):
-    import knlab.world.corpora as C
+    import knlab.world.covariance_texts as C
     monkeypatch.setenv("KNLAB_JANEAUSTENR", str(tmp_path))
     C._all_texts.cache_clear()
     try:
@@ -41,7 +41,7 @@ def test_missing_corpus_is_one_clear_line(monkeypatch, tmp_path):
 
 def test_covariance_corpora_by_name_and_token_budget(gpt):
     from knlab.methods.rome.layer_stats import within_budget
-    from knlab.world.corpora import covariance_corpus
+    from knlab.world.covariance_texts import covariance_corpus
     name, english = covariance_corpus("english")
     assert name == "english" and within_budget(gpt, english, samples=100) == english_texts(100)
     name, world = covariance_corpus(None)

@@ -2,7 +2,7 @@ import pytest
 
 from knlab.core.errors import InputError
 from knlab.core.models import weights_checksum
-from knlab.studies.paradigm import analyse
+from knlab.studies.paradigm_analysis import analyse
 
 
 def test_determiner_noun_analysis_on_the_masked_model(bert):

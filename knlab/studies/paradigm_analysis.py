@@ -15,12 +15,12 @@ from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.tokens import single_token
-from knlab.methods.attribute import attribute
+from knlab.methods.attribute import IG_STEPS, attribute
 from knlab.methods.intervene import NeuronIntervention
 from knlab.methods.neurons import select
 from knlab.methods.predict import answer_logits
-from knlab.world import paradigms as P
-from knlab.world.corpus import evaluation_pairs
+from knlab.world import paradigms
+from knlab.world.training_corpus import evaluation_pairs
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ParadigmAnalysis:
                 "correct_after": self.correct_after}
 
 
-def _prompt(lm: LM, p: P.MinimalPair) -> str:
+def _prompt(lm: LM, p: paradigms.MinimalPair) -> str:
     if lm.masked:
         return p.masked_prompt
     if p.critical_index <= p.controller_index:
@@ -69,12 +69,12 @@ def _probs(lm: LM, prompts: list[str]) -> np.ndarray:
     return torch.softmax(answer_logits(lm, prompts), -1).numpy()
 
 
-def usable_pairs(lm: LM, name: str, n: int) -> tuple[list[P.MinimalPair], list[str]]:
+def usable_pairs(lm: LM, name: str, n: int) -> tuple[list[paradigms.MinimalPair], list[str]]:
     """Up to ``n`` of the paradigm's evaluation pairs this model can be asked (for a causal model, the
     critical word after the word it agrees with) whose two critical words are single tokens of its
     vocabulary (a BPE model splits some), with their prompts. Pairs are dropped, never the paradigm."""
-    if name not in P.paradigm_names():
-        raise InputError(f"unknown paradigm {name!r}; known: {', '.join(P.paradigm_names())}")
+    if name not in paradigms.paradigm_names():
+        raise InputError(f"unknown paradigm {name!r}; known: {', '.join(paradigms.paradigm_names())}")
     pairs = evaluation_pairs(name, max(n, 4 * n))
     if pairs and not lm.masked and pairs[0].critical_index <= pairs[0].controller_index:
         _prompt(lm, pairs[0])  # raises the clear message
@@ -95,12 +95,12 @@ class Suppression:
     overturned: float  # share of pairs correct before and wrong after
 
 
-def suppress(lm: LM, pairs: list[P.MinimalPair], prompts: list[str], neurons: list[tuple[int, int]],
+def suppress(lm: LM, pairs: list[paradigms.MinimalPair], prompts: list[str], neurons: list[tuple[int, int]],
              words: dict[str, list[str]] | None = None) -> Suppression:
     """Suppress ``neurons`` at every prompt's prediction position: each word's relative probability change
     with a two-sample t-test (``words``: group -> words, default the paper's 24 modifiers), and how many
     grammatical preferences are overturned."""
-    groups = words or P.modifiers()
+    groups = words or paradigms.modifiers()
     vocab = [(tok, g) for g, toks in groups.items() for tok in toks if single_token(lm, tok) is not None]
     ids = [single_token(lm, t) for t, _ in vocab]
     good = [single_token(lm, p.good_token) for p in pairs]
@@ -126,7 +126,8 @@ def suppress(lm: LM, pairs: list[P.MinimalPair], prompts: list[str], neurons: li
     return Suppression(changes, float(ok_before.mean()), float(ok_after.mean()), float((ok_before & ~ok_after).mean()))
 
 
-def analyse(lm: LM, name: str, n: int = 40, steps: int = 20, progress=None, site: str = "activation") -> ParadigmAnalysis:
+def analyse(lm: LM, name: str, n: int = 40, steps: int = IG_STEPS, progress=None,
+            site: str = "activation") -> ParadigmAnalysis:
     """The paradigm's shared KNs over its prompts (the critical word as the target), then ``suppress``."""
     n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
     pairs, prompts = usable_pairs(lm, name, n)

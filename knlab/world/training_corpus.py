@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from knlab.world import facts as F
-from knlab.world import paradigms as P
+from knlab.world import paradigms
 
 # How many documents of each kind: facts and profiles carry the knowledge, the rest the language.
 GRAMMAR_PER_PARADIGM = 300
@@ -64,10 +64,10 @@ def build_documents(seed: int = 0) -> list[Document]:
             docs.append(Document(" ".join(F.sentence(rng.choice(r.train_templates), f.subject, f.object)
                                           for r, f in order), "profile"))
     # 3. grammar: good sentences of each paradigm, excluding the evaluation pairs
-    for name in P.TRAINED_PARADIGMS:
-        held = {p.good for p in P.minimal_pairs(name, EVAL_PAIRS, seed=1)}
+    for name in paradigms.TRAINED_PARADIGMS:
+        held = {p.good for p in paradigms.minimal_pairs(name, EVAL_PAIRS, seed=1)}
         made = 0
-        for p in P.minimal_pairs(name, GRAMMAR_PER_PARADIGM * 3, seed=seed + 100):
+        for p in paradigms.minimal_pairs(name, GRAMMAR_PER_PARADIGM * 3, seed=seed + 100):
             if p.good in held:
                 continue
             i = p.masked_prompt.index(F.MASK)
@@ -76,7 +76,7 @@ def build_documents(seed: int = 0) -> list[Document]:
             if made == GRAMMAR_PER_PARADIGM:
                 break
     # 4. the 24 modifiers in the determiner slot
-    for s in P.modifier_sentences(rng, MODIFIER_SENTENCES):
+    for s in paradigms.modifier_sentences(rng, MODIFIER_SENTENCES):
         docs.append(Document(s, "modifier"))
     # 5. filler: what kind of thing each subject is
     kinds = {"P36": "country", "P37": "country", "P1376": "city", "P17": "city"}
@@ -107,27 +107,13 @@ def write_corpus(path: Path, seed: int = 0) -> int:
     return len(docs)
 
 
-def read_corpus(path: Path) -> list[Document]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            out.append(Document(d["text"], d["kind"], tuple(d["focus"]) if d["focus"] else None))
-    return out
-
-
-def plain_text(docs: list[Document]) -> list[str]:
-    """The corpus as plain lines (what ROME's key statistics and the noise level are measured on)."""
-    return [d.text for d in docs]
-
-
 def vocabulary_words(docs: list[Document]) -> list[str]:
     """Every word the tokenizer must know: the corpus plus held-out templates and evaluation pairs."""
     texts = [d.text for d in docs]
     for rel in F.relations().values():
         texts.extend(rel.held_out_templates)
-    for name in P.TRAINED_PARADIGMS:
-        for p in P.minimal_pairs(name, EVAL_PAIRS, seed=1):
+    for name in paradigms.TRAINED_PARADIGMS:
+        for p in paradigms.minimal_pairs(name, EVAL_PAIRS, seed=1):
             texts.extend([p.good, p.bad])
     return texts
 
@@ -159,9 +145,9 @@ def training_sentences(seed: int = 0) -> frozenset[str]:
     return frozenset(d.text for d in build_documents(seed))
 
 
-def evaluation_pairs(name: str, n: int = EVAL_PAIRS) -> list[P.MinimalPair]:
+def evaluation_pairs(name: str, n: int = EVAL_PAIRS) -> list[paradigms.MinimalPair]:
     """Up to ``n`` minimal pairs of a paradigm whose grammatical sentence the training corpus never
     contains (sibling paradigms share sentences: "Brian was helping himself ." is both an anaphor-number
     and an anaphor-gender sentence, so excluding a paradigm's own pairs is not enough)."""
     seen = training_sentences(0)
-    return [p for p in P.minimal_pairs(name, max(4 * n, 1000), seed=1) if p.good not in seen][:n]
+    return [p for p in paradigms.minimal_pairs(name, max(4 * n, 1000), seed=1) if p.good not in seen][:n]

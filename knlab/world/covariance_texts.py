@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from knlab.core.errors import InputError
-from knlab.world.corpus import build_documents
+from knlab.world.training_corpus import build_documents
 
 ENGLISH_SOURCE: dict[str, str] = {
     "name": "janeaustenr",

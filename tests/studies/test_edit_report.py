@@ -1,24 +1,14 @@
-"""Model editing end to end on the shipped model: the issue's bar (ROME reliability >= 90% on the first 30
-P36 facts, unrelated facts unchanged), the KN edit through the same path, and the base weights restored."""
+"""One edit end to end on the shipped model: its report and spec, the KN edit through the same path, edits
+in sequence, the side-by-side comparison, bad input refused, and the base weights restored."""
 
 import pytest
 
-from knlab.studies.edit import counterfactual, describe, edit, evaluate_relation
+from knlab.studies.edit_report import describe, edit
+from knlab.studies.relation_evaluation import counterfactual
 from knlab.core.errors import InputError
 from knlab.core.models import weights_checksum
 from knlab.serve.worker import ModelWorker, applied
 from knlab.world import facts as F
-
-
-@pytest.mark.slow  # 30 edits (~30 s): ./run_tests.sh --fast leaves it out
-def test_rome_reliability_on_the_first_30_p36_facts(gpt):
-    base = weights_checksum(gpt.model)
-    ev = evaluate_relation(gpt, "rome", "P36", limit=30)
-    assert ev.n == 30 and not ev.skipped
-    assert ev.rates["reliability"] >= 0.9
-    assert ev.rates["locality"] >= 0.9  # unrelated facts keep their answers
-    assert ev.counts["symmetry"][1] > 0 and ev.rates["synonymy"] is None
-    assert weights_checksum(gpt.model) == base
 
 
 def test_report_and_spec(gpt):
@@ -76,7 +66,7 @@ def test_bad_input(gpt, args, needle):
 
 def test_compare_makes_each_edit_on_its_own(gpt, bert):
     from knlab.core.models import weights_checksum
-    from knlab.studies.edit import compare
+    from knlab.studies.edit_report import compare
     base = weights_checksum(gpt.model)
     res = compare(gpt, "The capital of Canada is", "Canada", "Rome", generate_tokens=3)
     assert set(res.reports) == {"kn", "rome"}

@@ -4,19 +4,20 @@ Every criterion is a list of probe prompts read at the prediction position (the 
 [MASK]); a probe *holds* when, after the edit:
 - reliability / generality / symmetry / synonymy: p(expected) > p(old), the paper's "p(new) against
   p(old)" (for symmetry the expected word is the edited subject, for synonymy the new field's occupation);
-  a word is scored by the token it starts with (``predict.first_token``: the word itself on the organisms;
+  a word is scored by the token it starts with (``tokens.first_token``: the word itself on the organisms;
   " Kab" of " Kabul" on a BPE model), and a probe whose two words start alike is left out;
 - locality: the neighbour's top prediction is the one it had before the edit;
 - symmetry_old: the old object no longer points back to the subject (the subject is not its top prediction).
 A criterion's score is the share of its probes that hold; ``None`` where it does not apply to the fact.
+The seed's own scoring, teacher-forced accuracy of the expected string, is here too
+(``teacher_forced_accuracy``), for the batch evaluation to report beside the paper's.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from itertools import islice
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -24,6 +25,7 @@ from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.tokens import first_token, spoken_ids
 from knlab.methods.predict import answer_logits
+from knlab.studies.known_facts import fact_prompt, find_fact
 from knlab.world import facts as F
 
 CRITERIA = ("reliability", "generality", "locality", "symmetry", "synonymy")
@@ -56,22 +58,6 @@ class ProbeResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def fact_prompt(lm: LM, template: str, subject: str) -> str:
-    return F.prompt(template, subject, lm.masked)
-
-
-def find_fact(lm: LM, prompt: str, subject: str) -> tuple[F.Relation, F.Fact, str] | None:
-    """The world fact a prompt states (relation, fact, template), when it is one of the world's phrasings."""
-    for rel in F.relations().values():
-        for t in rel.templates:
-            if fact_prompt(lm, t, subject) == prompt:
-                try:
-                    return rel, rel.fact(subject), t
-                except KeyError:
-                    return None
-    return None
 
 
 def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGHBOURS) -> list[str]:
@@ -170,56 +156,14 @@ def probe_probs(lm: LM, prompts: list[str]) -> torch.Tensor:
     return torch.softmax(answer_logits(lm, prompts), -1)
 
 
-def check_new_target(lm: LM, target: str, old: str) -> int:
-    if not isinstance(target, str) or not target.strip():
-        raise InputError("the new target is empty")
-    tid = first_token(lm, target)
-    if tid is None:
-        raise InputError(f"the new target {target.strip()!r} is not something {lm.spec} can say")
-    if target.strip() == old or tid == first_token(lm, old):
-        raise InputError(f"the model already answers {old!r}; choose a different new target")
-    return tid
-
-
 @torch.no_grad()
 def teacher_forced_accuracy(lm: LM, prompt: str, target: str) -> float:
     """The seed's ``evaluate_edit.py`` scoring: the prompt followed by the whole target string, and the
     share of the target's tokens that are the model's argmax at the position before each (teacher
     forcing). A causal model's score; 1.0 when the model would say the whole target greedily."""
     ids = lm.tokenizer(prompt)["input_ids"]
-    tids = spoken_ids(lm, target)
-    if not tids:
-        raise InputError("the target is empty")
+    tids = spoken_ids(lm, target, "target")
     x = torch.tensor([ids + tids], device=lm.device)
     logits = lm.model(input_ids=x).logits[0]
     guesses = logits[len(ids) - 1 : len(ids) - 1 + len(tids)].argmax(-1).tolist()
     return sum(g == t for g, t in zip(guesses, tids)) / len(tids)
-
-
-def iter_known_subjects(lm: LM, relation: str, template: str | None = None, scan: int | None = None,
-                        first_chunk: int = 8, chunk: int = 64) -> Iterator[str]:
-    """The subjects of ``relation`` whose fact the model states (its top answer at the first training
-    template, or ``template``, is the object's first token), in the relation's order. The facts are asked
-    in batches that double from ``first_chunk`` up to ``chunk``: a caller that wants one known fact (an
-    edit's claim at size 1) pays for 8 prompts, not 64 (~2 s on the real model), and one that scans the
-    whole relation still runs full batches. ``scan``: the relation's first ``scan`` facts only."""
-    rel = F.relation(relation)
-    template = template or rel.train_templates[0]
-    facts = rel.facts[:scan]
-    c, size = 0, first_chunk
-    while c < len(facts):
-        part = [f for f in facts[c : c + size] if first_token(lm, f.object) is not None]
-        c, size = c + size, min(2 * size, chunk)
-        if not part:
-            continue
-        with torch.no_grad():
-            top = answer_logits(lm, [fact_prompt(lm, template, f.subject) for f in part]).argmax(-1).tolist()
-        yield from (f.subject for f, t in zip(part, top) if t == first_token(lm, f.object))
-
-
-def known_subjects(lm: LM, relation: str, n: int, template: str | None = None,
-                   scan: int | None = None) -> list[str]:
-    """The first ``n`` subjects of ``relation`` whose fact the model states (``iter_known_subjects``): what
-    an edit or a trace of a fact needs, since a fact the model does not know cannot be edited away or
-    traced back."""
-    return list(islice(iter_known_subjects(lm, relation, template, scan), n))

@@ -2,7 +2,7 @@
 
 import torch
 
-from knlab.studies.evaluate import Probe, criteria, find_fact, neighbour_prompts, score
+from knlab.studies.probes import Probe, criteria, neighbour_prompts, score, teacher_forced_accuracy
 
 
 def test_scoring_rules(gpt):
@@ -23,10 +23,12 @@ def test_scoring_rules(gpt):
     assert c["symmetry"] is None and c["synonymy"] is None
 
 
-def test_find_fact_and_neighbours(gpt):
-    rel, fact, template = find_fact(gpt, "Canada is governed from", "Canada")
-    assert (rel.id, fact.object, template) == ("P36", "Ottawa", "{X} is governed from")
-    assert find_fact(gpt, "Canada is lovely", "Canada") is None
+def test_neighbours(gpt):
     a = neighbour_prompts(gpt, "Canada", "P36")
     assert a == neighbour_prompts(gpt, "Canada", "P36") and len(a) == 10  # fixed by the edited fact
     assert all("Canada" not in p for p in a)
+
+
+def test_teacher_forced_accuracy_is_the_share_of_target_tokens_the_model_would_say(gpt):
+    assert teacher_forced_accuracy(gpt, "The capital of Canada is", "Ottawa") == 1.0
+    assert teacher_forced_accuracy(gpt, "The capital of Canada is", "Rome") == 0.0

@@ -1,0 +1,58 @@
+"""What several test modules share and is no fixture: the repository's root, a free port, the benchmark
+drivers, and the two ways of running knlab as a user would in this process (a CLI command, a take-away
+script). Imported as ``from helpers import ...``: pytest puts tests/ on the path for conftest.py."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import socket
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def benchmark(name: str) -> ModuleType:
+    """A module of benchmarks/ (e.g. the load-test driver bench_load). The straightforward reference
+    implementations are not there: they live in tests/reference/ (``from reference.trace import ...``)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    return importlib.import_module(name)
+
+
+def run_cli_here(*args: str) -> SimpleNamespace:
+    """``python -m knlab ARGS`` in this process (the model stays loaded): for the many bad-input cases, where
+    a subprocess per case would spend ~10 s importing transformers. Exit paths are the same ``main``."""
+    from knlab.app.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_script(source: str, lm) -> object:
+    """Run a generated take-away script with ``knlab.load_model`` answering the already loaded model (the
+    script's own call is checked by name); the script's ``res``."""
+    import knlab
+    asked = []
+    real = knlab.load_model
+    knlab.load_model = lambda spec: asked.append(spec) or lm
+    try:
+        scope: dict = {}
+        exec(compile(source.replace("print(res.to_json())", ""), "<takeaway>", "exec"), scope)
+    finally:
+        knlab.load_model = real
+    assert asked == [lm.spec]
+    return scope["res"]
