@@ -302,61 +302,23 @@ def _paper_args(p: argparse.ArgumentParser) -> None:
                    help="prompts / facts per item (default: each claim's own, smaller on the real model)")
     p.add_argument("--model", default=None, help="only this of the claim's models (default: every one that fits)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
-    p.add_argument("--markdown", default=None,
-                   help="also write the report as Markdown (docs/results.md is the record of --all --jobs 2)")
+    p.add_argument("--record", action="store_true",
+                   help="the record: every claim (or the one given) on every shipped model it applies to (or "
+                        "--model) at a size that decides, checkpointed item by item in assets/records/<model>.json, "
+                        "then docs/results.md; runs for hours on the real model")
+    p.add_argument("--resume", action="store_true", help="with --record: go on from the items already recorded")
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="claims run side by side in this many processes (each loads the models it needs and "
                         "takes its share of the cores; on 2 cores, 2 get through ~1.5x the work)")
 
 
-RESULTS_INTRO = """\
-# The paper, live: the record of one run
-
-Every experiment of the paper is a claim (`python -m knlab paper --list`; the app's Paper tab; `/paper_<id>` in
-the HTTP API): it reruns on each shipped model that fits it and sets the live figures beside the published ones
-(the methods, their parameters and every published figure: [paper.md](paper.md)). A claim's verdict is one rule
-written in its code (`knlab/studies/claims/`), stated in the sentence beside it; at the default sizes (1-2
-prompts or facts per item on the real model) the figures are indicative, and `--size` buys steadiness.
-`python -m knlab paper --all --jobs 2 --markdown docs/results.md` rewrites docs/results.md with a new record.
-"""
-
-
-def report_markdown(results, size: int | None, seconds: float, jobs: int = 1, claim: str | None = None) -> str:
-    """A rerun as Markdown (docs/results.md): the command that measured it, whether each claim's finding
-    holds on each model, then per claim each model's live figures beside the published ones and the
-    sentence on whether the finding holds there. ``claim``: the one claim rerun, when not --all."""
-    def cell(x) -> str:
-        return str(x).replace("|", "/").replace("\n", " ")
-    flags = ('' if size is None else f' --size {size}') + ('' if jobs == 1 else f' --jobs {jobs}')
-    out = [RESULTS_INTRO,
-           f"Measured with `python -m knlab paper {claim or '--all'}{flags}` ({seconds / 60:.1f} min on this machine).\n"]
-    from knlab.studies.paper import ALL, MODELS
-    seen = {m for res in results for m in [r.model for r in res.runs] + list(res.absent)}
-    models = [m for m in MODELS[ALL] if m in seen] + sorted(seen - set(MODELS[ALL]))
-    verdict = {True: "holds", False: "does not hold", None: "cannot say"}
-    out += ["Whether the paper's finding holds, per model:\n",
-            "| claim | paper | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
-    for res in results:
-        runs = {r.model: verdict[r.holds] for r in res.runs} | {m: "not run" for m in res.absent}
-        out.append(f"| `{res.claim}` | {res.source} | " + " | ".join(runs.get(m, "-") for m in models) + " |")
-    out.append("")
-    for res in results:
-        out.append(f"**`{res.claim}`** ({res.source}): {res.title}. "
-                   f"`python -m knlab paper {res.claim}`\n")
-        for run in res.runs:
-            out.append(f"- *{run.model}* ({run.size}, {run.seconds:.0f} s): {run.finding}")
-        out += [f"- *{m}*: {why}" for m, why in res.absent.items()]
-        out.append("\n| model | figure | live | published |\n|---|---|---|---|")
-        out += [f"| {r['model']} | {cell(r['item'])} | {cell(r['live'])} | {cell(r['published'])} |" for r in res.rows]
-        out.append("")
-    return "\n".join(out) + "\n"
-
-
 def _print_claim(res) -> None:
     print(f"{res.title} ({res.source})\n  published: {res.published}")
     for run in res.runs:
-        print(f"  live on {run.model} ({run.size}, {run.seconds:.0f} s): {run.finding}")
+        print(f"  live on {run.model} ({run.size}, {run.seconds:.0f} s):")
+        for f in run.findings:
+            print(f"    {f.name}: {f.text()}, {f.outcome} ({f.rule})")
         for r in run.rows:
             print(f"    {r['item'][:70]:70s} live {str(r['live']):>24s}   published {r['published']}")
     for m, why in res.absent.items():
@@ -376,8 +338,15 @@ def _paper(args: argparse.Namespace) -> int:
             print(json.dumps({"id": c.id, "title": c.title, "source": c.source, "models": list(c.applies_to())})
                   if args.json else f"{c.id:15s} {c.source:18s} {c.title}")
         return 0
+    jobs = args.jobs
+    if not 1 <= jobs <= 16:
+        raise InputError("--jobs must be a whole number from 1 to 16")
+    if args.record:
+        return _record(args)
+    if args.resume:
+        raise InputError("--resume goes with --record")
     if not args.all and not args.claim:
-        raise InputError("give a claim id, --all, or --list")
+        raise InputError("give a claim id, --all, --record or --list")
     worker = default_worker()
 
     def run_on(spec, fn, *a, **k):
@@ -385,9 +354,6 @@ def _paper(args: argparse.Namespace) -> int:
 
     ids = [c.id for c in CLAIMS] if args.all else [claim(args.claim).id]
     models = [args.model] if args.model else None
-    jobs = args.jobs
-    if not 1 <= jobs <= 16:
-        raise InputError("--jobs must be a whole number from 1 to 16")
     t0, results = time.perf_counter(), []
     if jobs > 1:  # side by side in processes of their own; reported in order once all are done
         results = rerun_many([(cid, args.size) for cid in ids], models, jobs,
@@ -411,12 +377,23 @@ def _paper(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(report_markdown(results, args.size, time.perf_counter() - t0, jobs,
-                                    None if args.all else results[0].claim))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
+    from knlab.studies.paper import claim
+    from knlab.studies.record import record
+    if args.size is not None or args.all:
+        raise InputError("--record runs each claim at its record size, on every claim unless one is given: "
+                         "no --size, no --all")
+    ids = [claim(args.claim).id] if args.claim else None
+    flags = (f" {args.claim}" if args.claim else "") + (f" --model {args.model}" if args.model else "") + (
+        f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    record([args.model] if args.model else None, ids, resume=args.resume, jobs=args.jobs,
+           command=f"python -m knlab paper --record{flags}", log=lambda s: print(s, flush=True))
     return 0
 
 

@@ -51,6 +51,7 @@ class EditReport:
     relation: str | None
     spec: Any = field(repr=False, default=None)
     timing: dict = field(default_factory=dict)  # ROME: one-off templates / covariance seconds and the edit itself
+    left_out: list[dict] = field(default_factory=list)  # probes the model cannot answer before the edit, and why
 
     def to_json(self) -> dict:
         return {"method": self.method, "model": self.model, "prompt": self.prompt, "subject": self.subject,
@@ -59,7 +60,7 @@ class EditReport:
                 "seconds": round(self.seconds, 4), "before": self.before, "after": self.after,
                 "timing": {k: round(v, 4) for k, v in self.timing.items()},
                 "criteria": self.criteria, "relation": self.relation, "generation": self.generation,
-                "probes": [p.to_json() for p in self.probes]}
+                "probes": [p.to_json() for p in self.probes], "left_out": self.left_out}
 
 
 def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
@@ -140,7 +141,7 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
     new = target.strip()
     probes, info = build_probes(lm, prompt, subject, old, new, neighbours)
     before = probe_probs(lm, [p.prompt for p in probes])
-    kept = resolve(lm, probes, before)
+    kept, left_out = resolve(lm, probes, before)
     probes, before = [probes[k] for k in kept], before[kept]
     gen_before = generate(lm, prompt, generate_tokens)
     t0 = time.perf_counter()
@@ -155,7 +156,7 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
                       {"p_new": float(base[new_id]), "p_old": float(base[old_id])},
                       {"p_new": float(p_after[new_id]), "p_old": float(p_after[old_id])},
                       criteria(results), results, {"before": gen_before, "after": gen_after},
-                      info["relation"], spec, where.get("timing", {}))
+                      info["relation"], spec, where.get("timing", {}), left_out)
 
 
 @dataclass

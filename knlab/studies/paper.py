@@ -41,6 +41,7 @@ class Claim:
     size: int = 10  # prompts / facts per item on an organism
     real_size: int = 3  # on the real model (30 layers: each prompt costs ~20x an organism's)
     unit: str = "prompts"
+    record_size: int = 40  # in the record (``studies.record``): a size that decides, capped by what the model knows
 
     def applies_to(self) -> tuple[str, ...]:
         return MODELS[self.models]
@@ -73,16 +74,17 @@ CLAIMS = [
     Claim("kn-sharing", "Grammatical number has its own neurons",
           "Fig. 2, Table 4", "BERT, det_n_agr_2 (283 pairs): the singular KN (10, 2096) is a KN in 93% of 'this' and "
           "75% of 'that' pairs (Table 4: 88% / 81%), the plural KN (9, 1094) in 100% of 'these' / 'those' pairs; "
-          "neither appears for the other number.", MASKED, neurons.kn_sharing, size=40),
+          "neither appears for the other number.", MASKED, neurons.kn_sharing, size=40, record_size=283),
     Claim("det-agreement", "Determiner-noun agreement has 'knowledge neurons', but they barely decide anything",
           "Fig. 3, 4, 6a", "BERT: suppressing the plural KNs changes p(this) +316%, p(these) -124%, p(that) +208%, "
           "p(those) -158%, yet at most 5.2% of predictions are overturned; Fig. 4: the number-neutral 'scattered' "
-          "drops too (a co-occurrence bias).", MASKED, neurons.det_agreement, size=40),
+          "drops too (a co-occurrence bias).", MASKED, neurons.det_agreement, size=40, record_size=283),
     Claim("overturn", "Suppressing the KNs rarely overturns a grammatical preference",
           "Fig. 6b", "BERT accuracy before -> after suppressing the KNs: det_n_agr_2 100 -> 94.8; _irregular_2 99.5 -> "
-          "96.9; _with_adj_2 97.1 -> 94.4; _with_adj_irregular_2 97.4 -> 95.4.", MASKED, neurons.overturn, size=20),
+          "96.9; _with_adj_2 97.1 -> 94.4; _with_adj_irregular_2 97.4 -> 95.4.", MASKED, neurons.overturn, size=20, record_size=283),
     Claim("kn-edit", "Editing knowledge neurons rarely changes the fact",
-          "Fig. 6c", published.KN_EDIT_NOTE + ".", ALL, editing.kn_edit, size=10, real_size=1, unit="facts"),
+          "Fig. 6c", published.KN_EDIT_NOTE + ".", ALL, editing.kn_edit, size=10, real_size=1, unit="facts",
+          record_size=60),
     Claim("localisation", "Grammar localises to KNs about as well as facts do",
           "Fig. 5a, Table 8", "|KN| / tau / R^2_1. BERT: det_n_agr_1 3.94/.71/.56 ... _with_adj_irregular_2 2.60/.69/.58; "
           "P101 .167/.515/.399; P1303 10.46/.814/.684. GPT-2 (the four _1 paradigms): 0.06/.45/.15; 1.32/.58/.24; "
@@ -95,23 +97,25 @@ CLAIMS = [
     Claim("sv-agreement", "Subject-verb agreement's KNs: suppression moves verbs weakly",
           "Fig. 11",
           "GPT-2: " + published.SV_AGREEMENT["GPT-2"] + ". LLaMA-2: " + published.SV_AGREEMENT["LLaMA-2-7B"] + ".",
-          CAUSAL, neurons.sv_agreement, size=30, real_size=6),
+          CAUSAL, neurons.sv_agreement, size=30, real_size=6, record_size=60),
     Claim("trace-syntax", "Causal tracing finds the facts' two sites, but not in grammar",
           "Fig. 7, 13", "GPT-2 XL: " + published.TRACE_SYNTAX["facts"] + "; det_n_agr_with_adj_1: "
           + published.TRACE_SYNTAX["determiner_noun_agreement_with_adj_1"] + "; subject-verb agreement: "
-          + published.TRACE_SYNTAX["subject_verb_agreement"] + ".", CAUSAL, tracing.trace_syntax, size=8, real_size=2),
+          + published.TRACE_SYNTAX["subject_verb_agreement"] + ".", CAUSAL, tracing.trace_syntax, size=8, real_size=2, record_size=30),
     Claim("rome-examples", "A ROME edit follows neither the reverse question nor a synonym",
           "Fig. 8a, b", "GPT-2 XL: after 'The capital of Canada is' Ottawa -> Rome, 'Ottawa is the capital of' still "
           "says Canada and 'Rome is the capital of' still Italy; toothache -> dentist edited to lawyer, 'tooth pain' "
-          "and 'odontalgia' still say dentist.", CAUSAL, editing.rome_examples, size=1, real_size=1, unit="edits"),
+          "and 'odontalgia' still say dentist.", CAUSAL, editing.rome_examples, size=3, real_size=1,
+          unit="edits of each kind", record_size=60),
     Claim("rome-syntax", "ROME edits grammar as it edits facts",
           "Fig. 8c", "GPT-2 XL: 'The authors near the taxi drivers' edited are -> is carries to 'The authors near the "
           "dancers' but not to 'The pilots near the taxi drivers' cabins' or 'The pilots near the dancers'.",
-          CAUSAL, editing.rome_syntax, size=1, real_size=1, unit="edits"),
+          CAUSAL, editing.rome_syntax, size=3, real_size=1, unit="edits",
+          record_size=40),
     Claim("rome-table-1", "ROME edits are reliable but not symmetric and not synonym-aware",
           "Table 1", "GPT-2 XL: P101 99.82% / synonymy 52.35%; P1376 96.37% / symmetry 23.71%; P36 99.79% / 25.17%. "
           "LLaMA-2-7B: P101 100% / 58.36%; P1376 100% / 33.40%; P36 100% / 33.64%.", CAUSAL, editing.rome_table_1,
-          size=10, real_size=1, unit="facts per relation"),
+          size=10, real_size=1, unit="facts per relation", record_size=10_000),
 ]
 
 

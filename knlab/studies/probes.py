@@ -8,6 +8,11 @@ Every criterion is a list of probe prompts read at the prediction position (the 
   " Kab" of " Kabul" on a BPE model), and a probe whose two words start alike is left out;
 - locality: the neighbour's top prediction is the one it had before the edit;
 - symmetry_old: the old object no longer points back to the subject (the subject is not its top prediction).
+A probe that the model cannot answer before the edit measures nothing, so it is left out, with the reason:
+each probe other than reliability carries ``known``, the word a model that knows the probe's own fact says
+before the edit (symmetry: the new object's own reverse fact, "Rome is the capital of" -> Italy;
+symmetry_old: the subject; synonymy: the old field's occupation; generality: the object; locality: the
+neighbour's object), and is kept only when the model's top answer before the edit starts like it.
 A criterion's score is the share of its probes that hold; ``None`` where it does not apply to the fact.
 The seed's own scoring, teacher-forced accuracy of the expected string, is here too
 (``teacher_forced_accuracy``), for the batch evaluation to report beside the paper's.
@@ -38,6 +43,7 @@ class Probe:
     prompt: str
     expected: str  # the word that should win after the edit (locality: the neighbour's own answer)
     old: str | None = None  # the word it should beat (None for locality)
+    known: str | None = None  # what the model must say before the edit for the probe to measure anything
     expected_id: int = -1
     old_id: int = -1
 
@@ -60,7 +66,7 @@ class ProbeResult:
         return asdict(self)
 
 
-def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGHBOURS) -> list[str]:
+def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGHBOURS) -> list[tuple[str, str]]:
     """Other facts the edit should leave alone: n/2 of the same relation, the rest from the others, chosen
     by a seed derived from the edited subject so the same edit is always probed with the same facts."""
     rng = random.Random(f"{relation}:{subject}")
@@ -69,7 +75,7 @@ def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGH
     other = [f for r in rels.values() if r.id != relation for f in r.facts if f.subject != subject]
     k_same = min(len(same), n // 2) if same else 0
     picked = rng.sample(same, k_same) + rng.sample(other, n - k_same)
-    return [fact_prompt(lm, rels[f.relation].train_templates[0], f.subject) for f in picked]
+    return [(fact_prompt(lm, rels[f.relation].train_templates[0], f.subject), f.object) for f in picked]
 
 
 def build_probes(lm: LM, prompt: str, subject: str, old: str, new: str,
@@ -85,34 +91,45 @@ def build_probes(lm: LM, prompt: str, subject: str, old: str, new: str,
         info = {"relation": rel.id, "fact_object": fact.object}
         for t in rel.templates:
             if t != template and t in rel.held_out_templates:
-                probes.append(Probe("generality", fact_prompt(lm, t, subject), new, old))
+                probes.append(Probe("generality", fact_prompt(lm, t, subject), new, old, known=fact.object))
         if rel.id in F.REVERSE_RELATIONS:
             rev = F.relation(F.REVERSE_RELATIONS[rel.id])
             # the new object now points back to the subject; the old object no longer does
-            probes.append(Probe("symmetry", fact_prompt(lm, rev.train_templates[0], new), subject, None))
-            probes.append(Probe("symmetry_old", fact_prompt(lm, rev.train_templates[0], fact.object), subject, None))
+            own = next((f.object for f in rev.facts if f.subject == new), "")  # "": no fact of its own to ask
+            probes.append(Probe("symmetry", fact_prompt(lm, rev.train_templates[0], new), subject, None, known=own))
+            probes.append(Probe("symmetry_old", fact_prompt(lm, rev.train_templates[0], fact.object), subject, None,
+                                known=subject))
         if rel.id in F.SYNONYM_RELATIONS:
             occ = F.occupations()
             if new in occ and fact.object in occ:
                 syn = F.relation(F.SYNONYM_RELATIONS[rel.id])
                 probes.append(Probe("synonymy", fact_prompt(lm, syn.train_templates[0], subject), occ[new],
-                                    occ[fact.object]))
-    probes += [Probe("locality", p, "", None) for p in neighbour_prompts(lm, subject, relation, neighbours)]
+                                    occ[fact.object], known=occ[fact.object]))
+    probes += [Probe("locality", p, "", None, known=obj) for p, obj in neighbour_prompts(lm, subject, relation,
+                                                                                         neighbours)]
     return probes, info
 
 
-def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> list[int]:
+def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> tuple[list[int], list[dict]]:
     """Fill token ids; the symmetry probe's 'old' is what the model answered before (if that is not the
-    subject itself). Returns the indices of the probes kept: those whose words are single tokens."""
-    out = []
+    subject itself). Returns the indices of the probes kept, and the others, each with why it was left
+    out: the model does not answer it before the edit (``known``), or its words cannot be told apart."""
+    out, left_out = [], []
     for k, (p, row) in enumerate(zip(probes, before)):
         top = int(row.argmax())
+        if p.known is not None and (not p.known or top != first_token(lm, p.known)):
+            said = lm.tokenizer.decode([top]).strip()
+            left_out.append({"criterion": p.criterion, "prompt": p.prompt,
+                             "reason": f"the model says {said!r} before the edit, not {p.known!r}" if p.known
+                             else "the new object has no fact of its own to ask"})
+            continue
         if p.criterion == "locality":
             p.expected_id, p.expected = top, lm.tokenizer.decode([top]).strip()
             out.append(k)
             continue
         eid = first_token(lm, p.expected)
         if eid is None:
+            left_out.append({"criterion": p.criterion, "prompt": p.prompt, "reason": f"{p.expected!r} is no token"})
             continue
         p.expected_id = eid
         if p.criterion == "symmetry":
@@ -121,10 +138,12 @@ def resolve(lm: LM, probes: list[Probe], before: torch.Tensor) -> list[int]:
         elif p.old is not None:
             oid = first_token(lm, p.old)
             if oid is None or oid == eid:
+                left_out.append({"criterion": p.criterion, "prompt": p.prompt,
+                                 "reason": f"{p.expected!r} and {p.old!r} start with the same token"})
                 continue
             p.old_id = oid
         out.append(k)
-    return out
+    return out, left_out
 
 
 def score(lm: LM, probes: list[Probe], before: torch.Tensor, after: torch.Tensor) -> list[ProbeResult]:

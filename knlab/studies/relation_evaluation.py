@@ -18,6 +18,7 @@ from knlab.core.specs import applied
 from knlab.core.tokens import first_token
 from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies.edit_report import METHODS, edit
+from knlab.studies.known_facts import known_subjects
 from knlab.studies.probes import CRITERIA, NEIGHBOURS, teacher_forced_accuracy
 from knlab.studies.published import KN_EDIT_NOTE, rome_table_1
 from knlab.world import facts as F
@@ -61,22 +62,70 @@ def published_figures(method: str, relation: str) -> dict:
     return rome_table_1(relation)
 
 
-def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str]) -> str:
+def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str], prefer: set[str] | None = None) -> str:
     """The new object for an edit of ``fact``: another object of the same relation, fixed by a seed derived
-    from the fact (Canada's capital may become Rome, never Ottawa)."""
+    from the fact (Canada's capital may become Rome, never Ottawa); among ``prefer`` when any is left (the
+    objects whose own reverse fact the model states, so that the symmetry probe can be asked)."""
     objects = sorted({f.object for f in rel.facts} - avoid - {fact.object})
-    return random.Random(fact.id).choice(objects)
+    preferred = [o for o in objects if prefer is not None and o in prefer]
+    return random.Random(fact.id).choice(preferred or objects)
+
+
+def answerable_objects(lm: LM, rel: F.Relation) -> set[str] | None:
+    """The objects of ``rel`` whose own fact in the reverse relation the model states ("Rome is the capital
+    of" -> Italy), or None for a relation without a reverse."""
+    if rel.id not in F.REVERSE_RELATIONS:
+        return None
+    reverse = F.relation(F.REVERSE_RELATIONS[rel.id])
+    return set(known_subjects(lm, reverse.id, len(reverse.facts)))
+
+
+def _no_measure(key: str, fn: Callable[[], dict]) -> dict:
+    return fn()
+
+
+def edit_fact(lm: LM, method: str, rel: F.Relation, fact: F.Fact, prefer: set[str] | None, neighbours: int,
+              layer: int | None, mom2: bool | str, seed_scoring: bool) -> dict:
+    """One fact edited and scored: the plain-JSON row of it, or ``{"skipped": why}``."""
+    prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
+    top, answer = top_token(lm, next_token_probs(lm, encode(lm, prompt)))
+    if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
+        return {"skipped": f"model answers {answer!r}, not {fact.object!r}"}
+    new = counterfactual(rel, fact, {answer, fact.object}, prefer)
+    try:
+        rep = edit(lm, method, prompt, fact.subject, new, layer=layer, neighbours=neighbours, generate_tokens=0,
+                   mom2=mom2)
+    except InputError as e:
+        return {"skipped": str(e)}
+    row: dict = {"subject": fact.subject, "old": rep.old, "new": new}
+    if seed_scoring and not lm.masked:
+        with applied(lm, [rep.spec]):
+            scored = [(p.criterion, teacher_forced_accuracy(lm, p.prompt, p.expected)) for p in rep.probes
+                      if p.criterion in ("reliability", "generality", "symmetry", "synonymy")]
+        row["seed"] = {c: round(float(np.mean([a for cc, a in scored if cc == c])), 6) for c in
+                       sorted({cc for cc, _ in scored})}
+    for c in CRITERIA:
+        v = rep.criteria.get(c)
+        row[c] = None if v is None else round(float(v), 6)
+        row[f"{c}_probes"] = [sum(p.holds for p in rep.probes if p.criterion == c),
+                              sum(1 for p in rep.probes if p.criterion == c)]
+    row["left_out"] = rep.left_out
+    return row
 
 
 def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = None, neighbours: int = NEIGHBOURS,
                       progress: Callable[[float, str], None] | None = None, layer: int | None = None,
                       mom2: bool | str = True, subjects: list[str] | None = None,
-                      seed_scoring: bool = False) -> Evaluation:
+                      seed_scoring: bool = False,
+                      measure: Callable[[str, Callable[[], dict]], dict] = _no_measure) -> Evaluation:
     """Edit each fact of ``relation`` independently (the model restored after each) and report, per
     criterion, the share of facts for which it held (for a fact with several probes of one criterion, the
     share of its probes): the paper's scoring, p(new) against p(old). Facts the model gets wrong before
-    editing are skipped and listed. ``seed_scoring``: also the seed's ``evaluate_edit.py`` scoring
-    (teacher-forced accuracy of each probe's expected string, causal models)."""
+    editing are skipped and listed; probes the model cannot answer before the edit are left out
+    (``studies.probes``), and the new object is one whose own reverse fact the model states where there is
+    one. ``seed_scoring``: also the seed's ``evaluate_edit.py`` scoring (teacher-forced accuracy of each
+    probe's expected string, causal models). ``measure(key, fn)``: how each fact's row is obtained (a
+    record passes its checkpoint: a fact measured before is read back, a new one kept the moment it exists)."""
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
     if method == "rome" and lm.masked:
@@ -87,40 +136,23 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     facts = rel.facts if subjects is None else [rel.fact(s) for s in subjects]  # e.g. the facts a model knows
     facts = facts[: limit or limits().evaluate_facts]
     t0 = time.perf_counter()
-    sums = {c: 0.0 for c in CRITERIA}
+    prefer = answerable_objects(lm, rel)
     counts = {c: [0, 0] for c in CRITERIA}
     per_fact, skipped = [], []
     for k, fact in enumerate(facts):
-        prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
-        top, answer = top_token(lm, next_token_probs(lm, encode(lm, prompt)))
-        if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
-            skipped.append({"subject": fact.subject, "reason": f"model answers {answer!r}, not {fact.object!r}"})
-            continue
-        new = counterfactual(rel, fact, {answer, fact.object})
-        try:
-            rep = edit(lm, method, prompt, fact.subject, new, layer=layer, neighbours=neighbours, generate_tokens=0,
-                       mom2=mom2)
-        except InputError as e:
-            skipped.append({"subject": fact.subject, "reason": str(e)})
-            continue
-        row = {"subject": fact.subject, "old": rep.old, "new": new}
-        if seed_scoring and not lm.masked:
-            with applied(lm, [rep.spec]):
-                scored = [(p.criterion, teacher_forced_accuracy(lm, p.prompt, p.expected)) for p in rep.probes
-                          if p.criterion in ("reliability", "generality", "symmetry", "synonymy")]
-            row["seed"] = {c: float(np.mean([a for cc, a in scored if cc == c])) for c in {cc for cc, _ in scored}}
-        for c in CRITERIA:
-            v = rep.criteria.get(c)
-            if v is not None:
-                sums[c] += v
-                counts[c][0] += sum(p.holds for p in rep.probes if p.criterion == c)
-                counts[c][1] += sum(1 for p in rep.probes if p.criterion == c)
-            row[c] = v
-        per_fact.append(row)
+        row = measure(f"{method}:{relation}:{fact.subject}",
+                      lambda fact=fact: edit_fact(lm, method, rel, fact, prefer, neighbours, layer, mom2, seed_scoring))
+        if "skipped" in row:
+            skipped.append({"subject": fact.subject, "reason": row["skipped"]})
+        else:
+            for c in CRITERIA:
+                counts[c][0] += row[f"{c}_probes"][0]
+                counts[c][1] += row[f"{c}_probes"][1]
+            per_fact.append(row)
         if progress:
             progress((k + 1) / len(facts), f"{k + 1}/{len(facts)} facts edited")
     n = len(per_fact)
-    rates = {c: (sums[c] / sum(1 for r in per_fact if r[c] is not None)
+    rates = {c: (float(np.mean([r[c] for r in per_fact if r[c] is not None]))
                  if any(r[c] is not None for r in per_fact) else None) for c in CRITERIA}
     seed_rates = None
     if seed_scoring and not lm.masked:

@@ -2,7 +2,8 @@
 
 import torch
 
-from knlab.studies.probes import Probe, criteria, neighbour_prompts, score, teacher_forced_accuracy
+from knlab.studies.probes import (Probe, criteria, neighbour_prompts, probe_probs, resolve, score,
+                                  teacher_forced_accuracy)
 
 
 def test_scoring_rules(gpt):
@@ -26,7 +27,21 @@ def test_scoring_rules(gpt):
 def test_neighbours(gpt):
     a = neighbour_prompts(gpt, "Canada", "P36")
     assert a == neighbour_prompts(gpt, "Canada", "P36") and len(a) == 10  # fixed by the edited fact
-    assert all("Canada" not in p for p in a)
+    assert all("Canada" not in p for p, _ in a)
+
+
+def test_a_probe_the_model_cannot_answer_before_the_edit_is_left_out_with_its_reason(gpt):
+    """Only probes whose own fact the model states before the edit are scored: a neighbour that the model
+    gets wrong, or a reverse question whose new object has no fact of its own, would count as 'not
+    followed' while measuring nothing."""
+    probes = [Probe("locality", "The capital of Canada is", "", None, known="Ottawa"),
+              Probe("locality", "The capital of Canada is", "", None, known="Rome"),
+              Probe("symmetry", "Rome is the capital of", "Canada", None, known="")]
+    before = probe_probs(gpt, [p.prompt for p in probes])
+    kept, left_out = resolve(gpt, probes, before)
+    assert kept == [0]
+    assert [x["criterion"] for x in left_out] == ["locality", "symmetry"]
+    assert "not 'Rome'" in left_out[0]["reason"] and "no fact of its own" in left_out[1]["reason"]
 
 
 def test_teacher_forced_accuracy_is_the_share_of_target_tokens_the_model_would_say(gpt):

@@ -1,11 +1,20 @@
 """The editing claims: the KN edit rarely takes (kn-edit); ROME takes, but its edits follow neither the
 reverse direction nor a synonym (rome-examples, rome-table-1); and ROME edits grammar as it edits facts
 (rome-syntax). Every edit is a spec applied inside the rerun and undone after it (the base weights are
-checksummed back), never a change of the model."""
+checksummed back), never a change of the model.
+
+The rules, each written once here and in docs/paper.md (boundaries on a share of items; ``studies.findings``
+turns a share and its 95% interval into agrees / departs / undecided):
+- an edit *takes* (reliability): the paper's ROME figures are 96-100%; "reliable" is read as above 80%;
+- the KN edit's reliability: 1.66-47.86% in the figures the paper quotes (Yao et al.): below 50%;
+- symmetry and synonymy: the paper's 24-34% and 52-58%, "not symmetric / not synonym-aware", read as
+  below 70% (the least of the paper's reliability figures less a quarter of it);
+- Fig. 8's single examples, repeated over many edits: the reverse question of the new object does not
+  name the subject (below 50%), the old object's reverse question still does (above 50%), the
+  occupation does not follow the edited field (below 50%); Fig. 8c: the edit carries to another noun
+  after the same head (above 50%) and not to another head (below 50%)."""
 
 from __future__ import annotations
-
-from itertools import islice
 
 import numpy as np
 
@@ -15,24 +24,40 @@ from knlab.core.specs import applied
 from knlab.core.tokens import first_token
 from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies import published
-from knlab.studies.claims.common import ModelRun, Progress, pct, tick, timed
-from knlab.studies.edit_report import edit, generate, make_spec
+from knlab.studies.claims.common import Items, ModelRun, Progress, pct, tick, timed
+from knlab.studies.edit_report import generate, make_spec
+from knlab.studies.findings import Finding, share
 from knlab.studies.known_facts import iter_known_subjects, known_subjects
-from knlab.studies.relation_evaluation import counterfactual, evaluate_relation
+from knlab.studies.relation_evaluation import answerable_objects, counterfactual, evaluate_relation
 from knlab.world import facts as F
 from knlab.world.training_corpus import evaluation_pairs
+
+RELIABLE = 0.8  # an edit "takes", as the paper's ROME does (96-100%)
+KN_RELIABLE = 0.5  # the KN edit's quoted reliability: 1.66-47.86%
+NOT_GENERALISED = 0.7  # symmetry / synonymy: the paper's 24-58%
+MOST = 0.5  # Fig. 8's examples, counted over many edits
 
 
 def _answer(lm: LM, prompt: str) -> str:
     return top_token(lm, next_token_probs(lm, encode(lm, prompt)))[1]
 
 
-def _before_after(lm: LM, spec, prompts: list[str], tokens: int = 6) -> dict[str, dict]:
-    """Each prompt's answer and greedy continuation on the base model and with the edit applied."""
-    out = {p: {"before": _answer(lm, p), "generation_before": generate(lm, p, tokens)} for p in prompts}
+def _says(lm: LM, answer: str, word: str) -> bool:
+    """Does the model's answer start as ``word`` does (a BPE model's first piece of it)?"""
+    return first_token(lm, answer) == first_token(lm, word)
+
+
+def _before_after(lm: LM, spec, prompts: list[str], tokens: int = 0) -> dict[str, dict]:
+    """Each prompt's answer (and, with ``tokens``, greedy continuation) on the base model and with the edit."""
+    out = {p: {"before": _answer(lm, p)} for p in prompts}
+    if tokens:
+        for p in prompts:
+            out[p]["generation_before"] = generate(lm, p, tokens)
     with applied(lm, [spec]):
         for p in prompts:
-            out[p].update(after=_answer(lm, p), generation_after=generate(lm, p, tokens))
+            out[p]["after"] = _answer(lm, p)
+            if tokens:
+                out[p]["generation_after"] = generate(lm, p, tokens)
     return out
 
 
@@ -43,105 +68,154 @@ def _known(lm: LM, relation: str, n: int) -> list[str]:
     return subjects
 
 
+def _count(rows: list[dict], criterion: str) -> tuple[int, int]:
+    """(facts for which the criterion held, facts it applied to): one probe per fact for these criteria."""
+    vals = [r[criterion] for r in rows if r.get(criterion) is not None]
+    return sum(v == 1.0 for v in vals), len(vals)
+
+
+def _leave_out_skipped(items: Items, ev) -> None:
+    for s in ev.skipped:
+        items.leave_out(f"{ev.relation}:{s['subject']}", s["reason"])
+
+
 @timed
-def kn_edit(lm: LM, n: int, progress: Progress = None) -> ModelRun:
+def kn_edit(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
     """Fig. 6c: Dai et al.'s KN edit (erase the old object's neurons' output direction, write the new one's)
     on facts the model knows, scored as ROME's edits are."""
-    ev = evaluate_relation(lm, "kn", "P36", progress=progress, subjects=_known(lm, "P36", n))
+    ev = evaluate_relation(lm, "kn", "P36", progress=progress, subjects=_known(lm, "P36", n), measure=items.measure)
+    _leave_out_skipped(items, ev)
     pub = published.KN_EDIT_RELIABILITY
+    k, m = _count(ev.facts, "reliability")
+    findings = [share("KN edit reliability on P36", k, m, "below", KN_RELIABLE,
+                      f"{min(pub.values())}-{max(pub.values())}%, Yao et al.")]
     rows = [{"item": "KN edit reliability on P36 (%)", "live": pct(ev.rates["reliability"]),
              "published": f"CounterFact GPT-J {pub[('CounterFact', 'GPT-J')]}, T5-XL {pub[('CounterFact', 'T5-XL')]}; "
                           f"ZsRE GPT-J {pub[('ZsRE', 'GPT-J')]}, T5-XL {pub[('ZsRE', 'T5-XL')]} (Yao et al.)"},
             {"item": "KN edit generality (%)", "live": pct(ev.rates["generality"]), "published": "-"},
             {"item": "KN edit locality (%)", "live": pct(ev.rates["locality"]), "published": "-"},
             {"item": "facts edited / skipped", "live": f"{ev.n} / {len(ev.skipped)}", "published": "-"}]
-    rel = ev.rates["reliability"]
-    holds = None if rel is None else bool(rel < 0.5)
-    finding = (f"{'Holds' if holds else 'Does not hold'}: the KN edit takes on {pct(rel)}% of {ev.n} facts "
-               f"(the paper, quoting Yao et al.: 1.66-47.86%)." if rel is not None else "No fact could be edited.")
     crits = ["reliability", "generality", "locality"]
     figure = {"type": "bar", "title": "KN edit on P36: share of facts for which each criterion holds (%)", "x": crits,
               "ylabel": "%", "series": {"live": [pct(ev.rates[c]) for c in crits],
                                         "CounterFact GPT-J (Yao et al.)": [pub[("CounterFact", "GPT-J")], None, None],
-                                        "CounterFact T5-XL (Yao et al.)": [pub[("CounterFact", "T5-XL")], None, None]}}
-    return ModelRun(lm.spec, rows, finding, holds, figure, detail={"evaluation": ev.to_json()})
+                                        "CounterFact T5-XL (Yao et al.)": [pub[("CounterFact", "T5-XL")], None, None]},
+              "intervals": {"live": [_interval(findings[0]), None, None]}}
+    return ModelRun(lm.spec, rows, findings, figure, detail={"evaluation": ev.to_json()})
 
 
-def _new_object(lm: LM, rel: F.Relation, fact: F.Fact, old_answer: str, preferred: str | None = None) -> str:
+def _interval(f: Finding) -> list[float]:
+    """A share finding's interval in percent, for a figure's error bar."""
+    return [round(100 * f.low, 2), round(100 * f.high, 2)]
+
+
+def _new_object(lm: LM, rel: F.Relation, fact: F.Fact, old_answer: str, prefer: set[str] | None,
+                preferred: str | None = None) -> str:
     if preferred and preferred != fact.object and first_token(lm, preferred) not in (None, first_token(lm, old_answer)):
         return preferred
-    return counterfactual(rel, fact, {old_answer, fact.object})
+    return counterfactual(rel, fact, {old_answer, fact.object}, prefer)
 
 
-@timed
-def rome_examples(lm: LM, n: int, progress: Progress = None) -> ModelRun:
-    """Fig. 8a, b: edit a capital (Canada's, when the model knows it) and look at the reverse questions;
-    edit a scientist's field and look at the occupation it implies."""
-    rows, detail = [], {}
-    # symmetry: "The capital of Canada is" Ottawa -> Rome
+FIG_8A_SUBJECT, FIG_8A_NEW = "Canada", "Rome"  # the paper's example: Ottawa -> Rome
+
+
+def _symmetry_item(lm: LM, subject: str, prefer: set[str] | None, generate_tokens: int) -> dict:
+    """Fig. 8a on one P36 fact: edit its capital and ask both reverse questions before and after."""
     p36, p1376 = F.relation("P36"), F.relation("P1376")
-    canada = F.causal_prompt(p36.train_templates[0], "Canada")
-    knows_canada = first_token(lm, _answer(lm, canada)) == first_token(lm, p36.fact("Canada").object)
-    subject = "Canada" if knows_canada else _known(lm, "P36", 1)[0]
     fact = p36.fact(subject)
     prompt = F.causal_prompt(p36.train_templates[0], subject)
     old = _answer(lm, prompt)
-    new = _new_object(lm, p36, fact, old, "Rome")
-    tick(progress, 0.1, f"ROME: {prompt} -> {new}")
-    # the spec only: what the edit does is read by _before_after below (edit()'s probes would go unread)
+    new = _new_object(lm, p36, fact, old, prefer, FIG_8A_NEW if subject == FIG_8A_SUBJECT else None)
     spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
     reverse_old = F.causal_prompt(p1376.train_templates[0], fact.object)
     reverse_new = F.causal_prompt(p1376.train_templates[0], new)
-    seen = _before_after(lm, spec, [prompt, reverse_old, reverse_new])
-    new_country = next((f.object for f in p1376.facts if f.subject == new), None)
-    rows += [{"item": f"'{prompt}' (edited to {new})", "live": f"{seen[prompt]['before']} -> {seen[prompt]['after']}",
-              "published": "Ottawa -> Rome"},
-             {"item": f"'{reverse_old}'", "live": f"{seen[reverse_old]['before']} -> {seen[reverse_old]['after']}",
-              "published": "Canada -> Canada (unchanged)"},
-             {"item": f"'{reverse_new}'", "live": f"{seen[reverse_new]['before']} -> {seen[reverse_new]['after']}",
-              "published": "Italy -> Italy (unchanged)"}]
-    took = first_token(lm, seen[prompt]["after"]) == first_token(lm, new)
-    reverse_follows = first_token(lm, seen[reverse_new]["after"]) == first_token(lm, subject)
-    detail["symmetry"] = {"edit": [prompt, subject, old, new], "prompts": seen, "new_object_country": new_country}
-    tick(progress, 0.5, "synonymy")
-    # synonymy: "X works in the field of" physics -> (another field), does "X is a" follow?
-    p101 = F.relation("P101")
+    seen = _before_after(lm, spec, [prompt, reverse_old, reverse_new], generate_tokens)
+    own = next((f.object for f in p1376.facts if f.subject == new), None)  # Rome -> Italy
+    return {"edit": [prompt, subject, old, new], "prompts": seen, "takes": _says(lm, seen[prompt]["after"], new),
+            # None: the model does not answer that reverse question before the edit, so it measures nothing
+            "reverse_new_names_subject": (_says(lm, seen[reverse_new]["after"], subject)
+                                          if own and _says(lm, seen[reverse_new]["before"], own) else None),
+            "reverse_old_names_subject": (_says(lm, seen[reverse_old]["after"], subject)
+                                          if _says(lm, seen[reverse_old]["before"], subject) else None)}
+
+
+def _synonymy_item(lm: LM, subject: str, generate_tokens: int) -> dict:
+    """Fig. 8b on one P101 fact: edit the field and ask the occupation it implies."""
+    p101, occ = F.relation("P101"), F.occupations()
+    fact = p101.fact(subject)
+    prompt = F.causal_prompt(p101.train_templates[0], subject)
+    old = _answer(lm, prompt)
+    others = sorted(o for o in {f.object for f in p101.facts} if o in occ and o != fact.object
+                    and first_token(lm, o) not in (None, first_token(lm, old)))
+    new = others[np.random.default_rng(len(subject)).integers(len(others))]
+    spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
+    syn_prompt = F.causal_prompt(F.relation(F.SYNONYM_RELATIONS["P101"]).train_templates[0], subject)
+    seen = _before_after(lm, spec, [prompt, syn_prompt], generate_tokens)
+    return {"edit": [prompt, subject, old, new], "prompts": seen, "takes": _says(lm, seen[prompt]["after"], new),
+            "occupation": [occ[fact.object], occ[new]],
+            "occupation_follows": (_says(lm, seen[syn_prompt]["after"], occ[new])
+                                   if _says(lm, seen[syn_prompt]["before"], occ[fact.object]) else None)}
+
+
+def _shares(results: list[dict], key: str) -> tuple[int, int]:
+    vals = [r[key] for r in results if r.get(key) is not None]
+    return sum(vals), len(vals)
+
+
+@timed
+def rome_examples(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
+    """Fig. 8a, b, repeated over ``n`` edits each: capitals edited (Canada's to Rome first, when the model
+    knows it) and the reverse questions asked; scientists' fields edited and the occupation asked. The
+    first edit of each is shown with its generations, as the paper's figure shows one."""
+    p36 = F.relation("P36")
+    subjects = _known(lm, "P36", n)
+    if FIG_8A_SUBJECT in subjects:  # the paper's own example first
+        subjects = [FIG_8A_SUBJECT] + [s for s in subjects if s != FIG_8A_SUBJECT]
+    prefer = answerable_objects(lm, p36)
+    sym = []
+    for k, s in enumerate(subjects):
+        tick(progress, 0.5 * k / len(subjects), f"capital of {s}")
+        sym.append(items.measure(f"symmetry:{s}", lambda s=s, k=k: _symmetry_item(lm, s, prefer, 6 if k == 0 else 0)))
     occ = F.occupations()
-    syn_follows = None
-    for s in islice(iter_known_subjects(lm, "P101"), 50):  # asked in growing batches: the first usable one ends it
-        f101 = p101.fact(s)
-        if f101.object not in occ:
-            continue
-        prompt101 = F.causal_prompt(p101.train_templates[0], s)
-        old101 = _answer(lm, prompt101)
-        others = sorted(o for o in {f.object for f in p101.facts} if o in occ and o != f101.object)
-        new101 = others[np.random.default_rng(len(s)).integers(len(others))]
-        if first_token(lm, new101) in (None, first_token(lm, old101)):
-            continue
-        spec101, _ = make_spec(lm, "rome", prompt101, s, old101, new101)
-        syn_prompt = F.causal_prompt(F.relation(F.SYNONYM_RELATIONS["P101"]).train_templates[0], s)
-        seen101 = _before_after(lm, spec101, [prompt101, syn_prompt])
-        syn_follows = first_token(lm, seen101[syn_prompt]["after"]) == first_token(lm, occ[new101])
-        rows += [{"item": f"'{prompt101}' (edited to {new101})",
-                  "live": f"{seen101[prompt101]['before']} -> {seen101[prompt101]['after']}",
-                  "published": "toothache: dentist -> lawyer"},
-                 {"item": f"'{syn_prompt}' (the new field's occupation: {occ[new101]})",
-                  "live": f"{seen101[syn_prompt]['before']} -> {seen101[syn_prompt]['after']}",
-                  "published": "'tooth pain', 'odontalgia': dentist (unchanged)"}]
-        detail["synonymy"] = {"edit": [prompt101, s, old101, new101], "prompts": seen101}
-        break
+    p101_subjects = [s for s in iter_known_subjects(lm, "P101") if F.relation("P101").fact(s).object in occ][:n]
+    syn = []
+    for k, s in enumerate(p101_subjects):
+        tick(progress, 0.5 + 0.5 * k / max(1, len(p101_subjects)), f"field of {s}")
+        syn.append(items.measure(f"synonymy:{s}", lambda s=s, k=k: _synonymy_item(lm, s, 6 if k == 0 else 0)))
     tick(progress, 1.0, "done")
-    holds = bool(took and not reverse_follows and syn_follows is False)
-    finding = (f"{'Holds' if holds else 'Does not hold'}: the edit {'takes' if took else 'does not take'} "
-               f"({prompt} -> {seen[prompt]['after']}); the reverse question '{reverse_new}' "
-               f"{'now says' if reverse_follows else 'does not say'} {subject}"
-               + ("" if syn_follows is None else
-                  f"; the occupation {'follows' if syn_follows else 'does not follow'} the edited field") + ".")
-    figure = {"type": "bar", "title": "Answers before and after the edit: did each question change?",
-              "x": [r["item"] for r in rows], "ylabel": "answer changed (1) or not (0)",
-              "series": {"live": [float(r["live"].split(" -> ")[0] != r["live"].split(" -> ")[1]) for r in rows],
-                         "GPT-2 XL (paper)": [1.0, 0.0, 0.0, 1.0, 0.0][: len(rows)]}}
-    return ModelRun(lm.spec, rows, finding, holds, figure, detail=detail)
+    for r in sym:
+        if r["reverse_new_names_subject"] is None:
+            items.leave_out(f"symmetry:{r['edit'][1]} (reverse of the new object)",
+                            f"the model does not say {r['edit'][3]}'s own country before the edit")
+    for r in syn:
+        if r["occupation_follows"] is None:
+            items.leave_out(f"synonymy:{r['edit'][1]}", f"the model does not call {r['edit'][1]} a "
+                            f"{r['occupation'][0]} before the edit")
+    findings = [share("the capital edit takes", *_shares(sym, "takes"), "above", MOST, "Ottawa -> Rome"),
+                share("the new capital's reverse question names the edited country",
+                      *_shares(sym, "reverse_new_names_subject"), "below", MOST,
+                      "'Rome is the capital of' still says Italy"),
+                share("the old capital's reverse question still names the country",
+                      *_shares(sym, "reverse_old_names_subject"), "above", MOST,
+                      "'Ottawa is the capital of' still says Canada"),
+                share("the field edit takes", *_shares(syn, "takes"), "above", MOST, "dentist -> lawyer"),
+                share("the occupation follows the edited field", *_shares(syn, "occupation_follows"), "below", MOST,
+                      "'tooth pain', 'odontalgia' still say dentist")]
+    rows = []
+    for r, labels in ((sym[:1], ("Ottawa -> Rome", "Canada -> Canada (unchanged)", "Italy -> Italy (unchanged)")),
+                      (syn[:1], ("toothache: dentist -> lawyer", "'tooth pain', 'odontalgia': dentist (unchanged)"))):
+        for ex in r:
+            for (p, seen), pub in zip(ex["prompts"].items(), labels):
+                rows.append({"item": f"'{p}'" + (f" (edited to {ex['edit'][3]})" if p == ex["edit"][0] else ""),
+                             "live": f"{seen['before']} -> {seen['after']}", "published": pub})
+    rows += [{"item": f.name, "live": f.text(), "published": f.rule} for f in findings]
+    figure = {"type": "bar", "title": f"Fig. 8 over many edits: share of edits for which each holds (%)",
+              "x": [f.name for f in findings], "ylabel": "%",
+              "series": {"live": [pct(f.value) for f in findings],
+                         "GPT-2 XL's single example (paper)": [100.0, 0.0, 100.0, 100.0, 0.0]},
+              "intervals": {"live": [_interval(f) for f in findings]}}
+    return ModelRun(lm.spec, rows, findings, figure,
+                    detail={"symmetry_example": sym[0] if sym else None, "synonymy_example": syn[0] if syn else None})
 
 
 # Fig. 8c: the paper's sentences; an organism that lacks their words gets the same construction from its
@@ -161,105 +235,130 @@ def _are_or_is(lm: LM, texts: list[str]) -> list[dict]:
     return out
 
 
-def syntax_case(lm: LM) -> tuple[str, list[str], list[str]]:
-    """(the edited subject phrase, phrases the edit should carry to, phrases it should not): the paper's,
-    when the model prefers "are" to "is" after each, else built from two of the world's relational-noun
-    pairs with plural heads: the same head with another noun carries, another head does not."""
+def syntax_cases(lm: LM, n: int) -> list[tuple[str, list[str], list[str]]]:
+    """Up to ``n`` cases (the edited subject phrase, phrases the edit should carry to, phrases it should
+    not), each with its own edited phrase: the paper's first, when the model prefers "are" to "is" after
+    each of its phrases, then cases built from pairs of the world's relational-noun sentences with plural
+    heads: the same head with the other's noun carries, the other head does not."""
     memo: dict[str, bool] = {}
 
     def says_are(text):
         if text not in memo:
             memo[text] = _are_or_is(lm, [text])[0]["prefers"] == "are"
         return memo[text]
+    cases = []
     edited, carries, others = PAPER_SYNTAX
     if all(says_are(t) for t in [edited] + carries + others):
-        return PAPER_SYNTAX
-    pairs = [p for p in evaluation_pairs("distractor_agreement_relational_noun", 200) if p.good_token == "are"][:24]
+        cases.append(PAPER_SYNTAX)
+    pairs = [p for p in evaluation_pairs("distractor_agreement_relational_noun", 400) if p.good_token == "are"][:96]
     # a head and a noun of their own (not "The windows of the window"), that the model continues with "are"
     pairs = [p for p in pairs if p.causal_prefix().split()[1][:4] != p.causal_prefix().split()[-1][:4]
              and says_are(p.causal_prefix())]
     for a in pairs:
+        if len(cases) >= n:
+            break
+        words_a = a.causal_prefix().split()
+        if any(c[0] == " ".join(words_a) for c in cases):
+            continue
         for b in pairs:
-            words_a, words_b = a.causal_prefix().split(), b.causal_prefix().split()
+            words_b = b.causal_prefix().split()
             if words_a[1] == words_b[1] or words_a[-1] == words_b[-1]:
                 continue
             case = (" ".join(words_a), [" ".join(words_a[:-1] + words_b[-1:])],
                     [" ".join(words_b[:-1] + words_a[-1:]), " ".join(words_b)])
             if all(says_are(t) for t in [case[0]] + case[1] + case[2]):
-                return case
-    raise InputError(f"no relational-noun sentence that {lm.spec} continues with 'are' was found")
+                cases.append(case)
+                break
+    if not cases:
+        raise InputError(f"no relational-noun sentence that {lm.spec} continues with 'are' was found")
+    return cases[:n]
+
+
+def _syntax_item(lm: LM, case: tuple[str, list[str], list[str]]) -> dict:
+    """One case edited (are -> is after the edited phrase) and every phrase's preferred verb after it."""
+    edited, carries, others = case
+    spec, where = make_spec(lm, "rome", edited, edited, "are", "is")
+    phrases = [edited] + carries + others
+    before = _are_or_is(lm, phrases)
+    with applied(lm, [spec]):
+        after = _are_or_is(lm, phrases)
+    r6 = lambda d: {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}  # noqa: E731
+    seen = {p: {"before": r6(b), "after": r6(a)} for p, b, a in zip(phrases, before, after)}
+    return {"edited": edited, "carries": carries, "others": others, "layer": where["layer"], "prompts": seen,
+            "takes": after[0]["prefers"] == "is",
+            "same_head_flipped": [seen[p]["after"]["prefers"] == "is" for p in carries],
+            "other_head_flipped": [seen[p]["after"]["prefers"] == "is" for p in others]}
 
 
 @timed
-def rome_syntax(lm: LM, n: int, progress: Progress = None) -> ModelRun:
-    """Fig. 8c: ROME rewrites "are" to "is" after a plural subject phrase, as it rewrites a fact."""
-    edited, carries, others = syntax_case(lm)
-    tick(progress, 0.1, f"ROME: {edited} are -> is")
-    rep = edit(lm, "rome", edited, edited, "is", generate_tokens=6)
-    phrases = [edited] + carries + others
-    seen = _before_after(lm, rep.spec, phrases)
-    before = _are_or_is(lm, phrases)
-    with applied(lm, [rep.spec]):
-        after = _are_or_is(lm, phrases)
-    for p, b, a in zip(phrases, before, after):  # the verb preferred, as the paper scores it
-        seen[p].update(before=b["prefers"], after=a["prefers"], p_before=b, p_after=a, top_before=seen[p]["before"],
-                       top_after=seen[p]["after"])
-
-    def flipped(p):
-        return seen[p]["after"] == "is"
+def rome_syntax(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
+    """Fig. 8c over ``n`` cases: ROME rewrites "are" to "is" after a plural subject phrase, as it rewrites a
+    fact; does the edit carry to the same head with another noun, and to another head?"""
+    cases = syntax_cases(lm, n)
+    results = []
+    for k, case in enumerate(cases):
+        tick(progress, k / len(cases), f"ROME: {case[0]} are -> is")
+        results.append(items.measure(f"syntax:{case[0]}", lambda case=case: _syntax_item(lm, case)))
+    tick(progress, 1.0, "done")
+    same = [f for r in results for f in r["same_head_flipped"]]
+    other = [f for r in results for f in r["other_head_flipped"]]
+    findings = [share("the edit takes (the edited phrase says 'is')", sum(r["takes"] for r in results),
+                      len(results), "above", MOST, "are -> is"),
+                share("same head, another noun: carries", sum(same), len(same), "above", MOST,
+                      "'The authors near the dancers' follows"),
+                share("another head: carries", sum(other), len(other), "below", MOST,
+                      "'The pilots near the taxi drivers' cabins', 'The pilots near the dancers' do not follow")]
+    ex = results[0]
 
     def live(p):
-        b, a = seen[p]["p_before"], seen[p]["p_after"]
-        return (f"{seen[p]['before']} -> {seen[p]['after']} (p(are) {b['p_are']:.2f} -> {a['p_are']:.2f}, "
+        b, a = ex["prompts"][p]["before"], ex["prompts"][p]["after"]
+        return (f"{b['prefers']} -> {a['prefers']} (p(are) {b['p_are']:.2f} -> {a['p_are']:.2f}, "
                 f"p(is) {b['p_is']:.2f} -> {a['p_is']:.2f})")
-
-    rows = ([{"item": f"'{edited}' (edited)", "live": live(edited), "published": "are -> is"}]
-            + [{"item": f"'{p}' (same head)", "live": live(p), "published": "are -> is (carries)"} for p in carries]
+    rows = ([{"item": f"'{ex['edited']}' (edited)", "live": live(ex["edited"]), "published": "are -> is"}]
+            + [{"item": f"'{p}' (same head)", "live": live(p), "published": "are -> is (carries)"}
+               for p in ex["carries"]]
             + [{"item": f"'{p}' (another head)", "live": live(p), "published": "are -> are (does not carry)"}
-               for p in others])
-    tick(progress, 1.0, "done")
-    holds = bool(flipped(edited) and all(flipped(p) for p in carries) and not any(flipped(p) for p in others))
-    finding = (f"{'Holds' if holds else 'Does not hold'}: the edited phrase now prefers "
-               f"'{seen[edited]['after']}'; {sum(flipped(p) for p in carries)} of {len(carries)} same-head phrases "
-               f"and {sum(flipped(p) for p in others)} of {len(others)} other-head phrases follow it (the paper: "
-               f"the edit carries to the same head only, as an edit of a fact about 'the authors' would).")
-    figure = {"type": "bar", "title": "Does the phrase say 'is' after the edit?", "x": [r["item"] for r in rows],
-              "ylabel": "says 'is' (1) or not (0)",
-              "series": {"live": [float(flipped(p)) for p in [edited] + carries + others],
-                         "GPT-2 XL (paper)": [1.0] + [1.0] * len(carries) + [0.0] * len(others)}}
-    return ModelRun(lm.spec, rows, finding, holds, figure,
-                    detail={"edit": [edited, edited, rep.old, "is"], "layer": rep.layer, "prompts": seen,
-                            "criteria": rep.criteria})
+               for p in ex["others"]]
+            + [{"item": f.name, "live": f.text(), "published": f.rule} for f in findings])
+    figure = {"type": "bar", "title": "Fig. 8c over many edits: share of phrases that say 'is' after the edit (%)",
+              "x": [f.name for f in findings], "ylabel": "%",
+              "series": {"live": [pct(f.value) for f in findings], "GPT-2 XL's single example (paper)": [100.0, 100.0, 0.0]},
+              "intervals": {"live": [_interval(f) for f in findings]}}
+    return ModelRun(lm.spec, rows, findings, figure, detail={"example": ex})
 
 
 @timed
-def rome_table_1(lm: LM, n: int, progress: Progress = None) -> ModelRun:
-    """Table 1: ROME on each relation's known facts, each edit on its own; the paper's scoring (p(new) >
-    p(old) at the probe) and the seed's (teacher-forced accuracy of the expected string), both shown."""
-    rows, live, seed = [], {}, {}
+def rome_table_1(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
+    """Table 1: ROME on each relation's first ``n`` known facts, each edit on its own; the paper's scoring
+    (p(new) > p(old) at the probe) gives the findings, the seed's (teacher-forced accuracy of the expected
+    string) is shown beside it."""
+    rows, findings, live, seed = [], [], {}, {}
     for k, (rid, crit) in enumerate((("P36", "symmetry"), ("P1376", "symmetry"), ("P101", "synonymy"))):
         tick(progress, k / 3, f"editing {rid}")
-        ev = evaluate_relation(lm, "rome", rid, subjects=_known(lm, rid, n), seed_scoring=True)
-        for c in ("reliability", crit):
-            live[f"{rid} {c}"] = pct(ev.rates[c])
-            seed[f"{rid} {c}"] = pct((ev.seed_rates or {}).get(c))
-            rows.append({"item": f"{rid} {c} (%): the paper's scoring | the seed's", "live":
-                         f"{live[f'{rid} {c}']} | {seed[f'{rid} {c}']}  ({ev.n} facts)",
-                         "published": " | ".join(f"{m} {published.ROME_TABLE_1[m][rid][c]}"
-                                                 for m in published.ROME_TABLE_1)})
+        known = _known(lm, rid, n)
+        ev = evaluate_relation(lm, "rome", rid, subjects=known, seed_scoring=True, measure=items.measure,
+                               progress=(lambda f, d, k=k: tick(progress, (k + f) / 3, f"{rid}: {d}")))
+        _leave_out_skipped(items, ev)
+        pub = published.rome_table_1(rid)
+        for c, side, boundary in (("reliability", "above", RELIABLE), (crit, "below", NOT_GENERALISED)):
+            f = share(f"{rid} {c}", *_count(ev.facts, c), side, boundary,
+                      ", ".join(f"{m} {v[c]}%" for m, v in pub.items()))
+            findings.append(f)
+            live[f.name], seed[f.name] = pct(f.value), pct((ev.seed_rates or {}).get(c))
+            rows.append({"item": f"{rid} {c}: the paper's scoring (the seed's)",
+                         "live": f"{f.text()} ({seed[f.name]}%)", "published": f.rule})
+        rows.append({"item": f"{rid}: facts edited", "live": f"{ev.n} of the {len(known)} asked (the model's known "
+                     f"facts{'' if len(known) < n else f', the first {n}'}; {len(ev.skipped)} could not be edited)",
+                     "published": "-"})
     tick(progress, 1.0, "done")
-    rel = [v for key, v in live.items() if key.endswith("reliability") and v is not None]
-    new = [v for key, v in live.items() if not key.endswith("reliability") and v is not None]
-    holds = bool(rel and new and min(rel) >= 80 and max(new) <= min(rel) - 30)
-    finding = (f"{'Holds' if holds else 'Does not hold'}: reliability {min(rel):.0f}-{max(rel):.0f}% but symmetry / "
-               f"synonymy {min(new):.0f}-{max(new):.0f}% with the paper's scoring (the paper: 96-100% against "
-               f"24-58%)." if rel and new else "Too few facts could be edited.")
     keys = list(live)
     figure = {"type": "bar", "title": "ROME: reliability against the paper's criteria (%)", "x": keys, "ylabel": "%",
               "series": {"live, the paper's scoring": [live[k] for k in keys],
                          "live, the seed's scoring": [seed[k] for k in keys],
                          **{f"{m} (paper)": [published.ROME_TABLE_1[m][k.split()[0]][k.split()[1]] for k in keys]
-                            for m in published.ROME_TABLE_1}}}
-    return ModelRun(lm.spec, rows, finding, holds, figure,
-                    detail={"scoring": "rows show the paper's scoring | the seed's evaluate_edit.py scoring; the "
-                                       "paper does not say which produced its numbers", "live": live, "seed": seed})
+                            for m in published.ROME_TABLE_1}},
+              "intervals": {"live, the paper's scoring": [_interval(f) for f in findings]}}
+    return ModelRun(lm.spec, rows, findings, figure,
+                    detail={"scoring": "the paper's scoring (p(new) > p(old)) decides; the seed's evaluate_edit.py "
+                                       "scoring is shown beside it: the paper does not say which produced its numbers",
+                            "seed": seed})
