@@ -181,7 +181,8 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
     if not tasks:
         raise InputError(f"none of {', '.join(claim_ids)} applies to {', '.join(models)}")
     threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(tasks))))
-    log(f"recording {len(tasks)} tasks ({', '.join(f'{m}: {'+'.join(g)}' for m, g in tasks)}) in {jobs} "
+    names = ", ".join(f"{m}: {'+'.join(g)}" for m, g in tasks)
+    log(f"recording {len(tasks)} tasks ({names}) in {jobs} "
         f"process(es), {threads} thread(s) each")
     with ProcessPoolExecutor(max(1, min(jobs, len(tasks))), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_task, m, g, str(directory), resume, command, threads): (m, g) for m, g in tasks}
