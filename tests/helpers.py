@@ -56,3 +56,36 @@ def run_script(source: str, lm) -> object:
         knlab.load_model = real
     assert asked == [lm.spec]
     return scope["res"]
+
+
+def same_result(live, recorded, tol: float = 1e-4, where: str = "") -> None:
+    """An item rerun equals its record: the same keys, strings, booleans and lists; numbers within ``tol``
+    (the record ran on one thread, the suite may use two: a sum's last bits can differ)."""
+    if isinstance(live, dict):
+        assert isinstance(recorded, dict) and set(live) == set(recorded), (where, set(live) ^ set(recorded or {}))
+        for k in live:
+            same_result(live[k], recorded[k], tol, f"{where}.{k}")
+    elif isinstance(live, (list, tuple)):
+        assert isinstance(recorded, (list, tuple)) and len(live) == len(recorded), where
+        for k, (a, b) in enumerate(zip(live, recorded)):
+            same_result(a, b, tol, f"{where}[{k}]")
+    elif isinstance(live, float) and not isinstance(recorded, bool) and isinstance(recorded, (int, float)):
+        assert abs(live - recorded) <= tol, (where, live, recorded)
+    else:
+        assert live == recorded, (where, live, recorded)
+
+
+def check_reproduces_the_record(claim_id: str, run) -> int:
+    """The items a run measured that the committed record (assets/records/) holds too, compared one by one;
+    how many were compared (0 where the record has no entry for the claim on this model)."""
+    import json
+
+    from knlab.studies.record import load_record
+    entry = load_record(run.model)["claims"].get(claim_id)
+    if entry is None:
+        return 0
+    recorded_items = entry.get("items", {})
+    common = [k for k in run.items if k in recorded_items]
+    for k in common:
+        same_result(json.loads(json.dumps(run.items[k])), recorded_items[k], where=f"{run.model} {k}")
+    return len(common)

@@ -102,25 +102,8 @@ def test_the_readme_layout_names_every_layer():
         assert f"| `knlab/{layer}/` |" in readme, layer
 
 
-def test_the_results_record_agrees_with_itself():
-    """docs/results.md is what ``paper --all --markdown`` writes: its opening is the command's, and its table
-    of verdicts says what each claim's own sentence says on each model."""
-    from knlab.app.cli import RESULTS_INTRO
-    text = (REPO / "docs" / "results.md").read_text()
-    assert text.startswith(RESULTS_INTRO)
-    header = next(l for l in text.splitlines() if l.startswith("| claim | paper |"))
-    models = [c.strip() for c in header.strip("|").split("|")][2:]
-    table = {}
-    for line in text.splitlines():
-        m = re.match(r"\| `([\w-]+)` \|", line)
-        if m:
-            table[m.group(1)] = dict(zip(models, [c.strip() for c in line.strip("|").split("|")][2:]))
-    said, claim = {}, None
-    for line in text.splitlines():
-        if m := re.match(r"\*\*`([\w-]+)`\*\*", line):
-            claim = m.group(1)
-        elif m := re.match(r"- \*([\w.-]+)\* \([^)]*\): (Holds|Does not hold)", line):
-            said[claim, m.group(1)] = m.group(2).lower()
-    from knlab.studies.paper import CLAIMS
-    assert list(table) == [c.id for c in CLAIMS]
-    assert {(c, m): v for c, row in table.items() for m, v in row.items() if v != "-"} == said
+def test_docs_results_is_generated_from_the_committed_records():
+    """docs/results.md is what ``paper --record`` writes from assets/records/: never edited by hand, never
+    out of step with the records."""
+    from knlab.studies.record import RECORDS, results_markdown
+    assert (REPO / "docs" / "results.md").read_text() == results_markdown(RECORDS)

@@ -90,14 +90,16 @@ def _provenance(command: str) -> dict:
 
 
 def record_claim(lm, claim_id: str, directory: Path = RECORDS, resume: bool = True, command: str = "",
-                 log: Callable[[str], None] = print) -> ModelRun:
-    """Run one claim on a loaded model at its record size, checkpointing every item into the model's record."""
+                 log: Callable[[str], None] = print, size: int | None = None) -> ModelRun:
+    """Run one claim on a loaded model at its record size (``size``: another, for a check), checkpointing
+    every item into the model's record."""
     c = claim(claim_id)
+    size = size or c.record_size
     model, weights = lm.spec, weights_checksum(lm.model)
     with _locked(model, directory) as data:
         old = data["claims"].get(claim_id, {})
         done = old.get("items", {}) if resume and old.get("weights") == weights else {}
-        data["claims"][claim_id] = {"claim": claim_id, "size": c.record_size, "complete": False, "weights": weights,
+        data["claims"][claim_id] = {"claim": claim_id, "size": size, "complete": False, "weights": weights,
                                     **_provenance(command), "seconds": old.get("seconds", 0.0) if done else 0.0,
                                     "items": done}
     t0, last = time.perf_counter(), [0.0]
@@ -119,7 +121,7 @@ def record_claim(lm, claim_id: str, directory: Path = RECORDS, resume: bool = Tr
             f"{spent / 60:.1f} min, {left}: {what}")
 
     items = Items(done, on_item, ARRAYS / model / claim_id)
-    run = c.run(lm, c.record_size, progress, items)
+    run = c.run(lm, size, progress, items)
     if weights_checksum(lm.model) != weights:
         raise RuntimeError(f"{model}'s weights changed during {claim_id}: an edit was not undone")
     with _locked(model, directory) as data:
@@ -192,7 +194,7 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
                 fut.result()
                 log(f"finished {m}: {', '.join(g)}")
                 if results is not None:  # the summary follows the record as it grows
-                    write_results(directory, results)
+                    write_results(directory, results, README if results == RESULTS else None)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -203,24 +205,12 @@ def _cell(f: Finding) -> str:
     return f"{f.text()}: {mark}"
 
 
-def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = None) -> str:
-    """docs/results.md from the records: a claims x findings x models table of outcomes with rates, N and
-    intervals, then per claim the rule of each finding, its rows and what was left out, and the wall time
-    per claim and model."""
-    models = list(models or [m for m in ("smollm2-135m", "world-gpt", "world-bert")
-                             if record_path(m, directory).exists()])
+def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = None, rules: bool = True) -> list[str]:
+    """The claims x findings x models table of outcomes, each cell the rate, N, interval and outcome."""
+    models = list(models or recorded_models(directory))
     records = {m: load_record(m, directory)["claims"] for m in models}
-    out = ["# The paper, recorded\n",
-           f"Every claim of {published.SOURCE} run on every shipped model it applies to, at a size that decides, "
-           "by `python -m knlab paper --record` (`--resume` goes on where a stopped run stopped). Each statement "
-           "of the paper is a finding of its own: the share (or mean) over the items measured, N, the 95% "
-           "interval (Wilson for shares), and one of three outcomes from the rule beside it: *agrees* (the "
-           "interval lies on the paper's side), *departs* (on the other side), *undecided* (the interval "
-           "admits both). Items are what the model can be asked: facts it states before any edit, probes it "
-           "answers before the edit; what was left out is listed per claim in `assets/records/<model>.json`. "
-           "The methods and published figures: [paper.md](paper.md). Generated from the records; do not edit.\n",
-           "| claim | finding | the paper's rule | " + " | ".join(models) + " |",
-           "|---|---|---|" + "---|" * len(models)]
+    out = ["| claim | finding | " + ("the paper's rule | " if rules else "") + " | ".join(models) + " |",
+           "|---|---|" + ("---|" if rules else "") + "---|" * len(models)]
     for c in CLAIMS:
         names: dict[str, str] = {}
         for m in models:
@@ -230,7 +220,7 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
                     names.setdefault(f["name"], f["rule"])
         if not names:
             cells = [("not recorded yet" if m in c.applies_to() else "-") for m in models]
-            out.append(f"| `{c.id}` | - | - | " + " | ".join(cells) + " |")
+            out.append(f"| `{c.id}` | - | " + ("- | " if rules else "") + " | ".join(cells) + " |")
             continue
         for name, rule in names.items():
             cells = []
@@ -241,7 +231,31 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
                     continue
                 f = next((Finding.from_json(x) for x in entry["run"]["findings"] if x["name"] == name), None)
                 cells.append(_cell(f) if f else "-")
-            out.append(f"| `{c.id}` ({c.source}) | {name} | {rule} | " + " | ".join(cells) + " |")
+            out.append(f"| `{c.id}` ({c.source}) | {name} | " + (f"{rule} | " if rules else "") + " | ".join(cells)
+                       + " |")
+    return out
+
+
+def recorded_models(directory: Path = RECORDS) -> list[str]:
+    return [m for m in ("smollm2-135m", "world-gpt", "world-bert") if record_path(m, directory).exists()]
+
+
+def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = None) -> str:
+    """docs/results.md from the records: the claims x findings x models table of outcomes with rates, N and
+    intervals, then per claim the rule of each finding and what was left out, and the wall time per claim
+    and model."""
+    models = list(models or recorded_models(directory))
+    records = {m: load_record(m, directory)["claims"] for m in models}
+    out = ["# The paper, recorded\n",
+           f"Every claim of {published.SOURCE} run on every shipped model it applies to, at a size that decides, "
+           "by `python -m knlab paper --record` (`--resume` goes on where a stopped run stopped). Each statement "
+           "of the paper is a finding of its own: the share (or mean) over the items measured, N, the 95% "
+           "interval (Wilson for shares), and one of three outcomes from the rule beside it: *agrees* (the "
+           "interval lies on the paper's side), *departs* (on the other side), *undecided* (the interval "
+           "admits both). Items are what the model can be asked: facts it states before any edit, probes it "
+           "answers before the edit; what was left out is listed per claim in `assets/records/<model>.json`. "
+           "The methods and published figures: [paper.md](paper.md). Generated from the records; do not edit.\n"]
+    out += findings_table(directory, models)
     out += ["", "## Per claim", ""]
     for c in CLAIMS:
         out.append(f"**`{c.id}`** ({c.source}): {c.title}. Published: {c.published}\n")
@@ -272,5 +286,19 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
     return "\n".join(out) + "\n"
 
 
-def write_results(directory: Path = RECORDS, path: Path = RESULTS) -> None:
+README = RESULTS.parents[1] / "README.md"
+README_START, README_END = "<!-- the record's table: generated by paper --record -->", "<!-- end of the record's table -->"
+
+
+def readme_with_table(readme: str, directory: Path = RECORDS) -> str:
+    """The README with its record table (between the two markers) generated anew from the records."""
+    head, rest = readme.split(README_START)
+    _, tail = rest.split(README_END)
+    return head + README_START + "\n" + "\n".join(findings_table(directory, rules=False)) + "\n" + README_END + tail
+
+
+def write_results(directory: Path = RECORDS, path: Path = RESULTS, readme: Path | None = README) -> None:
+    """docs/results.md and the README's table, from the records."""
     Path(path).write_text(results_markdown(directory))
+    if readme is not None:
+        readme.write_text(readme_with_table(readme.read_text(), directory))

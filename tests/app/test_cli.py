@@ -269,26 +269,10 @@ def test_train_then_card_writes_a_loadable_organism_and_its_card(tmp_path):
     assert (SHIPPED["world-bert"] / "metrics.json").read_text() != (out / "metrics.json").read_text()
 
 
-def test_paper_markdown_is_the_record_of_docs_results():
-    """``paper --markdown`` writes docs/results.md as a whole: its opening, the command that measured it, a
-    verdict per claim and model from each run's ``holds``, then every claim's rows."""
-    from knlab.app.cli import RESULTS_INTRO, report_markdown
-    from knlab.studies.claims.common import ModelRun
-    from knlab.studies.paper import ClaimResult
-
-    def run(model, holds):
-        return ModelRun(model, [{"item": "a | b", "live": 1.0, "published": 2.0}], f"finding on {model}", holds, {},
-                        size=3, seconds=4.0)
-    results = [ClaimResult("kn-edit", "KN edits", "Fig. 6c", "pub", [run("world-gpt", False), run("world-bert", True)],
-                           {"smollm2-135m": "not installed"}, 9.0),
-               ClaimResult("overturn", "Overturn", "Fig. 6b", "pub", [run("world-bert", None)], {}, 1.0)]
-    md = report_markdown(results, None, 300.0, jobs=2)
-    assert md.startswith(RESULTS_INTRO)
-    assert "Measured with `python -m knlab paper --all --jobs 2` (5.0 min on this machine)." in md
-    lines = md.splitlines()
-    assert "| claim | paper | smollm2-135m | world-gpt | world-bert |" in lines
-    assert "| `kn-edit` | Fig. 6c | not run | does not hold | holds |" in lines
-    assert "| `overturn` | Fig. 6b | - | - | cannot say |" in lines
-    assert "- *world-gpt* (3, 4 s): finding on world-gpt" in lines and "| world-gpt | a / b | 1.0 | 2.0 |" in lines
-    one = report_markdown(results[1:], 2, 60.0, claim="overturn")
-    assert "`python -m knlab paper overturn --size 2` (1.0 min" in one
+def test_paper_record_refuses_what_it_does_not_take_in_one_line():
+    """The record runs each claim at its record size: a --size or --all with it is a mistake said in one line,
+    and --resume means nothing without --record."""
+    for args, needle in ((("--record", "--size", "3"), "no --size, no --all"), (("--resume", "overturn"),
+                         "--resume goes with --record"), (("--record", "no-such-claim"), "unknown claim")):
+        r = run_cli_here("paper", *args)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

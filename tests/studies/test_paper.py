@@ -6,16 +6,18 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.studies import published
+from helpers import check_reproduces_the_record
+from knlab.studies.findings import OUTCOMES
 from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
-IDS = ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers", "sv-agreement",
-       "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1"]
+IDS = [c.id for c in CLAIMS]
 # the claims whose organism reruns take longest (many edits / attributions): the slow lane has them
 SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit"}
 
 
 def test_every_experiment_of_the_paper_is_a_claim():
-    assert [c.id for c in CLAIMS] == IDS
+    assert IDS == ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers",
+                   "sv-agreement", "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1"]
     for c in CLAIMS:
         assert c.published and c.source and c.title
         assert set(c.applies_to()) <= {"smollm2-135m", "world-gpt", "world-bert"}
@@ -40,7 +42,10 @@ def check_well_formed(res, cid):
         assert run.model in c.applies_to()
         assert run.rows and all({"item", "live", "published"} <= set(r) for r in run.rows)
         assert any(r["published"] not in ("-", None, "") for r in run.rows), "no published figure beside the live"
-        assert run.holds in (True, False, None) and run.finding.startswith(("Holds", "Does not hold"))
+        assert run.findings and run.items, "a run measures items and states findings"
+        for f in run.findings:
+            assert f.outcome in OUTCOMES and f.rule.startswith("the paper: "), f
+            assert f.n == 0 or f.low <= f.value <= f.high, f
         fig = run.figure
         assert fig["type"] in ("bar", "line") and fig["series"]
         assert all(len(v) == len(fig["x"]) for v in fig["series"].values())
@@ -50,12 +55,13 @@ def check_well_formed(res, cid):
 
 
 def check_both_scorings(run):
-    """rome-table-1 offers the paper's scoring and the seed's, and says which is which."""
-    assert set(run.detail["live"]) == set(run.detail["seed"]) == {"P36 reliability", "P36 symmetry",
-                                                                   "P1376 reliability", "P1376 symmetry",
-                                                                   "P101 reliability", "P101 synonymy"}
-    assert "seed" in run.detail["scoring"] and all(" | " in r["live"] for r in run.rows)
-    assert run.rows[0]["published"].startswith("GPT-2 XL 99.79")
+    """rome-table-1 offers the paper's scoring and the seed's, says which decides, and keeps one finding per
+    relation and criterion: reliability and symmetry / synonymy are never folded into one verdict."""
+    names = ["P36 reliability", "P36 symmetry", "P1376 reliability", "P1376 symmetry", "P101 reliability",
+             "P101 synonymy"]
+    assert [f.name for f in run.findings] == names and set(run.detail["seed"]) == set(names)
+    assert "seed" in run.detail["scoring"]
+    assert run.rows[0]["published"] == "the paper: above 80% (GPT-2 XL 99.79%, LLaMA-2-7B 100.0%)"
 
 
 @pytest.mark.parametrize("cid", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW_ON_ORGANISMS else i
@@ -67,6 +73,8 @@ def test_claim_reruns_on_the_organisms(cid, gpt, bert):
     check_well_formed(res, cid)
     assert [r.model for r in res.runs] == [m for m in claim(cid).applies_to() if m != "smollm2-135m"]
     assert progress and 0 <= min(progress) and max(progress) <= 1
+    for run in res.runs:  # the rerun's items are the record's, one by one (fixed seeds, the same weights)
+        assert check_reproduces_the_record(cid, run) >= 1, f"{cid} on {run.model}: no item in common with the record"
 
 
 def test_a_claim_never_runs_on_a_model_it_does_not_fit(gpt, bert):
@@ -114,15 +122,22 @@ def test_claims_rerun_on_the_real_model():
     requests = list(REAL_SIZES.items())
     results = rerun_many(requests, models=["smollm2-135m"], jobs=2)
     assert [r.claim for r in results] == list(REAL_SIZES)
+    compared = {}
     for (cid, n), res in zip(requests, results):
         check_well_formed(res, cid)
         assert [(r.model, r.size) for r in res.runs] == [("smollm2-135m", n)]
-    live = results[list(REAL_SIZES).index("rome-table-1")].runs[0].detail["live"]
-    assert [live[k] for k in live if k.endswith("reliability")] == [100.0] * 3, live  # ROME takes on known facts
-    run = results[list(REAL_SIZES).index("rome-syntax")].runs[0]
-    edited = run.detail["edit"][0]
-    assert edited == "The authors near the taxi drivers"  # the paper's own sentence
-    assert run.detail["prompts"][edited]["before"] == "are" and run.detail["prompts"][edited]["after"] == "is"
+        compared[cid] = check_reproduces_the_record(cid, res.runs[0])
+    # every claim the record has begun on the real model reproduces item by item
+    from knlab.studies.record import load_record
+    begun = [c for c in load_record("smollm2-135m")["claims"] if c in REAL_SIZES]
+    assert begun and all(compared[c] >= 1 for c in begun), compared
+    rel = [f.value for f in results[list(REAL_SIZES).index("rome-table-1")].runs[0].findings
+           if f.name.endswith("reliability")]
+    assert rel == [1.0] * 3, rel  # ROME takes on known facts
+    ex = results[list(REAL_SIZES).index("rome-syntax")].runs[0].detail["example"]
+    assert ex["edited"] == "The authors near the taxi drivers"  # the paper's own sentence
+    seen = ex["prompts"][ex["edited"]]
+    assert seen["before"]["prefers"] == "are" and seen["after"]["prefers"] == "is"
 
 
 def test_claims_that_share_work_share_a_process_and_the_long_poles_start_first():

@@ -1,0 +1,60 @@
+"""The record: every item checkpointed the moment it exists, a stopped run resumed where it stopped, each
+entry's provenance, the weights back after every claim, and docs/results.md generated from the records."""
+
+import json
+
+import pytest
+
+from knlab.studies import record as R
+from knlab.studies.claims import editing
+from knlab.studies.findings import OUTCOMES
+
+
+def test_a_stopped_record_goes_on_where_it_stopped(gpt, tmp_path, monkeypatch):
+    calls = []
+    real_item = editing._syntax_item
+
+    def counted(lm, case):
+        calls.append(case[0])
+        if len(calls) == 2 and not hasattr(counted, "stopped"):
+            counted.stopped = True
+            raise KeyboardInterrupt  # the record is stopped while measuring its second item
+        return real_item(lm, case)
+    monkeypatch.setattr(editing, "_syntax_item", counted)
+    with pytest.raises(KeyboardInterrupt):
+        R.record_claim(gpt, "rome-syntax", tmp_path, size=3, command="test", log=lambda s: None)
+    entry = R.load_record("world-gpt", tmp_path)["claims"]["rome-syntax"]
+    assert not entry["complete"] and len(entry["items"]) == 1  # the first item was kept the moment it existed
+    first = calls[0]
+    calls.clear()
+    run = R.record_claim(gpt, "rome-syntax", tmp_path, resume=True, size=3, command="test", log=lambda s: None)
+    assert first not in calls and len(calls) == 2  # resumed: only the two items not yet measured
+    entry = R.load_record("world-gpt", tmp_path)["claims"]["rome-syntax"]
+    assert entry["complete"] and list(entry["items"]) == list(run.items) and len(run.items) == 3
+    assert entry["command"] == "test" and entry["weights"] and "torch" in entry["versions"] and entry["size"] == 3
+    assert [f["name"] for f in entry["run"]["findings"]] == [f.name for f in run.findings]
+    assert all(f["outcome"] in OUTCOMES for f in entry["run"]["findings"])
+    again = R.recorded("rome-syntax", "world-gpt", tmp_path)
+    assert [f.text() for f in again.findings] == [f.text() for f in run.findings]
+
+
+def test_a_record_of_other_weights_is_started_again_not_resumed(gpt, tmp_path):
+    R.record_claim(gpt, "kn-edit", tmp_path, size=2, log=lambda s: None)
+    path = R.record_path("world-gpt", tmp_path)
+    data = json.loads(path.read_text())
+    data["claims"]["kn-edit"]["weights"] = "other"
+    for v in data["claims"]["kn-edit"]["items"].values():
+        v["reliability"] = "forged"
+    path.write_text(json.dumps(data))
+    run = R.record_claim(gpt, "kn-edit", tmp_path, resume=True, size=2, log=lambda s: None)
+    assert all(v["reliability"] != "forged" for v in run.items.values())
+
+
+def test_results_are_generated_from_the_records(gpt, tmp_path):
+    run = R.record_claim(gpt, "kn-edit", tmp_path, size=2, log=lambda s: None)
+    md = R.results_markdown(tmp_path)
+    f = run.findings[0]
+    row = next(l for l in md.splitlines() if l.startswith("| `kn-edit`"))
+    assert f.name in row and f.text() in row and f.rule in row
+    assert "| `rome-table-1` | - | - | not recorded yet |" in md.splitlines()
+    assert "## Wall time per claim and model (minutes)" in md
