@@ -1,11 +1,14 @@
 """Every claim of the paper reruns live on the shipped models it applies to and comes back well formed,
 with the published figures attached (the organisms here; the real model in the slow lane)."""
 
+import json
+
 import pytest
 import torch
 
 from knlab.core.errors import InputError
 from knlab.studies import published
+from knlab.studies.findings import OUTCOMES, Finding
 from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers", "sv-agreement",
@@ -40,13 +43,29 @@ def check_well_formed(res, cid):
         assert run.model in c.applies_to()
         assert run.rows and all({"item", "live", "published"} <= set(r) for r in run.rows)
         assert any(r["published"] not in ("-", None, "") for r in run.rows), "no published figure beside the live"
-        assert run.holds in (True, False, None) and run.finding.startswith(("Holds", "Does not hold"))
+        check_findings(run)
         fig = run.figure
         assert fig["type"] in ("bar", "line") and fig["series"]
         assert all(len(v) == len(fig["x"]) for v in fig["series"].values())
         assert run.seconds > 0 and run.size >= 1
         if cid == "rome-table-1":
             check_both_scorings(run)
+
+
+def check_findings(run):
+    """Every statement measured: items counted, the value inside its interval, one of the three outcomes,
+    a rule naming the paper's side and figure; JSON round trip."""
+    assert run.findings, "no finding"
+    for f in run.findings:
+        assert f.n > 0 and f.outcome in OUTCOMES and f.rule.startswith("the paper: "), f
+        assert f.low <= f.value <= f.high, f
+        if f.unit == "share":
+            assert 0 <= f.low and f.high <= 1 and f.k is not None and 0 <= f.k <= f.n
+        assert Finding.from_json(f.to_json()).outcome == f.outcome
+    assert len({f.name for f in run.findings}) == len(run.findings), "two findings of one name"
+    out = run.to_json()
+    json.dumps(out)
+    assert out["findings"] and json.loads(json.dumps(out["items"])) == out["items"]  # plain JSON results
 
 
 def check_both_scorings(run):
