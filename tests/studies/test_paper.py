@@ -86,7 +86,8 @@ PINNED = {("kn-sharing", "world-bert"): [U, U, U, U],
           ("overturn", "world-bert"): [U, U, U, U],
           ("kn-layers", "world-gpt"): [U], ("kn-layers", "world-bert"): [U],
           ("sv-agreement", "world-gpt"): [A, A, U],
-          ("trace-syntax", "world-gpt"): [U, U, U]}
+          ("trace-syntax", "world-gpt"): [U, U, U],
+          ("localisation", "world-gpt"): [A, D], ("localisation", "world-bert"): [A, D]}
 
 
 @pytest.mark.parametrize("cid", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW_ON_ORGANISMS else i
