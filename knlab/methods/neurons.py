@@ -60,10 +60,12 @@ def r2_1(maps: list[np.ndarray]) -> float:
     return float((s1 ** 2 - 1) / (n - 1))
 
 
-def select(maps: list[np.ndarray], t: float = ADAPTIVE_THRESHOLD, tau: float = TAU_START) -> Selection:
-    if not maps:
-        raise InputError("no attribution maps to select neurons from")
-    coarse = [coarse_neurons(m, t) for m in maps]
+def select_coarse(coarse: list[set[tuple[int, int]]], tau: float = TAU_START) -> tuple[list[tuple[int, int]], float]:
+    """The tau search over the prompts' coarse sets alone: (the kept neurons, the final tau). Which neurons
+    are kept depends on the coarse sets only, so a claim that stored each prompt's coarse set selects
+    again without its maps."""
+    if not coarse:
+        raise InputError("no coarse neuron sets to select neurons from")
     kept = shared_neurons(coarse, tau)
     for _ in range(MAX_ROUNDS):
         if len(kept) < MIN_NEURONS and tau > 0:
@@ -78,4 +80,11 @@ def select(maps: list[np.ndarray], t: float = ADAPTIVE_THRESHOLD, tau: float = T
         else:
             break
         kept = shared_neurons(coarse, tau)
+    return kept, tau
+
+
+def select(maps: list[np.ndarray], t: float = ADAPTIVE_THRESHOLD, tau: float = TAU_START) -> Selection:
+    if not maps:
+        raise InputError("no attribution maps to select neurons from")
+    kept, tau = select_coarse([coarse_neurons(m, t) for m in maps], tau)
     return Selection(kept, tau, r2_1(maps), len(maps))

@@ -1,13 +1,15 @@
 """Every claim of the paper reruns live on the shipped models it applies to and comes back well formed,
 with the published figures attached (the organisms here; the real model in the slow lane)."""
 
+import json
+
 import pytest
 import torch
 
 from knlab.core.errors import InputError
 from knlab.studies import published
 from helpers import check_reproduces_the_record
-from knlab.studies.findings import OUTCOMES
+from knlab.studies.findings import OUTCOMES, Finding
 from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = [c.id for c in CLAIMS]
@@ -42,16 +44,30 @@ def check_well_formed(res, cid):
         assert run.model in c.applies_to()
         assert run.rows and all({"item", "live", "published"} <= set(r) for r in run.rows)
         assert any(r["published"] not in ("-", None, "") for r in run.rows), "no published figure beside the live"
-        assert run.findings and run.items, "a run measures items and states findings"
-        for f in run.findings:
-            assert f.outcome in OUTCOMES and f.rule.startswith("the paper: "), f
-            assert f.n == 0 or f.low <= f.value <= f.high, f
+        assert run.items, "a run measures items"
+        check_findings(run)
         fig = run.figure
         assert fig["type"] in ("bar", "line") and fig["series"]
         assert all(len(v) == len(fig["x"]) for v in fig["series"].values())
         assert run.seconds > 0 and run.size >= 1
         if cid == "rome-table-1":
             check_both_scorings(run)
+
+
+def check_findings(run):
+    """Every statement measured: items counted, the value inside its interval, one of the three outcomes,
+    a rule naming the paper's side and figure; JSON round trip."""
+    assert run.findings, "no finding"
+    for f in run.findings:
+        assert f.n > 0 and f.outcome in OUTCOMES and f.rule.startswith("the paper: "), f
+        assert f.low <= f.value <= f.high, f
+        if f.unit == "share":
+            assert 0 <= f.low and f.high <= 1 and f.k is not None and 0 <= f.k <= f.n
+        assert Finding.from_json(f.to_json()).outcome == f.outcome
+    assert len({f.name for f in run.findings}) == len(run.findings), "two findings of one name"
+    out = run.to_json()
+    json.dumps(out)
+    assert out["findings"] and json.loads(json.dumps(out["items"])) == out["items"]  # plain JSON results
 
 
 def check_both_scorings(run):
@@ -64,6 +80,19 @@ def check_both_scorings(run):
     assert run.rows[0]["published"] == "the paper: above 80% (GPT-2 XL 99.79%, LLaMA-2-7B 100.0%)"
 
 
+# Each finding's outcome on the organisms at size 3 (first word: agrees / departs / undecided). Three items
+# decide little: most are undecided; world-bert's p(this) falls and p(scattered) rises when its plural KNs
+# are suppressed, against BERT's, and world-gpt's singular subject-verb KNs lower singular verbs as GPT-2's do.
+U, A, D = "undecided", "agrees", "departs"
+PINNED = {("kn-sharing", "world-bert"): [U, U, U, U],
+          ("det-agreement", "world-bert"): [D, U, U, U, U, U, D],
+          ("overturn", "world-bert"): [U, U, U, U],
+          ("kn-layers", "world-gpt"): [U], ("kn-layers", "world-bert"): [U],
+          ("sv-agreement", "world-gpt"): [A, A, U],
+          ("trace-syntax", "world-gpt"): [U, U, U],
+          ("localisation", "world-gpt"): [A, D], ("localisation", "world-bert"): [A, D]}
+
+
 @pytest.mark.parametrize("cid", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW_ON_ORGANISMS else i
                                  for i in IDS])
 def test_claim_reruns_on_the_organisms(cid, gpt, bert):
@@ -72,6 +101,9 @@ def test_claim_reruns_on_the_organisms(cid, gpt, bert):
                 progress=lambda f, d: progress.append(f))
     check_well_formed(res, cid)
     assert [r.model for r in res.runs] == [m for m in claim(cid).applies_to() if m != "smollm2-135m"]
+    for run in res.runs:  # the organisms' outcomes at this size are deterministic: any change shows here
+        if (cid, run.model) in PINNED:
+            assert [f.outcome.split()[0] for f in run.findings] == PINNED[cid, run.model], run.summary()
     assert progress and 0 <= min(progress) and max(progress) <= 1
     for run in res.runs:  # the rerun's items are the record's, one by one (fixed seeds, the same weights)
         assert check_reproduces_the_record(cid, run) >= 1, f"{cid} on {run.model}: no item in common with the record"
