@@ -16,6 +16,9 @@ of the mean probability, which the rows and the figure still show."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import torch
 from scipy import stats
@@ -112,8 +115,10 @@ def _probs(lm: LM, prompt: str, words: list[str], neurons: list[tuple[int, int]]
 
 def _suppressed(lm: LM, items: Items, p, prompt: str, words: list[str],
                 kns: dict[str, list[tuple[int, int]]]) -> dict:
-    """The pair's suppression item: p(word) before, and after suppressing each set of ``kns``."""
-    return items.measure(f"suppress:{_key(p)}", lambda: {
+    """The pair's suppression item: p(word) before, and after suppressing each set of ``kns``; keyed on the
+    sets too, since another size selects other KNs (a record must never read back another set's result)."""
+    sets = hashlib.sha1(json.dumps(sorted((k, sorted(map(list, v))) for k, v in kns.items())).encode()).hexdigest()
+    return items.measure(f"suppress:{sets[:10]}:{_key(p)}", lambda: {
         "before": _probs(lm, prompt, words), **{name: _probs(lm, prompt, words, nrns) for name, nrns in kns.items()}})
 
 
@@ -332,7 +337,7 @@ def _paradigm_selection(lm: LM, name: str, n: int, items: Items, made: dict, pro
         neurons, tau = select_coarse([coarse_neurons(m) for m in maps])
         return {"neurons": [list(x) for x in neurons], "tau": round(tau, 6), "r2_1": round(r2_1(maps), 6),
                 "n_prompts": len(maps)}
-    return _selection(f"paradigm:{name}", n, items, made, select_now)
+    return _selection(f"paradigm:{name}@{n}", n, items, made, select_now)  # the selection depends on n
 
 
 def _fact_selections(lm: LM, relation: str, n: int, items: Items, made: dict) -> list[dict]:
