@@ -156,12 +156,28 @@ def evaluation_figure(evaluation) -> go.Figure:
     return fig
 
 
-def claim_figure(result) -> go.Figure:
-    """A claim's figure, redrawn from the live numbers: one panel per model it ran on, the paper's own
-    series (where it gives numbers) drawn beside the live ones and labelled "(paper)"."""
+def error_bars(values: list, intervals: list | None) -> dict | None:
+    """A series' 95% intervals ([low, high] or None per point, as its values) as plotly's asymmetric error
+    bars: ``array`` up to the high end, ``arrayminus`` down to the low end; None where nothing is given."""
+    if not intervals:
+        return None
+    up, down = [], []
+    for v, iv in zip(values, intervals):
+        ok = v is not None and iv is not None and None not in iv[:2]
+        up.append(max(0.0, float(iv[1]) - v) if ok else None)
+        down.append(max(0.0, v - float(iv[0])) if ok else None)
+    if all(u is None for u in up):
+        return None
+    return dict(type="data", symmetric=False, array=up, arrayminus=down, visible=True, thickness=1.5, width=4)
+
+
+def runs_figure(runs: list, title: str) -> go.Figure:
+    """Claim runs' figures side by side, one panel per model: the paper's own series (where it gives
+    numbers) drawn beside the measured ones and labelled "(paper)"; a series with ``intervals`` carries its
+    95% intervals as error bars."""
     from plotly.subplots import make_subplots
 
-    runs = [r for r in result.runs if r.figure.get("series")]
+    runs = [r for r in runs if r.figure.get("series")]
     if not runs:
         return go.Figure()
     fig = make_subplots(rows=1, cols=len(runs), subplot_titles=[r.model for r in runs], shared_yaxes=True)
@@ -170,12 +186,16 @@ def claim_figure(result) -> go.Figure:
     for col, run in enumerate(runs, start=1):
         spec = run.figure
         x = [str(v) for v in spec["x"]] if spec["type"] == "bar" else spec["x"]
+        intervals = spec.get("intervals") or {}
         for name, values in spec["series"].items():
             colour = legend.setdefault(name, colours[len(legend) % len(colours)])
             paper = "(paper)" in name or "Yao" in name
             common = dict(name=name, legendgroup=name, showlegend=col == 1 or name not in
                           {n for r in runs[: col - 1] for n in r.figure["series"]})
             values = [None if v is None else float(v) for v in values]
+            bars = error_bars(values, intervals.get(name))
+            if bars:
+                common["error_y"] = bars
             if spec["type"] == "line":
                 fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", line=dict(color=colour,
                                          dash="dot" if paper else "solid"), **common), row=1, col=col)
@@ -184,6 +204,17 @@ def claim_figure(result) -> go.Figure:
                                      marker_pattern_shape="/" if paper else "", **common), row=1, col=col)
         fig.update_xaxes(title_text=spec.get("xlabel", ""), row=1, col=col)
     fig.update_yaxes(title_text=runs[0].figure.get("ylabel", ""), row=1, col=1)
-    fig.update_layout(title=f"{result.title} ({result.source}): live beside the paper", barmode="group",
-                      height=460, margin=dict(l=10, r=10, t=70, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title=title, barmode="group", height=460, margin=dict(l=10, r=10, t=70, b=10),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def claim_figure(result, label: str = "live") -> go.Figure:
+    """A claim's figure, redrawn from a rerun's numbers (``label``: "live", or "recorded" for the record's
+    runs): one panel per model, the paper's series beside, 95% intervals as error bars."""
+    return runs_figure(result.runs, f"{result.title} ({result.source}): {label} beside the paper")
+
+
+def recorded_figure(claim, runs: list) -> go.Figure:
+    """A claim's recorded full-size runs (``studies.record``), one panel per model, beside the paper."""
+    return runs_figure(runs, f"{claim.title} ({claim.source}): recorded, full size, beside the paper")

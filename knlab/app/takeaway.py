@@ -103,6 +103,13 @@ def _probes(rep: EditReport) -> list[list[Any]]:
 
 
 PROBE_HEADER = ["criterion", "prompt", "expected", "old", "p before", "p after", "holds"]
+LEFT_OUT_HEADER = ["criterion", "prompt", "reason"]
+FINDINGS_HEADER = ["finding", "figure", "value", "low", "high", "n", "outcome", "the paper's rule"]
+
+
+def _findings(run: ModelRun) -> list[list[Any]]:
+    """A run's findings: the figure as the app prints it (N, interval) and its numbers, outcome and rule."""
+    return [[f.name, f.text(), f.value, f.low, f.high, f.n, f.outcome, f.rule] for f in run.findings]
 
 
 def tables(result: Any) -> dict[str, Table]:
@@ -126,8 +133,11 @@ def tables(result: Any) -> dict[str, Table]:
                               [[t.token, t.group, t.pre, t.post, t.rel_change, t.p_value] for t in result.tokens]),
                 "neurons": (["layer", "neuron"], [list(n) for n in result.neurons])}
     if isinstance(result, EditReport):
-        return {"criteria": (["criterion", "rate"], [[c, v] for c, v in result.criteria.items()]),
-                "probes": (PROBE_HEADER, _probes(result))}
+        out = {"criteria": (["criterion", "rate"], [[c, v] for c, v in result.criteria.items()]),
+               "probes": (PROBE_HEADER, _probes(result))}
+        if result.left_out:  # the probes the model cannot answer before the edit, and why
+            out["left-out"] = (LEFT_OUT_HEADER, [[x["criterion"], x["prompt"], x["reason"]] for x in result.left_out])
+        return out
     if isinstance(result, Comparison):
         return {"probes": (["method"] + PROBE_HEADER,
                            [[m, *row] for m, rep in result.reports.items() if rep is not None for row in _probes(rep)])}
@@ -135,10 +145,12 @@ def tables(result: Any) -> dict[str, Table]:
         rows = [[c, v, *result.counts.get(c, ["", ""])] for c, v in result.rates.items()]
         return {"rates": (["criterion", "rate", "holds", "probes"], rows)}
     if isinstance(result, ModelRun):
-        return {"rows": (["item", "live", "published"], [[r["item"], r["live"], r["published"]] for r in result.rows])}
+        return {"rows": (["item", "live", "published"], [[r["item"], r["live"], r["published"]] for r in result.rows]),
+                "findings": (FINDINGS_HEADER, _findings(result))}
     if isinstance(result, ClaimResult):
         return {"rows": (["model", "item", "live", "published"],
-                         [[r["model"], r["item"], r["live"], r["published"]] for r in result.rows])}
+                         [[r["model"], r["item"], r["live"], r["published"]] for r in result.rows]),
+                "findings": (["model", *FINDINGS_HEADER], [[r.model, *row] for r in result.runs for row in _findings(r)])}
     if isinstance(result, StepResult):
         return tables(result.result)
     return {}

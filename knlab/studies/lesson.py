@@ -2,13 +2,18 @@
 installed, else the organism world-gpt): the model knows a fact; causal tracing says where it is computed;
 integrated gradients finds "knowledge neurons", whose suppression barely changes the answer; ROME rewrites
 the fact and the generation follows; the reverse question and the synonym do not; and grammar yields to the
-same instruments. What to notice is written here from the paper (docs/paper.md); whether this model's run
-agrees is computed, and said, step by step."""
+same instruments. Steps 1-5 follow one fact (``FACTS``). What to notice is written here from the paper
+(docs/paper.md). A step that measures one example states what the example shows; where the paper's claim
+is a rate over many edits (steps 4-6), the step cites the record (``studies.record``: the claim at full
+size, its findings with N, 95% interval and outcome) and its verdict is the record's, never the single
+example's; a model not recorded yet is said to be so, and has no verdict."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import numpy as np
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM, shipped_installed
@@ -17,9 +22,14 @@ from knlab.methods.attribute import attribute
 from knlab.methods.intervene import intervene
 from knlab.methods.predict import predict
 from knlab.methods.trace import trace
-from knlab.studies import published
-from knlab.studies.claims.editing import rome_examples, rome_syntax
-from knlab.studies.edit_report import edit
+from knlab.studies import published, record
+from knlab.studies.claims import editing
+from knlab.studies.claims.common import ModelRun
+from knlab.studies.claims.editing import rome_syntax
+from knlab.studies.edit_report import edit, make_spec
+from knlab.studies.findings import AGREES, DEPARTS, Finding
+from knlab.studies.known_facts import iter_known_subjects, known_subjects
+from knlab.world import facts as F
 
 # (prompt, subject, the answer the model gives, the new object ROME writes)
 FACTS = {"smollm2-135m": ("The capital of France is", "France", "Paris", "Rome"),
@@ -36,7 +46,8 @@ class StepResult:
     step: int
     model: str
     summary: str  # what this run shows, with its numbers
-    agrees: bool | None  # does this model's run agree with the paper's reading of the step
+    agrees: bool | None  # does this model agree with the paper's reading of the step: the example's own
+    # observation in steps 1-3; the record's outcome in steps 4-6 (None: undecided there, or not recorded yet)
     kind: str  # what ``result`` is: "prediction", "trace", "neurons", "edit", "claim"
     result: Any = field(repr=False, default=None)
     detail: dict = field(default_factory=dict)
@@ -78,41 +89,198 @@ def where(lm: LM) -> StepResult:
                       agrees, "trace", res, {"mlp_layer": mlp_layer, "attn_layer": attn_layer})
 
 
+CONTROL_RELATIONS = ("P101", "P37", "P17", "P103")  # unrelated facts for step 3's first control, in this order
+CONTROLS, RANDOM_DRAWS, SEED = 5, 5, 0
+
+
+def _top(res) -> str:
+    return res["top"][0]["token"].strip()
+
+
+def _unrelated_facts(lm: LM, n: int = CONTROLS) -> list[tuple[str, str]]:
+    """``n`` facts of another relation than the lesson's that the model states: (prompt, answer)."""
+    for rid in CONTROL_RELATIONS:
+        rel = F.relation(rid)
+        subjects = known_subjects(lm, rid, n)
+        if subjects:
+            return [(F.causal_prompt(rel.train_templates[0], s), rel.fact(s).object) for s in subjects]
+    return []
+
+
+def _random_neurons(neurons: list[tuple[int, int]], width: int, rng: np.random.Generator) -> tuple:
+    """As many neurons as ``neurons``, each drawn at random from the same layer as one of them (not it)."""
+    out = []
+    for layer, i in neurons:
+        j = int(rng.integers(width - 1))
+        out.append((layer, j + (j >= i)))
+    return tuple(out)
+
+
 def neurons(lm: LM) -> StepResult:
+    """IG's top 5 neurons for the answer, suppressed; beside it the two controls that make the result
+    readable: the same neurons suppressed on unrelated facts (does their answer change too?), and as many
+    random neurons of the same layers suppressed on this fact (fixed seed)."""
     prompt, _subject, answer, _new = _fact(lm)
     att = attribute(lm, prompt, answer)
     top = [(l, i) for l, i, _ in att.top(5)]
     res = intervene(lm, prompt, tuple(top), "suppress", answer)
     before, after = res.before["target_prob"], res.after["target_prob"]
-    still = res.after["top"][0]["token"].strip() == res.before["top"][0]["token"].strip()
+    still = _top(res.after) == _top(res.before)
+    unrelated = []
+    for p, obj in _unrelated_facts(lm):
+        r = intervene(lm, p, tuple(top), "suppress")
+        unrelated.append({"prompt": p, "answer": obj, "before": _top(r.before), "after": _top(r.after),
+                          "changes": _top(r.after) != _top(r.before)})
+    rng = np.random.default_rng(SEED)
+    randoms = []
+    for _ in range(RANDOM_DRAWS):
+        chosen = _random_neurons(top, att.scores.shape[1], rng)
+        r = intervene(lm, prompt, chosen, "suppress", answer)
+        randoms.append({"neurons": [list(n) for n in chosen], "p_after": r.after["target_prob"],
+                        "top_after": _top(r.after), "changes": _top(r.after) != _top(r.before)})
+    control_1 = (f"the same 5 neurons suppressed on {len(unrelated)} unrelated facts "
+                 f"({', '.join(repr(u['prompt']) for u in unrelated)}) change "
+                 f"**{sum(u['changes'] for u in unrelated)} of {len(unrelated)}** answers" if unrelated else
+                 "no unrelated fact the model states was found for the first control")
+    ps = [r["p_after"] for r in randoms]
+    control_2 = (f"5 random neurons of the same layers (seed {SEED}, {RANDOM_DRAWS} draws) move p({answer}) "
+                 f"{before:.3f} -> **{np.mean(ps):.3f}** on average ({min(ps):.3f}-{max(ps):.3f}) and change the "
+                 f"answer in **{sum(r['changes'] for r in randoms)} of {RANDOM_DRAWS}** draws")
     return StepResult(3, lm.spec, f"the 5 neurons with the largest integrated gradients for {answer}: {top}. "
                       f"Suppressing them moves p({answer}) {before:.3f} -> **{after:.3f}**; the answer "
-                      f"{'stays' if still else 'changes to ' + res.after['top'][0]['token'].strip()}.",
+                      f"{'stays' if still else 'changes to ' + _top(res.after)}. Controls: {control_1}; "
+                      f"{control_2}.",
                       still, "neurons", att, {"neurons": [list(n) for n in top], "p_before": before, "p_after": after,
-                                              "top_after": res.after["top"][0]["token"]})
+                                              "top_after": res.after["top"][0]["token"], "unrelated": unrelated,
+                                              "random": randoms, "seed": SEED})
+
+
+def _recorded(claim_id: str, model: str) -> ModelRun | None:
+    return record.recorded(claim_id, model, record.RECORDS)
+
+
+def _cite(run: ModelRun | None, claim_id: str, model: str, names: list[str]) -> tuple[str, list[Finding]]:
+    """The record's findings ``names`` of ``claim_id`` on ``model``, as a sentence; or that it has none yet."""
+    if run is None:
+        return (f"The record has no full-size run of {claim_id} on {model} yet (`python -m knlab paper --record "
+                f"{claim_id} --model {model}`): this example alone decides nothing.", [])
+    found = [f for n in names for f in run.findings if f.name == n]
+    text = "; ".join(f"{f.name}: **{f.text()}**, *{f.outcome}* ({f.rule})" for f in found)
+    return f"Recorded ({claim_id} on {model}, full size): {text}.", found
+
+
+def _verdict(findings: list[Finding]) -> bool | None:
+    """The record's verdict: False when a finding departs, True when all agree, else None (undecided)."""
+    if not findings:
+        return None
+    if any(f.outcome == DEPARTS for f in findings):
+        return False
+    return True if all(f.outcome == AGREES for f in findings) else None
 
 
 def rewrite(lm: LM) -> StepResult:
     prompt, subject, _answer, new = _fact(lm)
     rep = edit(lm, "rome", prompt, subject, new)
     took = rep.after["p_new"] > rep.after["p_old"]
+    cite, found = _cite(_recorded("rome-examples", lm.spec), "rome-examples", lm.spec, ["the capital edit takes"])
     return StepResult(4, lm.spec, f"ROME at layer {rep.layer}: p({new}) {rep.before['p_new']:.3f} -> "
-                      f"**{rep.after['p_new']:.3f}**, p({rep.old}) {rep.before['p_old']:.3f} -> {rep.after['p_old']:.3f}. "
-                      f"Before: *{rep.generation['before']}*; after: *{rep.generation['after']}* (the edit is undone "
-                      f"after this step).", took, "edit", rep)
+                      f"**{rep.after['p_new']:.3f}**, p({rep.old}) {rep.before['p_old']:.3f} -> {rep.after['p_old']:.3f}: "
+                      f"this edit {'takes' if took else 'does not take'}. Before: *{rep.generation['before']}*; after: "
+                      f"*{rep.generation['after']}* (the edit is undone after this step). {cite}",
+                      _verdict(found), "edit", rep, {"takes": took, "recorded": [f.to_json() for f in found] or None})
+
+
+def reverse_example(lm: LM, generate_tokens: int = 6) -> dict:
+    """Step 4's edit again (the lesson's fact, its new object), with both reverse questions asked before
+    and after it: rome-examples' symmetry item (``editing._symmetry_item``, the same keys and rules) on
+    this fact and this new object."""
+    prompt, subject, _answer, new = _fact(lm)
+    p1376 = F.relation("P1376")
+    fact = F.relation("P36").fact(subject)
+    old = editing._answer(lm, prompt)
+    spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
+    reverse_old = F.causal_prompt(p1376.train_templates[0], fact.object)
+    reverse_new = F.causal_prompt(p1376.train_templates[0], new)
+    seen = editing._before_after(lm, spec, [prompt, reverse_old, reverse_new], generate_tokens)
+    own = next((f.object for f in p1376.facts if f.subject == new), None)
+    says = editing._says
+    return {"edit": [prompt, subject, old, new], "prompts": seen, "takes": says(lm, seen[prompt]["after"], new),
+            "reverse_old": reverse_old, "reverse_new": reverse_new, "own": own,
+            "reverse_new_names_subject": (says(lm, seen[reverse_new]["after"], subject)
+                                          if own and says(lm, seen[reverse_new]["before"], own) else None),
+            "reverse_old_names_subject": (says(lm, seen[reverse_old]["after"], subject)
+                                          if says(lm, seen[reverse_old]["before"], subject) else None)}
+
+
+def synonym_example(lm: LM) -> dict | None:
+    """rome-examples' synonymy item on the first scientist whose field and occupation the model states;
+    None where it states none."""
+    occ, p101 = F.occupations(), F.relation("P101")
+    subject = next((s for s in iter_known_subjects(lm, "P101") if p101.fact(s).object in occ), None)
+    return None if subject is None else editing._synonymy_item(lm, subject, 0)
+
+
+def _asked(seen: dict, prompt: str) -> str:
+    return f"'{prompt}' says {seen[prompt]['before']} before the edit and **{seen[prompt]['after']}** after"
+
+
+REVERSE_FINDINGS = ["the new capital's reverse question names the edited country",
+                    "the old capital's reverse question still names the country",
+                    "the occupation follows the edited field"]
 
 
 def reverse_and_synonym(lm: LM) -> StepResult:
-    run = rome_examples(lm, 1)
-    return StepResult(5, lm.spec, run.finding, run.holds, "claim", run)
+    ex = reverse_example(lm)
+    prompt, subject, old, new = ex["edit"]
+    seen = ex["prompts"]
+    if ex["reverse_new_names_subject"] is None:
+        rev_new = (f"'{ex['reverse_new']}' does not say {ex['own'] or 'a country'} before the edit "
+                   f"({seen[ex['reverse_new']]['before']}), so here it asks nothing")
+    else:
+        rev_new = (f"{_asked(seen, ex['reverse_new'])}: it "
+                   f"{'names' if ex['reverse_new_names_subject'] else 'does not name'} {subject}")
+    if ex["reverse_old_names_subject"] is None:
+        rev_old = f"'{ex['reverse_old']}' does not say {subject} before the edit, so here it asks nothing"
+    else:
+        rev_old = (f"{_asked(seen, ex['reverse_old'])}: it "
+                   f"{'still names' if ex['reverse_old_names_subject'] else 'no longer names'} {subject}")
+    syn = synonym_example(lm)
+    if syn is None:
+        syn_text = "The model states no scientist's field and occupation: the synonym has no example here."
+    else:
+        sp, ss, so, sn = syn["edit"]
+        follows = syn["occupation_follows"]
+        syn_prompt = next(p for p in syn["prompts"] if p != sp)
+        syn_text = (f"The synonym needs a fact with one, so a second edit: '{sp}' {so} -> {sn} "
+                    f"({'takes' if syn['takes'] else 'does not take'}); {_asked(syn['prompts'], syn_prompt)}"
+                    + ("" if follows is None else f": the occupation {'follows' if follows else 'does not follow'} "
+                       f"the field ({syn['occupation'][0]} -> {syn['occupation'][1]})")
+                    + ("" if follows is not None else f" (not {syn['occupation'][0]} before the edit, so it asks "
+                       f"nothing)") + ".")
+    run = _recorded("rome-examples", lm.spec)
+    cite, found = _cite(run, "rome-examples", lm.spec, REVERSE_FINDINGS)
+    summary = (f"This edit (step 4's: {subject}, {old} -> {new}, which "
+               f"{'takes' if ex['takes'] else 'does not take'}): {rev_new}; {rev_old}. {syn_text} "
+               f"One edit is an example, not a rate. {cite}")
+    return StepResult(5, lm.spec, summary, _verdict(found), "claim", run,
+                      {"example": ex, "synonymy_example": syn, "recorded": [f.to_json() for f in found] or None})
 
 
 def grammar(lm: LM) -> StepResult:
-    run = rome_syntax(lm, 1)
-    edited = run.detail["edit"][0]
-    took = run.detail["prompts"][edited]["after"] == "is"
-    return StepResult(6, lm.spec, f"ROME edits '{edited}' from are to is as it edits a capital: it "
-                      f"{'takes' if took else 'does not take'}. {run.finding}", took, "claim", run)
+    ex = rome_syntax(lm, 1).detail["example"]
+    seen = ex["prompts"]
+
+    def verb(p):
+        b, a = seen[p]["before"], seen[p]["after"]
+        return f"'{p}': {b['prefers']} -> **{a['prefers']}** (p(is) {b['p_is']:.2f} -> {a['p_is']:.2f})"
+    run = _recorded("rome-syntax", lm.spec)
+    cite, found = _cite(run, "rome-syntax", lm.spec, [f.name for f in run.findings] if run else [])
+    summary = (f"ROME edits '{ex['edited']}' from are to is as it edits a capital; this edit "
+               f"{'takes' if ex['takes'] else 'does not take'}. Same head, another noun: "
+               f"{'; '.join(verb(p) for p in ex['carries'])}. Another head: {'; '.join(verb(p) for p in ex['others'])}. "
+               f"{cite}")
+    return StepResult(6, lm.spec, summary, _verdict(found), "claim", run,
+                      {"example": ex, "recorded": [f.to_json() for f in found] or None})
 
 
 @dataclass(frozen=True)
@@ -158,8 +326,9 @@ STEPS = [
     Step(5, "But the reverse question and the synonym do not follow",
          "If the edit changed a fact, 'Rome is the capital of' should now say Canada, and a scientist's new field "
          "should change the occupation the model names. The paper finds the reverse follows in 24-34% of edits "
-         "and the synonym in 52-58% (GPT-2 XL, LLaMA-2). A claim of the Paper tab (rome-examples) reruns it; "
-         "where this model disagrees with the paper, the result says so.", reverse_and_synonym, "Paper", "rome-examples"),
+         "and the synonym in 52-58% (GPT-2 XL, LLaMA-2). This step asks the reverse questions of step 4's own "
+         "edit, then cites the record (the Paper tab's rome-examples, over many edits): one edit is an "
+         "example; the recorded rate, with its interval, is the finding.", reverse_and_synonym, "Paper", "rome-examples"),
     Step(6, "Grammar yields to the same instruments: patterns, not knowledge",
          "Determiner-noun and subject-verb agreement have their own 'knowledge neurons' (Paper tab: kn-sharing, "
          "localisation) and ROME rewrites 'are' to 'is' after a subject as it rewrites a capital. If the methods "

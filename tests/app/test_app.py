@@ -92,13 +92,14 @@ def _top(client, prompt="The capital of Canada is"):
 def test_edits_are_per_session_with_undo_and_reset(app_url):
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
     out = alice.predict("world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, api_name="/edit")
-    report = out[5]
+    report, left_out = out[6], out[5]
+    assert [r[2] for r in left_out["data"]] == [x["reason"] for x in report["left_out"]]
     assert report["method"] == "rome" and report["criteria"]["reliability"] == 1.0
     assert report["after"]["p_new"] > report["after"]["p_old"] and report["history"]
     assert _top(alice) == "Rome"  # alice's later requests see her edit ...
     assert _top(bob) == "Ottawa"  # ... bob's never do
     out = bob.predict("world-gpt", "kn", "The capital of France is", "France", "Berlin", None, api_name="/edit")
-    assert out[5]["method"] == "kn" and out[5]["neurons"]
+    assert out[6]["method"] == "kn" and out[6]["neurons"]
     assert "specs.append" not in out[-1]  # bob's first edit: made on the base model
     assert _top(alice, "The capital of France is") == "Paris"
     _hist, remaining = alice.predict(api_name="/undo")
@@ -138,11 +139,13 @@ def test_paper_claim_reruns_live_beside_the_published(client):
     """A claim runs on the models that fit it, whatever the header says: overturn is BERT's, so world-bert."""
     summary, table, _plot, out, files, code = client.predict(2, api_name="/paper_overturn")
     assert "rerun('overturn', size=2)" in code and "load_model" not in code
-    assert [Path(f).name for f in files] == ["paper_overturn.json", "paper_overturn-rows.csv", "paper_overturn.py"]
+    assert [Path(f).name for f in files] == ["paper_overturn.json", "paper_overturn-rows.csv",
+                                             "paper_overturn-findings.csv", "paper_overturn.py"]
     assert out["claim"] == "overturn" and [r["model"] for r in out["runs"]] == ["world-bert"]
     rows = out["runs"][0]["rows"]
     assert len(rows) == 4 and rows[0]["published"] == "100.0 -> 94.8" and " -> " in rows[0]["live"]
     assert "world-bert" in summary and len(table["data"]) == 4
+    assert summary.startswith("**Live rerun at a small size**") and "undecided" in summary
     with pytest.raises(Exception) as info:  # a bad size: one clear message
         client.predict(-3, api_name="/paper_overturn")
     assert "size" in str(info.value) and "Traceback" not in str(info.value)
@@ -161,7 +164,8 @@ def test_the_claims_are_the_same_list_in_the_app_the_cli_and_the_api(client):
 
 def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     out = client.predict("world-gpt", "The capital of Canada is", "Canada", "Rome", None, api_name="/compare")
-    kn_status, kn_criteria, _kn_probes, rome_status, rome_criteria, _rome_probes, data, files, code = out
+    (kn_status, kn_criteria, _kn_probes, _kn_left, rome_status, rome_criteria, _rome_probes, rome_left, data, files,
+     code) = out
     assert "compare(lm, 'The capital of Canada is', subject='Canada', target='Rome', layer=None)" in code
     probes = list(csv.reader(open(files[1])))
     assert Path(files[1]).name == "compare-probes.csv" and {r[0] for r in probes[1:]} <= {"kn", "rome"}
@@ -169,6 +173,8 @@ def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     assert "layer" in rome_status and "→" in rome_status and rome_criteria["data"]
     assert rome_status.startswith("**ROME** (layer ")  # formatted as an applied edit's report
     assert len(_rome_probes["headers"]) == 7 and all(len(r) == 7 for r in _rome_probes["data"])
+    assert rome_left["headers"] == ["criterion", "prompt", "reason"]  # the probes left out, and why
+    assert [r[1] for r in rome_left["data"]] == [x["prompt"] for x in data["rome"]["left_out"]]
     assert data["rome"]["new"] == "Rome" and ("neurons" in data["kn"] or "error" in data["kn"])
     _plot, pred, _files, _code = client.predict("world-gpt", "The capital of Canada is", 3, api_name="/predict")
     assert pred["top"][0]["token"] == "Ottawa"  # compare keeps no edit in the session

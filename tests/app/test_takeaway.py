@@ -98,3 +98,25 @@ def test_old_download_folders_are_pruned(tmp_path, monkeypatch):
     paths = write("odd name/../x", R(), "", home=tmp_path)
     assert not old.exists()
     assert Path(paths[0]).name == "odd_name_x.json" and json.loads(Path(paths[0]).read_text()) == {"x": 1.5, "a": [0, 1]}
+
+
+def test_a_claim_run_has_its_findings_table():
+    from knlab.studies.claims.common import ModelRun
+    from knlab.studies.findings import AGREES, share
+    from knlab.studies.paper import ClaimResult
+    f = share("the reverse follows", 0, 38, "below", 0.5, "GPT-2 XL 25%")
+    run = ModelRun("world-gpt", [{"item": "a", "live": 1, "published": 2}], [f], {})
+    header, rows = tables(run)["findings"]
+    assert header[:2] == ["finding", "figure"] and header[-2:] == ["outcome", "the paper's rule"]
+    assert rows == [["the reverse follows", "0% of 38 (0-9%)", 0.0, 0.0, f.high, 38, AGREES, f.rule]]
+    res = ClaimResult("rome-examples", "t", "s", "p", [run], {}, 1.0)
+    assert list(tables(res)) == ["rows", "findings"] and tables(res)["findings"][1][0][:2] == ["world-gpt", f.name]
+
+
+def test_an_edit_report_lists_its_left_out_probes(gpt):
+    rep = edit(gpt, "rome", "The capital of Canada is", "Canada", "Rome")
+    rep.left_out = [{"criterion": "symmetry", "prompt": "Rome is the capital of", "reason": "no fact of its own"}]
+    assert tables(rep)["left-out"] == (["criterion", "prompt", "reason"],
+                                       [["symmetry", "Rome is the capital of", "no fact of its own"]])
+    rep.left_out = []
+    assert "left-out" not in tables(rep)

@@ -11,7 +11,7 @@ import gradio as gr
 from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
-from knlab.app.takeaway import PROBE_HEADER, Call
+from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
 from knlab.core.limits import limits
 from knlab.serve.hosting import check_model
 from knlab.studies.edit_report import EditReport, compare, describe, edit
@@ -50,9 +50,10 @@ def rome_layer_choice(layer: Any) -> int | None:
     return None if layer is None or str(layer).strip() == "" else whole(layer, "layer")
 
 
-def report_views(rep: EditReport) -> tuple[str, list[list], list[list]]:
+def report_views(rep: EditReport) -> tuple[str, list[list], list[list], list[list]]:
     """An edit report as the tab shows it: a summary (where, how long, p(new) and p(old) before and after,
-    the greedy generations), the criteria table and the probes table (PROBE_HEADER's columns)."""
+    the greedy generations), the criteria table, the probes table (PROBE_HEADER's columns) and the probes
+    left out, unscored, because the model cannot answer them before the edit (LEFT_OUT_HEADER's columns)."""
     where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
     summary = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
                f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
@@ -64,7 +65,14 @@ def report_views(rep: EditReport) -> tuple[str, list[list], list[list]]:
         criteria.append([c, "n/a" if v is None else f"{v:.0%}", f"{sum(p.holds for p in probes)}/{len(probes)}"])
     probes = [[p.criterion, p.prompt, p.expected, p.old or "", round(p.p_before, 4), round(p.p_after, 4),
                "✓" if p.holds else "✗"] for p in rep.probes]
-    return summary, criteria, probes
+    left_out = [[x["criterion"], x["prompt"], x["reason"]] for x in rep.left_out]
+    if left_out:
+        summary += (f"  \n{len(left_out)} probe{'s' if len(left_out) != 1 else ''} left out, not scored: the model "
+                    "does not answer them before the edit (listed under the probes)")
+    return summary, criteria, probes, left_out
+
+
+LEFT_OUT_LABEL = "Probes left out (not scored): the model cannot answer them before the edit"
 
 
 @dataclass
@@ -123,6 +131,8 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
     criteria_table = gr.Dataframe(headers=CRITERIA_HEADER, label="Criteria", interactive=False)
     plot = gr.Plot(label="Probes", elem_id="edit-plot")
     probes_table = gr.Dataframe(headers=PROBE_HEADER, label="Probe prompts", interactive=False)
+    left_table = gr.Dataframe(headers=LEFT_OUT_HEADER, label=LEFT_OUT_LABEL, interactive=False, wrap=True,
+                              elem_id="edit-left-out")
     raw = gr.JSON(visible=False)
     files, code = takeaway_panel("edit")
 
@@ -138,13 +148,14 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
         edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
                                        "call": Call(edit, args)}]
         ctx.set_edits(request, edits)
-        summary, criteria, probes = report_views(rep)
+        summary, criteria, probes, left_out = report_views(rep)
         out = rep.to_json()
         out["history"] = [e["label"] for e in edits]
-        return summary, _history(edits), criteria, edit_figure(rep), probes, out, *taken
+        return summary, _history(edits), criteria, edit_figure(rep), probes, left_out, out, *taken
 
     apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer],
-                    [status, history, criteria_table, plot, probes_table, raw, files, code], api_name="edit")
+                    [status, history, criteria_table, plot, probes_table, left_table, raw, files, code],
+                    api_name="edit")
 
     def undo(request: gr.Request):
         edits = ctx.edits(request)[:-1]
@@ -174,7 +185,9 @@ def _compare(ctx: Context, form: EditForm) -> None:
                     columns[m] = (gr.Markdown(elem_id=f"compare-{m}-status"),
                                   gr.Dataframe(headers=CRITERIA_HEADER, interactive=False,
                                                elem_id=f"compare-{m}-criteria"),
-                                  gr.Dataframe(headers=PROBE_HEADER, interactive=False, wrap=True))
+                                  gr.Dataframe(headers=PROBE_HEADER, interactive=False, wrap=True),
+                                  gr.Dataframe(headers=LEFT_OUT_HEADER, label=LEFT_OUT_LABEL, interactive=False,
+                                               wrap=True, elem_id=f"compare-{m}-left-out"))
         cmp_json = gr.JSON(visible=False)
         cmp_files, cmp_code = takeaway_panel("compare")
 
@@ -184,7 +197,7 @@ def _compare(ctx: Context, form: EditForm) -> None:
             out: list = []
             for m in ("kn", "rome"):
                 rep = res.reports[m]
-                out += report_views(rep) if rep is not None else (f"⚠ {res.errors[m]}", [], [])
+                out += report_views(rep) if rep is not None else (f"⚠ {res.errors[m]}", [], [], [])
             return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args))
 
         cmp_btn.click(run_compare, [ctx.model, form.prompt, form.subject, form.target, form.layer],

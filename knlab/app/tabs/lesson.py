@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from knlab.app.context import Context, takeaway_panel
-from knlab.app.plots import attribution_overview, claim_figure, edit_figure, prediction_figure, trace_figure
+from knlab.app.plots import attribution_overview, edit_figure, prediction_figure, runs_figure, trace_figure
 from knlab.studies.lesson import STEPS, lesson_model
 
 
@@ -23,10 +23,21 @@ def figure(res):
         return attribution_overview(res.result.scores, f"{res.model}: integrated gradients for {res.result.target!r}")
     if res.kind == "edit":
         return edit_figure(res.result)
-    if res.kind == "claim":
-        from types import SimpleNamespace
-        return claim_figure(SimpleNamespace(runs=[res.result], title=f"Step {res.step}", source="live"))
+    if res.kind == "claim":  # the record's run of the claim the step cites (None: not recorded yet)
+        return runs_figure([res.result], f"Step {res.step}: the record, full size, beside the paper") \
+            if res.result is not None else None
     return None
+
+
+def verdict(res) -> str:
+    """The step's verdict line: the example's own in steps 1-3; in steps 4-6 the record's (its findings
+    and outcomes are in the summary), and none where the record is undecided or absent."""
+    if "recorded" in res.detail:
+        return {True: "On the record, as the paper reads it.", False: "**On the record, this model departs from "
+                "the paper's reading** (said plainly: a small model is not GPT-2 XL).",
+                None: "No verdict: the record is undecided at its size, or has no run yet."}[res.agrees]
+    return {True: "As the paper reads it.", False: "**Here this model departs from the paper's reading** (said "
+            "plainly: a small model is not GPT-2 XL).", None: ""}[res.agrees]
 
 
 def open_in_tab(ctx: Context, s, button: gr.Button, model: str) -> None:
@@ -74,9 +85,7 @@ def build_lesson_tab(ctx: Context) -> None:
                 def run(request: gr.Request, progress=gr.Progress(), s=s):
                     progress(0.05, desc=f"step {s.number} on {model}")
                     res = ctx.serve(s.run, model, request, base=True)
-                    verdict = {True: "As the paper reads it.", False: "**Here this model departs from the paper's "
-                               "reading** (said plainly: a small model is not GPT-2 XL).", None: ""}[res.agrees]
-                    return (f"**Live ({res.model}):** {res.summary}  \n{verdict}", figure(res), res.to_json(),
+                    return (f"**Live ({res.model}):** {res.summary}  \n{verdict(res)}", figure(res), res.to_json(),
                             *ctx.takeaway(api_name(s.number), res, s.run, model, request, base=True))
 
                 btn.click(run, None, [status, plot, raw, files, code], api_name=api_name(s.number))
