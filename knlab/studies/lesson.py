@@ -192,24 +192,9 @@ def rewrite(lm: LM) -> StepResult:
 
 def reverse_example(lm: LM, generate_tokens: int = 6) -> dict:
     """Step 4's edit again (the lesson's fact, its new object), with both reverse questions asked before
-    and after it: rome-examples' symmetry item (``editing._symmetry_item``, the same keys and rules) on
-    this fact and this new object."""
-    prompt, subject, _answer, new = _fact(lm)
-    p1376 = F.relation("P1376")
-    fact = F.relation("P36").fact(subject)
-    old = editing._answer(lm, prompt)
-    spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
-    reverse_old = F.causal_prompt(p1376.train_templates[0], fact.object)
-    reverse_new = F.causal_prompt(p1376.train_templates[0], new)
-    seen = editing._before_after(lm, spec, [prompt, reverse_old, reverse_new], generate_tokens)
-    own = next((f.object for f in p1376.facts if f.subject == new), None)
-    says = editing._says
-    return {"edit": [prompt, subject, old, new], "prompts": seen, "takes": says(lm, seen[prompt]["after"], new),
-            "reverse_old": reverse_old, "reverse_new": reverse_new, "own": own,
-            "reverse_new_names_subject": (says(lm, seen[reverse_new]["after"], subject)
-                                          if own and says(lm, seen[reverse_new]["before"], own) else None),
-            "reverse_old_names_subject": (says(lm, seen[reverse_old]["after"], subject)
-                                          if says(lm, seen[reverse_old]["before"], subject) else None)}
+    and after it: rome-examples' symmetry item on this fact and this new object."""
+    _prompt, subject, _answer, new = _fact(lm)
+    return editing._symmetry_item(lm, subject, None, generate_tokens, new=new)
 
 
 def synonym_example(lm: LM) -> dict | None:

@@ -119,19 +119,22 @@ def _new_object(lm: LM, rel: F.Relation, fact: F.Fact, old_answer: str, prefer: 
 FIG_8A_SUBJECT, FIG_8A_NEW = "Canada", "Rome"  # the paper's example: Ottawa -> Rome
 
 
-def _symmetry_item(lm: LM, subject: str, prefer: set[str] | None, generate_tokens: int) -> dict:
-    """Fig. 8a on one P36 fact: edit its capital and ask both reverse questions before and after."""
+def _symmetry_item(lm: LM, subject: str, prefer: set[str] | None, generate_tokens: int,
+                   new: str | None = None) -> dict:
+    """Fig. 8a on one P36 fact: edit its capital (to ``new``, else one drawn as Table 1 draws it) and ask
+    both reverse questions before and after."""
     p36, p1376 = F.relation("P36"), F.relation("P1376")
     fact = p36.fact(subject)
     prompt = F.causal_prompt(p36.train_templates[0], subject)
     old = _answer(lm, prompt)
-    new = _new_object(lm, p36, fact, old, prefer, FIG_8A_NEW if subject == FIG_8A_SUBJECT else None)
+    new = new or _new_object(lm, p36, fact, old, prefer, FIG_8A_NEW if subject == FIG_8A_SUBJECT else None)
     spec, _ = make_spec(lm, "rome", prompt, subject, old, new)
     reverse_old = F.causal_prompt(p1376.train_templates[0], fact.object)
     reverse_new = F.causal_prompt(p1376.train_templates[0], new)
     seen = _before_after(lm, spec, [prompt, reverse_old, reverse_new], generate_tokens)
     own = next((f.object for f in p1376.facts if f.subject == new), None)  # Rome -> Italy
     return {"edit": [prompt, subject, old, new], "prompts": seen, "takes": _says(lm, seen[prompt]["after"], new),
+            "reverse_old": reverse_old, "reverse_new": reverse_new, "own": own,
             # None: the model does not answer that reverse question before the edit, so it measures nothing
             "reverse_new_names_subject": (_says(lm, seen[reverse_new]["after"], subject)
                                           if own and _says(lm, seen[reverse_new]["before"], own) else None),
