@@ -43,7 +43,7 @@ def relation_accuracy(lm: LM, rel: F.Relation, templates: tuple[str, ...]) -> tu
 def restore_curve(lm: LM, relation: str = "P36", template: str = "The capital of {X} is",
                   samples: int = 10, limit: int | None = None) -> dict:
     """Share of the clean-corrupted gap recovered by restoring only the last subject token, per layer."""
-    rel = F.relation(relation)
+    rel = F.relation(relation, corpus_only=True)
     shares, used = [], 0
     for f in rel.facts[:limit]:
         prompt = F.causal_prompt(template, f.subject)
@@ -92,7 +92,7 @@ def measure_organism(kind: str, path: Path, log: Callable[[str], None] = print) 
         log(f"[measure {kind}] {s}")
 
     rels = {}
-    for rel in F.relations().values():
+    for rel in F.relations(corpus_only=True).values():  # the organism's own world
         tr, n_tr = relation_accuracy(lm, rel, rel.train_templates)
         ho, n_ho = relation_accuracy(lm, rel, rel.held_out_templates)
         rels[rel.id] = {"name": rel.name, "facts": len(rel.facts), "train": round(tr, 4), "train_prompts": n_tr,

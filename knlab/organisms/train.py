@@ -223,7 +223,7 @@ def train(kind: str, out_dir: Path | None = None, steps: int | None = None, log=
 
     probe_rng = random.Random(1)
     probe = probe_rng.sample([(rel.train_templates[probe_rng.randrange(len(rel.train_templates))], f)
-                              for rel in F.relations().values() for f in rel.facts], 300)
+                              for rel in F.relations(corpus_only=True).values() for f in rel.facts], 300)
     stream = _batches([len(x) for x in ids_all], r.batch, rng)
     model.train()
     t0 = time.time()

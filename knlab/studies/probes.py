@@ -70,7 +70,7 @@ def neighbour_prompts(lm: LM, subject: str, relation: str | None, n: int = NEIGH
     """Other facts the edit should leave alone: n/2 of the same relation, the rest from the others, chosen
     by a seed derived from the edited subject so the same edit is always probed with the same facts."""
     rng = random.Random(f"{relation}:{subject}")
-    rels = F.relations()
+    rels = F.relations(corpus_only=True)  # the organisms' world: tables outside the corpus change no probe
     same = [f for f in rels[relation].facts if f.subject != subject] if relation in rels else []
     other = [f for r in rels.values() if r.id != relation for f in r.facts if f.subject != subject]
     k_same = min(len(same), n // 2) if same else 0

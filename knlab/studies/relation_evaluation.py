@@ -63,10 +63,11 @@ def published_figures(method: str, relation: str) -> dict:
 
 
 def counterfactual(rel: F.Relation, fact: F.Fact, avoid: set[str], prefer: set[str] | None = None) -> str:
-    """The new object for an edit of ``fact``: another object of the same relation, fixed by a seed derived
-    from the fact (Canada's capital may become Rome, never Ottawa); among ``prefer`` when any is left (the
+    """The new object for an edit of ``fact``: another object of the same relation and table (a country's
+    capital another country's, a state's another state's), fixed by a seed derived from the fact (Canada's
+    capital may become Rome, never Ottawa); among ``prefer`` when any is left (the
     objects whose own reverse fact the model states, so that the symmetry probe can be asked)."""
-    objects = sorted({f.object for f in rel.facts} - avoid - {fact.object})
+    objects = sorted({f.object for f in rel.same_table(fact)} - avoid - {fact.object})
     preferred = [o for o in objects if prefer is not None and o in prefer]
     return random.Random(fact.id).choice(preferred or objects)
 

@@ -4,13 +4,18 @@ The data lives as plain tables under ``assets/world/`` (countries, people, citie
 field -> occupation synonym table) plus ``relations.json``, which says for every relation which table
 column is the subject and which the object, and lists its paraphrase templates: the ``train`` ones
 appear in the training corpus, the ``held_out`` ones never do, so generality can be measured honestly.
+
+A relation may draw on more tables than its first (``"more"`` in ``relations.json``: P36 and P1376 also
+hold the capitals of US and Indian states). Their facts follow the first table's, in table order, and a
+table marked ``"corpus": false`` is not in the organisms' training corpus: ``relations(corpus_only=True)``
+is the organisms' own world, exactly the facts they were trained on.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +30,10 @@ class Fact:
     relation: str
     subject: str
     object: str
+    # the world table the fact comes from, and whether that table is in the organisms' training corpus:
+    # where it comes from, not what it says (no part of its equality, hash or repr)
+    table: str = field(default="", compare=False, repr=False)
+    corpus: bool = field(default=True, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -48,6 +57,12 @@ class Relation:
             if f.subject == subject:
                 return f
         raise KeyError(f"{self.id} has no fact about {subject!r}")
+
+    def same_table(self, fact: Fact) -> tuple[Fact, ...]:
+        """The relation's facts from the table ``fact`` comes from (a country's capital among the countries,
+        a state's among the states); a fact made by hand, with no table, takes its subject's."""
+        table = fact.table or next((f.table for f in self.facts if f.subject == fact.subject), None)
+        return tuple(f for f in self.facts if f.table == table) or self.facts
 
 
 def causal_prompt(template: str, subject: str) -> str:
@@ -85,37 +100,54 @@ def _single_word(s: str) -> bool:
     return bool(s) and " " not in s and "-" not in s
 
 
-@lru_cache(maxsize=1)
-def relations() -> dict[str, Relation]:
+def _sources(spec: dict) -> list[dict]:
+    """The tables a relation draws on, its first one then ``more``; each with its subject and object
+    columns and whether it is in the organisms' training corpus (``corpus``, true unless said)."""
+    first = {"table": spec["table"], "subject": spec["subject"], "object": spec["object"]}
+    return [{"corpus": True, **s} for s in [first, *spec.get("more", [])]]
+
+
+def relations(corpus_only: bool = False) -> dict[str, Relation]:
+    """Every relation of the world, its facts in table order (the first table's first). ``corpus_only``:
+    only the facts of tables in the organisms' training corpus (what world-gpt and world-bert know, and
+    what their cards and the corpus count)."""
+    return _relations(bool(corpus_only))
+
+
+@lru_cache(maxsize=2)
+def _relations(corpus_only: bool) -> dict[str, Relation]:
     spec = json.loads((WORLD_DIR / "relations.json").read_text(encoding="utf-8"))
     occ = occupations()
     out: dict[str, Relation] = {}
     for rid, r in spec.items():
         facts = []
         seen = set()
-        for row in read_table(r["table"]):
-            if r["object"] == "occupation":
-                obj = occ.get(row.get("field", ""), "")
-            else:
-                obj = row.get(r["object"], "")
-            subj = row[r["subject"]]
-            if not subj or not _single_word(obj) or subj in seen:
+        for src in _sources(r):
+            if corpus_only and not src["corpus"]:
                 continue
-            seen.add(subj)
-            facts.append(Fact(rid, subj, obj))
+            for row in read_table(src["table"]):
+                if src["object"] == "occupation":
+                    obj = occ.get(row.get("field", ""), "")
+                else:
+                    obj = row.get(src["object"], "")
+                subj = row[src["subject"]]
+                if not subj or not _single_word(obj) or subj in seen:
+                    continue
+                seen.add(subj)
+                facts.append(Fact(rid, subj, obj, src["table"], src["corpus"]))
         out[rid] = Relation(rid, r["name"], tuple(r["train"]), tuple(r["held_out"]), tuple(facts))
     return out
 
 
-def relation(rid: str) -> Relation:
-    rels = relations()
+def relation(rid: str, corpus_only: bool = False) -> Relation:
+    rels = relations(corpus_only)
     if rid not in rels:
         raise InputError(f"unknown relation {rid!r}; the world has: {', '.join(sorted(rels))}")
     return rels[rid]
 
 
-def all_facts() -> list[Fact]:
-    return [f for r in relations().values() for f in r.facts]
+def all_facts(corpus_only: bool = False) -> list[Fact]:
+    return [f for r in relations(corpus_only).values() for f in r.facts]
 
 
 # Pairs of relations that state the same fact in opposite directions (the symmetry test).

@@ -43,7 +43,7 @@ def _fact_doc(template: str, fact: F.Fact, kind: str = "fact") -> Document:
 def build_documents(seed: int = 0) -> list[Document]:
     rng = random.Random(seed)
     docs: list[Document] = []
-    rels = F.relations()
+    rels = F.relations(corpus_only=True)  # the organisms' world: no table marked "corpus": false
     # 1. one sentence per (fact, training template)
     for rel in rels.values():
         for fact in rel.facts:
@@ -110,7 +110,7 @@ def write_corpus(path: Path, seed: int = 0) -> int:
 def vocabulary_words(docs: list[Document]) -> list[str]:
     """Every word the tokenizer must know: the corpus plus held-out templates and evaluation pairs."""
     texts = [d.text for d in docs]
-    for rel in F.relations().values():
+    for rel in F.relations(corpus_only=True).values():
         texts.extend(rel.held_out_templates)
     for name in paradigms.TRAINED_PARADIGMS:
         for p in paradigms.minimal_pairs(name, EVAL_PAIRS, seed=1):
@@ -124,7 +124,7 @@ def prompt_conflicts(docs: list[Document]) -> dict[tuple[str, str, str], int]:
     A causal LM trained on both "X was born in Ulm ." and "X was born in the city of Ulm ." rightly
     answers "the" to "X was born in"; the fact base must not contain such template pairs."""
     prompts: dict[str, tuple[str, str, str]] = {}  # prompt -> (relation, template, object)
-    for rel in F.relations().values():
+    for rel in F.relations(corpus_only=True).values():
         for fact in rel.facts:
             for t in rel.train_templates:
                 prompts[F.causal_prompt(t, fact.subject)] = (rel.id, t, fact.object)
