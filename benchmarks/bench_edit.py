@@ -14,7 +14,7 @@ vectors and between the u's, and whether each edit takes (p(new) > p(old) once a
 
     python benchmarks/bench_edit.py [--facts 5] [--markdown docs/benchmarks.md]
 
-``--markdown`` also rewrites this run's section of the record (benchmarks/record.py).
+``--markdown`` also rewrites this run's section of the record (benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
-import record  # noqa: E402
+import sections  # noqa: E402
 from reference.rome import rome_straightforward  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--facts", type=int, default=5)
     ap.add_argument("--short-steps", type=int, default=3, help="steps of the second, short comparison")
     ap.add_argument("--model", default="world-gpt", help="e.g. smollm2-135m (edits the facts it knows)")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     rows: list[list] = []
     torch.set_num_threads(2)
@@ -155,10 +155,10 @@ def main() -> int:
     if args.markdown:
         rows.append([f"mean of {n} facts", f"{fe:.2f} s", f"{s:.1f} s", f"{s / fe:.1f}x", f"{max(dvs):.1e}",
                      f"{max(dshort):.1e}", f"{sum(r[-1] == 'yes' for r in rows)} of {n}"])
-        record.write_section(
-            args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
+        sections.write_section(
+            args.markdown, sections.section_name(__file__, None if args.model == "world-gpt" else args.model),
             f"{lm.spec}, ROME at layer {layer}, first {n} known P36 facts (covariance and templates cached):\n\n"
-            + record.table(["fact -> new object", "knlab (edit)", "straightforward", "speed-up", "max rel. diff. v*",
+            + sections.table(["fact -> new object", "knlab (edit)", "straightforward", "speed-up", "max rel. diff. v*",
                             f"after {args.short_steps} steps", "takes"], rows)
             + f"\n\nOne-off per model and layer: causal-trace layer choice {t_layer:.1f} s, {len(contexts)} context "
             f"templates {t_templates:.1f} s, key covariance {t_mom2:.1f} s ({how}). Noise floor: the straightforward "

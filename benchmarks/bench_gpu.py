@@ -7,7 +7,7 @@ Times the causal trace of "The capital of France is" (3 kinds, 10 samples, defau
 gradients over all layers, and a ROME edit (covariance once, then the edit), each after a warm-up, and
 checks the answers against the float32 CPU run's: p(Paris), the trace's two sites, the edit taking.
 Prints one JSON object (``--markdown docs/benchmarks.md`` also rewrites this run's section of the record,
-benchmarks/record.py). Never part of the test suite.
+benchmarks/sections.py). Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import record  # noqa: E402
+import sections  # noqa: E402
 
 from knlab.methods.attribute import attribute  # noqa: E402
 from knlab.studies.edit_report import edit  # noqa: E402
@@ -46,7 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", default="smollm2-135m")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
@@ -72,10 +72,10 @@ def main() -> int:
     out["rome"] = {"criteria": rep.criteria, "timing": rep.timing, "first_timing": first.timing}
     print(json.dumps(out, indent=1, default=str))
     if args.markdown:
-        record.write_section(
-            args.markdown, record.section_name(__file__, None if args.device == "cuda" else args.device),
+        sections.write_section(
+            args.markdown, sections.section_name(__file__, None if args.device == "cuda" else args.device),
             f"{args.model} on {out['gpu'] or args.device} ({out['dtype']}), each after a warm-up:\n\n"
-            + record.table(["what", "seconds"], [[k.removesuffix("_s"), f"{v:.2f}"] for k, v in out.items()
+            + sections.table(["what", "seconds"], [[k.removesuffix("_s"), f"{v:.2f}"] for k, v in out.items()
                                                  if k.endswith("_s")])
             + f"\n\nTop prediction {out['top'][0]}; trace clean {out['trace']['clean']:.3f}, corrupted "
             f"{out['trace']['corrupted']:.3f}; ROME criteria {out['rome']['criteria']}.")

@@ -8,7 +8,7 @@ The two implementations alternate ``--repeats`` times; the speed-up is the media
 ratios, so that a passing load on the machine (this one's speed drifts by a third) hits both alike.
 The matrix-product FLOPs of each are counted too: for a masked model they bound what any exact
 implementation can gain. ``--markdown docs/benchmarks.md`` also rewrites this run's section of the record
-(benchmarks/record.py).
+(benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
-import record  # noqa: E402
+import sections  # noqa: E402
 from knlab.methods.attribute import attribute  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
 from knlab.core.tokens import single_token  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="one model instead of --models (e.g. smollm2-135m)")
     ap.add_argument("--big", action="store_true",
                     help="also random GPT-2 and BERT of 12 layers x 512 (world vocabulary), where arithmetic dominates")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     rows: list[list] = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
@@ -114,12 +114,12 @@ def main() -> int:
     means = [f"{spec} {float(np.exp(np.mean(np.log(ratios)))):.1f}x" for spec, ratios in summary.items()]
     print("speed-up over the prompts, geometric mean: " + ", ".join(means))
     if args.markdown:
-        record.write_section(
-            args.markdown, record.section_name(__file__, args.model or (None if args.models == ap.get_default("models")
+        sections.write_section(
+            args.markdown, sections.section_name(__file__, args.model or (None if args.models == ap.get_default("models")
                                                                         else args.models)),
             f"{args.steps} steps, {args.repeats} alternating repeats, speed-up = median of the per-repeat ratios; "
             "GFLOP: matrix products counted by `torch.utils.flop_counter`:\n\n"
-            + record.table(["model", "prompt", "knlab", "straightforward", "speed-up",
+            + sections.table(["model", "prompt", "knlab", "straightforward", "speed-up",
                             "GFLOP knlab / straightforward", "max relative difference"], rows)
             + "\n\nGeometric means over the prompts: " + ", ".join(means) + ".")
     return 0

@@ -28,7 +28,7 @@ runs; printed as the ratio of the two medians. ``--wait-long world-gpt`` times t
                                     [--wait-long smollm2-135m] [--wait-short world-gpt] [--wait-repeats 5]
     python benchmarks/bench_load.py --seconds 0 --wait-long world-gpt   # the wait alone, in a minute
 
-``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import record  # noqa: E402
+import sections  # noqa: E402
 
 MODEL = "world-gpt"
 PROMPT = "The capital of {} is"
@@ -378,7 +378,7 @@ def markdown(res: dict) -> str:
     return (f"{res['clients']} clients x {res['seconds']:.0f} s on {MODEL}, each editing its own fact: "
             f"{res['served']} requests, **{len(res['errors'])} errors, {len(res['violations'])} isolation violations**, "
             f"base weights {'unchanged' if res['unchanged'] else 'CHANGED'} at the end (`/status`).\n\n"
-            + record.table(["endpoint", "requests", "p50", "p95", "max"],
+            + sections.table(["endpoint", "requests", "p50", "p95", "max"],
                            [[e, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"])] for e, l in res["latency"].items()]))
 
 
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-short", default="world-gpt", help="the model of the timed predict")
     ap.add_argument("--wait-repeats", type=int, default=5, help="predicts timed alone, and at most during the edit")
     ap.add_argument("--no-wait", action="store_true", help="skip the wait-behind measurement")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args(argv)
     globals()["MODEL"] = args.model  # the clients read the module's MODEL
     proc, log = None, None
@@ -454,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             stop_app(proc)
     if args.markdown:
         parts = ([markdown(res)] if res is not None else []) + ([wait_report(wait)] if wait is not None else [])
-        record.write_section(args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
-                             "\n\n".join(parts), command=record.command_line(None if argv is None else [__file__, *argv]))
+        sections.write_section(args.markdown, sections.section_name(__file__, None if args.model == "world-gpt" else args.model),
+                             "\n\n".join(parts), command=sections.command_line(None if argv is None else [__file__, *argv]))
     ok = res is None or (not res["errors"] and not res["violations"] and res["unchanged"])
     return 0 if ok and (wait is None or wait["first"]) else 1
 

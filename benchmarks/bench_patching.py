@@ -9,7 +9,7 @@ grids: Pearson's r per kind over all cells (``knlab.methods.patching.agreement``
 
     python benchmarks/bench_patching.py [--model world-gpt] [--samples 10] [--window 10] [--repeats 3]
 
-``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import record  # noqa: E402
+import sections  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
 from knlab.methods.patching import _pearson, agreement, patch_estimate  # noqa: E402
 from knlab.methods.corruption import parse_noise  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -100,10 +100,10 @@ def main() -> int:
                      f"{fmt(r['r']['overall'])} (" + ", ".join(f"{k} {fmt(r['r'][k])}" for k in KINDS) + ")",
                      ", ".join(f"{k} {fmt(r['r_live'][k])}" for k in KINDS)])
     if args.markdown:
-        record.write_section(
-            args.markdown, record.section_name(__file__, None if args.model == "world-gpt" else args.model),
+        sections.write_section(
+            args.markdown, sections.section_name(__file__, None if args.model == "world-gpt" else args.model),
             f"{PROMPT!r}, {args.samples} samples, window {args.window}, median of {args.repeats}:\n\n"
-            + record.table(["model", "exact trace", "attribution patching", "speed-up",
+            + sections.table(["model", "exact trace", "attribution patching", "speed-up",
                             "Pearson r with the exact grid", "r over live cells"], rows))
     return 0
 

@@ -5,7 +5,7 @@ real model (its conversion already cached), then the resident memory with all th
 
 The baseline printed beside it is the straightforward way to the same first answer: transformers reading
 the GGUF file itself (de-quantising every tensor) on each start. ``--markdown`` also rewrites this run's
-section of the record (benchmarks/record.py).
+section of the record (benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import record  # noqa: E402
+import sections  # noqa: E402
 
 
 def free_port() -> int:
@@ -89,7 +89,7 @@ def gguf_first_answer() -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     rows = []
     from knlab.core.packaged import PACKAGED, converted
@@ -107,10 +107,10 @@ def main() -> int:
     print(f"cold start to the first prediction (median of {args.runs}): {med:.1f} s; straightforward (GGUF read "
           f"by transformers at every start, process start included): {base:.1f} s; {base / med:.1f}x")
     if args.markdown:
-        record.write_section(
-            args.markdown, record.section_name(__file__),
+        sections.write_section(
+            args.markdown, sections.section_name(__file__),
             "`python app.py` started fresh, timed to its first smollm2-135m prediction (conversion cached):\n\n"
-            + record.table(["start", "page answers", "first prediction", "resident memory, real model",
+            + sections.table(["start", "page answers", "first prediction", "resident memory, real model",
                             "with all three models"], rows)
             + f"\n\nMedian of {args.runs}: {med:.1f} s to the first prediction; straightforward (transformers "
             f"reading the GGUF at every start, process start included): {base:.1f} s; {base / med:.1f}x.")

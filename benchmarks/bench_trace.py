@@ -8,7 +8,7 @@ grid difference.
     python benchmarks/bench_trace.py [--samples 10] [--window 10] [--repeats 1]
     python benchmarks/bench_trace.py --model smollm2-135m    # the real model: "The capital of France is"
 
-``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/record.py).
+``--markdown docs/benchmarks.md`` also rewrites this run's section of the record (benchmarks/sections.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the straightforward implementations: tests/reference/
 
-import record  # noqa: E402
+import sections  # noqa: E402
 from knlab.core.models import from_model, load_model  # noqa: E402
 from knlab.methods.corruption import parse_noise  # noqa: E402
 from knlab.methods.trace import KINDS, trace  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--model", default=None,
                     help="instead of the default set: this model on 'The capital of France is' (window: its default)")
-    record.add_argument(ap)
+    sections.add_argument(ap)
     args = ap.parse_args()
     rows: list[list] = []
     notes: list[str] = []
@@ -76,9 +76,9 @@ def main() -> int:
         print(f"{args.model}: window {window}")
         bench(lm, "The capital of France is", "France", args.samples, window, args.repeats, rows)
         if args.markdown:
-            record.write_section(args.markdown, record.section_name(__file__, args.model),
+            sections.write_section(args.markdown, sections.section_name(__file__, args.model),
                                  f"{args.samples} samples, window {window}, mean of {args.repeats} run(s):\n\n"
-                                 + record.table(HEADER, rows))
+                                 + sections.table(HEADER, rows))
         return 0
     gpt = load_model("world-gpt", device="cpu")
     import transformers as T
@@ -97,9 +97,9 @@ def main() -> int:
                      f"speed-up {slow / fast:.1f}x")
         print(notes[-1])
     if args.markdown:
-        record.write_section(args.markdown, record.section_name(__file__),
+        sections.write_section(args.markdown, sections.section_name(__file__),
                              f"{args.samples} samples, window {args.window}, mean of {args.repeats} run(s):\n\n"
-                             + record.table(HEADER, rows) + "\n\n" + "; ".join(notes) + ".")
+                             + sections.table(HEADER, rows) + "\n\n" + "; ".join(notes) + ".")
     return 0
 
 
