@@ -11,8 +11,10 @@ Every criterion is a list of probe prompts read at the prediction position (the 
 A probe that the model cannot answer before the edit measures nothing, so it is left out, with the reason:
 each probe other than reliability carries ``known``, the word a model that knows the probe's own fact says
 before the edit (symmetry: the new object's own reverse fact, "Rome is the capital of" -> Italy;
-symmetry_old: the subject; synonymy: the old field's occupation; generality: the object; locality: the
-neighbour's object), and is kept only when the model's top answer before the edit starts like it.
+symmetry_old: the subject; synonymy: the old field's occupation; locality: the neighbour's object), and is
+kept only when the model's top answer before the edit starts like it. Generality is the exception: its
+paraphrases are held out of the organisms' training by design, so asking whether the edit reaches a
+phrasing the model never learned is the point of it.
 A criterion's score is the share of its probes that hold; ``None`` where it does not apply to the fact.
 The seed's own scoring, teacher-forced accuracy of the expected string, is here too
 (``teacher_forced_accuracy``), for the batch evaluation to report beside the paper's.
@@ -91,7 +93,7 @@ def build_probes(lm: LM, prompt: str, subject: str, old: str, new: str,
         info = {"relation": rel.id, "fact_object": fact.object}
         for t in rel.templates:
             if t != template and t in rel.held_out_templates:
-                probes.append(Probe("generality", fact_prompt(lm, t, subject), new, old, known=fact.object))
+                probes.append(Probe("generality", fact_prompt(lm, t, subject), new, old))
         if rel.id in F.REVERSE_RELATIONS:
             rev = F.relation(F.REVERSE_RELATIONS[rel.id])
             # the new object now points back to the subject; the old object no longer does

@@ -16,10 +16,7 @@ def test_report_and_spec(gpt):
     assert (rep.old, rep.new, rep.relation) == ("Ottawa", "Rome", "P36")
     assert rep.before["p_old"] > rep.before["p_new"] and rep.after["p_new"] > rep.after["p_old"]
     crits = {p.criterion for p in rep.probes}
-    assert {"reliability", "locality", "symmetry", "symmetry_old"} <= crits
-    # a paraphrase the model does not state before the edit is left out, and says why
-    left = {x["criterion"]: x["reason"] for x in rep.left_out}
-    assert "generality" in crits or "before the edit" in left["generality"]
+    assert {"reliability", "generality", "locality", "symmetry", "symmetry_old"} <= crits
     sym = [p for p in rep.probes if p.criterion == "symmetry"][0]
     assert sym.prompt == "Rome is the capital of" and sym.expected == "Canada" and sym.old == "Italy"
     assert "Rome" in rep.generation["after"] and "Ottawa" in rep.generation["before"]
