@@ -95,6 +95,7 @@ def test_bfloat16_ig_and_trace_agree(gpt):
         assert np.corrcoef(t32.grids[k].ravel(), t16.grids[k].ravel())[0, 1] >= 0.99
 
 
+@pytest.mark.slow  # bfloat16 is emulated on a CPU without bfloat16 units: ~20 s idle, minutes under load
 def test_bfloat16_rome_takes_the_same_way(gpt):
     from knlab.core.specs import applied
     from knlab.core.tokens import single_token
