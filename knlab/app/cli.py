@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from knlab.core.dtype import CHOICES as DTYPES, ENV as DTYPE_ENV
 from knlab.core.errors import KnlabError
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -487,8 +488,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m knlab", description="knlab: knowledge neurons, causal tracing and model editing.")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for name, (help, setup, _run) in COMMANDS.items():
-        setup(sub.add_parser(name, help=help))
+        sp = sub.add_parser(name, help=help)
+        setup(sp)
+        if any("--model" in a.option_strings for a in sp._actions):  # the commands that load a model
+            sp.add_argument("--dtype", choices=DTYPES, default=None,
+                            help="the methods' compute dtype (default: $KNLAB_DTYPE, else auto: bfloat16 only "
+                                 "where it was measured to agree and the CPU has bfloat16 matrix units)")
     args = ap.parse_args(argv)
+    if getattr(args, "dtype", None):  # read by load_model when the command loads its model
+        os.environ[DTYPE_ENV] = args.dtype
     try:
         return COMMANDS[args.cmd][2](args)
     except KnlabError as e:  # a ModelLoadError too

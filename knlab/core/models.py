@@ -61,6 +61,23 @@ class LM:
     tokenizer: object
     arch: Arch
     embedding_std: float | None = None  # the reference std of its embeddings, where known (ShippedModel)
+    dtype_choice: str = "auto"  # knlab.core.dtype.CHOICES: the methods' compute dtype (KNLAB_DTYPE / --dtype)
+
+    def compute_dtype(self, method: str) -> str:
+        """The dtype ``method`` ("rome", "ig", "trace") runs in on this model: its weights' own when they
+        are not float32 (a GPU's float16), else the choice resolved for this method and device
+        (``knlab.core.dtype.method_dtype``)."""
+        from knlab.core.dtype import method_dtype
+        weights = next(self.model.parameters()).dtype
+        if weights != torch.float32:
+            return str(weights).removeprefix("torch.")
+        return method_dtype(self.dtype_choice, method, self.device)
+
+    def autocast(self, method: str):
+        """The context ``method``'s forward passes run in (nothing at all for float32)."""
+        from knlab.core.dtype import autocast
+        dtype = self.compute_dtype(method)
+        return autocast("float32" if dtype != "bfloat16" else dtype, self.device)
 
     @property
     def masked(self) -> bool:
@@ -144,13 +161,18 @@ def _resolve(spec: str) -> str:
     return spec
 
 
-def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.dtype | None = None) -> LM:
-    """Load ``spec`` with the Auto classes (never ``trust_remote_code``) and find its architecture entry."""
+def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.dtype | None = None,
+               compute: str | None = None) -> LM:
+    """Load ``spec`` with the Auto classes (never ``trust_remote_code``) and find its architecture entry.
+    ``dtype``: the weights' (float32 on a CPU); ``compute``: the methods' compute dtype choice
+    (``knlab.core.dtype``: auto / float32 / bfloat16; default ``KNLAB_DTYPE``, else auto)."""
+    from knlab.core.dtype import check_choice
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     if not isinstance(spec, str) or not spec.strip():
         raise ModelLoadError(f"no model given; {available()}")
     spec = spec.strip()
+    compute = check_choice(compute)
     _quiet()
     source = _resolve(spec)
     config, local = _config(source, spec)
@@ -174,16 +196,18 @@ def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     shipped = SHIPPED_MODELS.get(spec)
-    return LM(spec, model, tokenizer, arch, shipped.embedding_std if shipped else None)
+    return LM(spec, model, tokenizer, arch, shipped.embedding_std if shipped else None, compute)
 
 
-def from_model(model: torch.nn.Module, tokenizer: object, spec: str = "custom") -> LM:
+def from_model(model: torch.nn.Module, tokenizer: object, spec: str = "custom", compute: str | None = None) -> LM:
     """Wrap an already-built model (tests use tiny random configs of every family)."""
+    from knlab.core.dtype import check_choice
+    compute = check_choice(compute)
     arch = arch_for(model.config.model_type)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LM(spec, model, tokenizer, arch)
+    return LM(spec, model, tokenizer, arch, dtype_choice=compute)
 
 
 def tensor_checksum(t: torch.Tensor) -> str:

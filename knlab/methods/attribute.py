@@ -52,6 +52,7 @@ class Attribution:
     steps: int
     scores: np.ndarray  # [n_layers, d_ff]
     target_prob: float
+    dtype: str = "float32"  # the compute dtype it ran in (LM.compute_dtype("ig"))
 
     def top(self, k: int = 20) -> list[tuple[int, int, float]]:
         flat = np.argsort(self.scores, axis=None)[::-1][:k]
@@ -61,7 +62,7 @@ class Attribution:
     def to_json(self, k: int = 20) -> dict:
         return {"model": self.model, "prompt": self.prompt, "target": self.target, "method": self.method,
                 "layers": int(self.scores.shape[0]), "width": int(self.scores.shape[1]),
-                "target_prob": self.target_prob,
+                "target_prob": self.target_prob, "dtype": self.dtype,
                 "top_neurons": [{"layer": l, "neuron": i, "score": s} for l, i, s in self.top(k)]}
 
 
@@ -234,6 +235,12 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
     layers = list(range(lm.n_layers)) if layers is None else layers
     if any(not 0 <= l < lm.n_layers for l in layers):
         raise InputError(f"layers must be between 0 and {lm.n_layers - 1}")
+    with lm.autocast("ig"):  # KNLAB_DTYPE (float32: no context at all)
+        return _attribute(lm, prompt, enc, tids, steps, method, baseline, layers, site)
+
+
+def _attribute(lm: LM, prompt: str, enc, tids, steps: int, method: str, baseline: float, layers: list[int],
+               site: str) -> Attribution:
     # multi-token targets: greedy, one token after another, maps averaged
     if method == "activation":
         first_map, probs = _activations(lm, enc, site)
@@ -246,7 +253,8 @@ def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_ST
         maps.append(_activations(lm, e, site)[0] if method == "activation"
                     else _ig_one_token(lm, e, tids[k], steps, baseline, layers, site=site)[0])
     name = lm.tokenizer.decode(tids).strip()
-    return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), float(probs[tids[0]]))
+    return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), float(probs[tids[0]]),
+                       lm.compute_dtype("ig"))
 
 
 def _extend(enc, ids: list[int]):

@@ -118,11 +118,20 @@ def _plan(configs: list[list[Cell]], n_layers: int, reuse_prefix: bool) -> _Plan
     return _Planned(groups, same_as)
 
 
-@torch.no_grad()
 def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
                    configs: Sequence[Iterable[Cell]], samples: int = 10, noise: float | None = None,
                    seed: int = 0, max_batch: int = 512, progress=None,
                    use_prefix_cache: bool = True) -> Restored:
+    """``_restored_probs`` in the trace's compute dtype (``LM.compute_dtype("trace")``; float32: no
+    context at all)."""
+    with torch.no_grad(), lm.autocast("trace"):
+        return _restored_probs(lm, prompt, subject_range, answer_id, configs, samples, noise, seed, max_batch,
+                               progress, use_prefix_cache)
+
+
+def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
+                    configs: Sequence[Iterable[Cell]], samples: int, noise: float | None,
+                    seed: int, max_batch: int, progress, use_prefix_cache: bool) -> Restored:
     """p(answer) for each restore configuration, averaged over ``samples`` noise draws.
 
     Four things make this fast without changing a number: configurations run batched (rows =
@@ -259,6 +268,7 @@ class TraceResult:
     window: int
     noise: float
     seed: int
+    dtype: str = "float32"  # the compute dtype it ran in (LM.compute_dtype("trace"))
 
     def indirect_effect(self, kind: str) -> np.ndarray:
         return self.grids[kind] - self.corrupted
@@ -270,7 +280,7 @@ class TraceResult:
         for k in KINDS:
             if k in self.grids:
                 out[k] = self.grids[k].tolist()
-        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed)
+        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed, dtype=self.dtype)
         return out
 
 
@@ -344,4 +354,4 @@ def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples:
     for (k, t, l), p in zip(index, res.probs):
         grids[k][t, l] = p
     return TraceResult(lm.spec, prompt.strip(), enc.tokens, rng, ans, aid, enc.position, res.clean,
-                       res.corrupted, grids, samples, window, level, seed)
+                       res.corrupted, grids, samples, window, level, seed, lm.compute_dtype("trace"))

@@ -154,6 +154,7 @@ class RomeResult:
     loss: float
     p_target: float
     seconds: dict = field(default_factory=dict)  # "templates", "mom2", "edit"
+    dtype: str = "float32"  # the v* optimisation's compute dtype (LM.compute_dtype)
 
 
 def check_layer(lm: LM, layer: int | None) -> int:
@@ -197,11 +198,12 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
     t0 = time.perf_counter()
     u, k_star = compute_u(lm, layer, template, subject, contexts, mom2)
     prob = build_problem(lm, template, subject, tids, contexts)
-    v: VResult = compute_v(lm, layer, prob, params)
+    with lm.autocast("rome"):  # the v* optimisation's forward passes (KNLAB_DTYPE; float32: no context)
+        v: VResult = compute_v(lm, layer, prob, params)
     key = keys_at_subject(lm, layer, [template], subject)[0]
     right = right_vector(v, key, u, v.target_init)
     seconds["edit"] = time.perf_counter() - t0
     label = f"ROME L{layer}: {prompt} -> {target.strip()}"
     spec = RomeEdit(layer, tuple(u.cpu().tolist()), tuple(right.cpu().tolist()), label)
     return RomeResult(spec, layer, k_star.cpu().numpy(), v.target.cpu().numpy(), key.cpu().numpy(), v.steps,
-                      v.loss, v.p_target, seconds)
+                      v.loss, v.p_target, seconds, lm.compute_dtype("rome"))
