@@ -168,9 +168,11 @@ def _run_task(model: str, group: list[str], directory: str, resume: bool, comman
 
 def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None = None, resume: bool = False,
            jobs: int = 1, directory: Path = RECORDS, command: str = "python -m knlab paper --record",
-           log: Callable[[str], None] = print, results: Path | None = RESULTS) -> None:
+           log: Callable[[str], None] = print, results: Path | None = RESULTS, threads: int | None = None) -> None:
     """Record the claims (default: all) on the shipped models (default: every installed one), ``jobs``
-    processes side by side, then write docs/results.md from the records (``results``; None: do not)."""
+    processes side by side, then write docs/results.md from the records (``results``; None: do not).
+    ``threads``: torch threads per process (default: the cores shared among the jobs; pass 1 when other
+    records run beside this one: more threads than cores slow every one of them down many times)."""
     claim_ids = list(claim_ids or [c.id for c in CLAIMS])
     for cid in claim_ids:
         claim(cid)
@@ -182,7 +184,7 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
     tasks = _tasks(models, claim_ids)
     if not tasks:
         raise InputError(f"none of {', '.join(claim_ids)} applies to {', '.join(models)}")
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(tasks))))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(tasks))))
     names = ", ".join(f"{m}: {'+'.join(g)}" for m, g in tasks)
     log(f"recording {len(tasks)} tasks ({names}) in {jobs} "
         f"process(es), {threads} thread(s) each")
