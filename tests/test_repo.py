@@ -105,5 +105,7 @@ def test_the_readme_layout_names_every_layer():
 def test_docs_results_is_generated_from_the_committed_records():
     """docs/results.md is what ``paper --record`` writes from assets/records/: never edited by hand, never
     out of step with the records."""
-    from knlab.studies.record import RECORDS, results_markdown
+    from knlab.studies.record import RECORDS, readme_with_table, results_markdown
     assert (REPO / "docs" / "results.md").read_text() == results_markdown(RECORDS)
+    readme = (REPO / "README.md").read_text()
+    assert readme == readme_with_table(readme, RECORDS), "the README's record table is not the records'"
