@@ -202,7 +202,7 @@ def kn_sharing(lm: LM, n: int, progress: Progress = None, items: Items | None = 
               "series": {sg_name: sg_shares, pl_name: pl_shares,
                          "(10, 2096), BERT (paper)": [pub_sg[d] for d in DETERMINERS],
                          "(9, 1094), BERT (paper)": [pub_pl[d] for d in DETERMINERS]},
-              "errors": {sg_name: _wilson_errors([count(sg, (d,))[0] for d in DETERMINERS], sizes),
+              "intervals": {sg_name: _wilson_errors([count(sg, (d,))[0] for d in DETERMINERS], sizes),
                          pl_name: _wilson_errors([count(pl, (d,))[0] for d in DETERMINERS], sizes)}}
     return ModelRun(lm.spec, rows, found, figure,
                     detail={"singular": list(sg), "plural": list(pl), "n_pairs": len(pairs)})
@@ -297,7 +297,7 @@ def overturn(lm: LM, n: int, progress: Progress = None, items: Items | None = No
               "ylabel": "accuracy (%)",
               "series": {"before (live)": [v for _, v in before], "after (live)": [v for _, v in after],
                          "before, BERT (paper)": pub_b, "after, BERT (paper)": pub_a},
-              "errors": {"before (live)": pct_errors(before), "after (live)": pct_errors(after)}}
+              "intervals": {"before (live)": pct_errors(before), "after (live)": pct_errors(after)}}
     return ModelRun(lm.spec, rows, found, figure)
 
 
