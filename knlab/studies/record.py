@@ -220,8 +220,13 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
             if entry and entry.get("complete"):
                 for f in entry["run"]["findings"]:
                     names.setdefault(f["name"], f["rule"])
+        def absent(m: str) -> str:
+            entry = records[m].get(c.id)
+            if entry and not entry.get("complete"):
+                return f"in progress ({len(entry.get('items', {}))} items)"
+            return "not recorded yet" if m in c.applies_to() else "-"
         if not names:
-            cells = [("not recorded yet" if m in c.applies_to() else "-") for m in models]
+            cells = [absent(m) for m in models]
             out.append(f"| `{c.id}` | - | " + ("- | " if rules else "") + " | ".join(cells) + " |")
             continue
         for name, rule in names.items():
@@ -229,13 +234,18 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
             for m in models:
                 entry = records[m].get(c.id)
                 if not entry or not entry.get("complete"):
-                    cells.append("not recorded yet" if m in c.applies_to() else "-")
+                    cells.append(absent(m))
                     continue
                 f = next((Finding.from_json(x) for x in entry["run"]["findings"] if x["name"] == name), None)
                 cells.append(_cell(f) if f else "-")
-            out.append(f"| `{c.id}` ({c.source}) | {name} | " + (f"{rule} | " if rules else "") + " | ".join(cells)
-                       + " |")
+            out.append(f"| `{c.id}` ({c.source}) | {_md(name)} | " + (f"{_md(rule)} | " if rules else "")
+                       + " | ".join(map(_md, cells)) + " |")
     return out
+
+
+def _md(text: str) -> str:
+    """A table cell's text: a '|' of its own (|KN|) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def recorded_models(directory: Path = RECORDS) -> list[str]:
