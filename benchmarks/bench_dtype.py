@@ -31,6 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import sections  # noqa: E402
+
 DTYPES = ("float32", "bfloat16")
 COS_MIN, CORR_MIN, TOP_K = 0.99, 0.99, 10
 
@@ -148,6 +150,7 @@ def main() -> int:
     ap.add_argument("--kinds", nargs="*", default=["hidden", "mlp", "attn"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the report here")
+    sections.add_argument(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from knlab.core.dtype import cpu_has_bf16_units
@@ -195,6 +198,14 @@ def main() -> int:
                   f"{r['mean_s']['bfloat16']:.2f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        sections.write_section(
+            args.markdown, sections.section_name(__file__, None if args.model == "smollm2-135m" else args.model),
+            f"{report['facts']} facts, {report['threads']} threads, bfloat16 matrix units: {report['bf16_units']}.\n\n"
+            + sections.table(["method", "agrees", "bfloat16 / float32 time", "float32 s", "bfloat16 s"],
+                             [[m, str(report[m]["agree"]), f"{report[m]['time_ratio']:.2f}x",
+                               f"{report[m]['mean_s']['float32']:.2f}", f"{report[m]['mean_s']['bfloat16']:.2f}"]
+                              for m in ("rome", "ig", "trace") if m in report]))
     return 0
 
 
