@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import run_script
 
 from knlab.app import takeaway
@@ -37,6 +38,7 @@ def test_script_reproduces_a_trace(gpt):
         np.testing.assert_array_equal(res.grids[kind], want.grids[kind])
 
 
+@pytest.mark.slow  # a script in a process of its own, remaking three edits (~40 s): the full lane has it
 def test_script_remakes_the_session_edits_in_order(gpt):
     """Two edits, the second made on the first, then a question: the script answers as the app did."""
     first = ("rome", "The capital of Canada is", "Canada", "Rome", None)
