@@ -185,7 +185,7 @@ class LoadClient:
             if not ok:
                 self.known = False  # a gr.Error keeps the state, a dropped connection might not: resync
                 return
-            report = out[5]  # (status, history, criteria, figure, probes, report, files, python)
+            report = out[6]  # (status, history, criteria, figure, probes, left out, report, files, python)
             if report.get("method") != method or report.get("new") != self.target or len(report.get("history", [])) != 1:
                 self.stats.violation(f"{self.where()}: /edit {method} answered method={report.get('method')!r} "
                                      f"new={report.get('new')!r} history={report.get('history')!r}")
