@@ -193,6 +193,9 @@ def rome_examples(lm: LM, n: int, progress: Progress = None, items: Items | None
         if r["reverse_new_names_subject"] is None:
             items.leave_out(f"symmetry:{r['edit'][1]} (reverse of the new object)",
                             f"the model does not say {r['edit'][3]}'s own country before the edit")
+        if r["reverse_old_names_subject"] is None:
+            items.leave_out(f"symmetry:{r['edit'][1]} (reverse of the old object)",
+                            f"the model does not say {r['edit'][1]} for {r['edit'][2]} before the edit")
     for r in syn:
         if r["occupation_follows"] is None:
             items.leave_out(f"synonymy:{r['edit'][1]}", f"the model does not call {r['edit'][1]} a "
