@@ -97,6 +97,13 @@ class Finding:
         return cls(**d)
 
 
+def share_bar(k: int, n: int, scale: float = 100.0) -> list[float]:
+    """A share's 95% interval as a figure's error bar, ``[low, high]`` in the figure's unit (percent by
+    default; 1 for a figure in plain shares): every claim's figure draws its bars with this."""
+    low, high = wilson(k, n)
+    return [round(scale * low, 6), round(scale * high, 6)]
+
+
 def share(name: str, k: int, n: int, side: str, boundary: float, paper: str) -> Finding:
     """A finding on a share of items: ``k`` of ``n``; the paper puts the share ``side`` ``boundary`` (0-1)."""
     low, high = wilson(k, n)

@@ -186,21 +186,29 @@ SHARE_A_PROCESS = (("localisation", "kn-layers"),)
 LONG_POLES = ("rome-table-1", "rome-examples", "localisation", "trace-syntax", "rome-syntax")
 
 
-def _tasks(requests: Sequence[tuple[str, int | None]]) -> list[list[tuple[str, int | None]]]:
-    """The requests as tasks for a pool: the claims of a SHARE_A_PROCESS group in one task, longest first."""
-    tasks: list[list[tuple[str, int | None]]] = []
+def pole_rank(group: Sequence[str]) -> int:
+    """How early a group of claims should start: its longest pole's place in LONG_POLES."""
+    return min((LONG_POLES.index(c) for c in group if c in LONG_POLES), default=len(LONG_POLES))
+
+
+def process_groups(claim_ids: Sequence[str]) -> list[list[str]]:
+    """The claims as the tasks of a process pool: a SHARE_A_PROCESS group's claims in one task, the long
+    poles first (the live rerun and the record both schedule with this)."""
+    groups: list[list[str]] = []
     placed: set[str] = set()
-    for cid, size in requests:
+    for cid in claim_ids:
         if cid in placed:
             continue
-        group = next((g for g in SHARE_A_PROCESS if cid in g), (cid,))
-        task = [(c, n) for g in group for c, n in requests if c == g]
-        placed |= {c for c, _ in task}
-        tasks.append(task)
+        group = [g for g in next((g for g in SHARE_A_PROCESS if cid in g), (cid,)) if g in claim_ids]
+        placed |= set(group)
+        groups.append(group)
+    return sorted(groups, key=pole_rank)
 
-    def rank(task):
-        return min((LONG_POLES.index(c) for c, _ in task if c in LONG_POLES), default=len(LONG_POLES))
-    return sorted(tasks, key=rank)
+
+def _tasks(requests: Sequence[tuple[str, int | None]]) -> list[list[tuple[str, int | None]]]:
+    """The requests (claim, size) grouped by ``process_groups``."""
+    sizes = dict(requests)
+    return [[(c, sizes[c]) for c in group] for group in process_groups([c for c, _ in requests])]
 
 
 _CHILD_RUN_ON: Callable[..., Any] | None = None

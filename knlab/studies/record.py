@@ -29,7 +29,7 @@ from knlab.core.models import ASSETS, load_model, shipped_installed, weights_che
 from knlab.studies import published
 from knlab.studies.claims.common import Items, ModelRun
 from knlab.studies.findings import AGREES, DEPARTS, Finding
-from knlab.studies.paper import CLAIMS, LONG_POLES, SHARE_A_PROCESS, claim
+from knlab.studies.paper import CLAIMS, claim, pole_rank, process_groups
 
 RECORDS = ASSETS / "records"
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
@@ -135,23 +135,11 @@ def record_claim(lm, claim_id: str, directory: Path = RECORDS, resume: bool = Tr
 
 
 def _tasks(models: Sequence[str], claim_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """(model, claims) tasks: a SHARE_A_PROCESS group together, the long poles first."""
-    tasks = []
-    for model in models:
-        placed: set[str] = set()
-        for cid in claim_ids:
-            if model not in claim(cid).applies_to() or cid in placed:
-                continue
-            group = [g for g in next((g for g in SHARE_A_PROCESS if cid in g), (cid,))
-                     if g in claim_ids and model in claim(g).applies_to()]
-            placed |= set(group)
-            tasks.append((model, group))
-
-    def rank(task):
-        model, group = task
-        pole = min((LONG_POLES.index(c) for c in group if c in LONG_POLES), default=len(LONG_POLES))
-        return (pole, model != "smollm2-135m")  # the real model's long poles first of all
-    return sorted(tasks, key=rank)
+    """(model, claims) tasks, ``paper.process_groups`` per model; the long poles first, the real model's
+    first of all."""
+    tasks = [(model, group) for model in models
+             for group in process_groups([c for c in claim_ids if model in claim(c).applies_to()])]
+    return sorted(tasks, key=lambda task: (pole_rank(task[1]), task[0] != "smollm2-135m"))
 
 
 def _run_task(model: str, group: list[str], directory: str, resume: bool, command: str, threads: int) -> list[str]:

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from knlab.studies import findings
-from knlab.studies.findings import AGREES, DEPARTS, OUTCOMES, UNDECIDED, Finding, mean_interval, outcome, wilson
+from knlab.studies.findings import (AGREES, DEPARTS, OUTCOMES, UNDECIDED, Finding, mean_interval, outcome,
+                                   share_bar, wilson)
 
 
 def test_wilson_known_values_and_exact_ends():
@@ -57,3 +58,10 @@ def test_share_and_mean_findings_round_trip():
     assert one.outcome == UNDECIDED and one.to_json()["low"] is None
     for x in (f, g, one):
         assert Finding.from_json(x.to_json()).to_json() == x.to_json() and x.outcome in OUTCOMES
+
+
+def test_share_bar_is_the_wilson_interval_in_the_figures_unit():
+    lo, hi = wilson(3, 10)
+    assert share_bar(3, 10) == [round(100 * lo, 6), round(100 * hi, 6)]
+    assert share_bar(3, 10, 1) == [round(lo, 6), round(hi, 6)]
+    assert share_bar(0, 10)[0] == 0.0 and share_bar(10, 10, 1)[1] == 1.0

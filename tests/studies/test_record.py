@@ -58,3 +58,12 @@ def test_results_are_generated_from_the_records(gpt, tmp_path):
     assert f.name in row and f.text() in row and f.rule in row
     assert "| `rome-table-1` | - | - | not recorded yet |" in md.splitlines()
     assert "## Wall time per claim and model (minutes)" in md
+
+
+def test_record_tasks_group_per_model_and_start_with_the_real_models_long_poles():
+    from knlab.studies.record import _tasks
+    tasks = _tasks(["world-gpt", "world-bert", "smollm2-135m"], ["kn-layers", "overturn", "localisation", "rome-table-1"])
+    assert tasks[:2] == [("smollm2-135m", ["rome-table-1"]), ("world-gpt", ["rome-table-1"])]
+    assert ("world-bert", ["localisation", "kn-layers"]) in tasks  # one process, in this order
+    assert ("world-gpt", ["overturn"]) not in tasks and ("world-bert", ["overturn"]) in tasks  # where it applies
+    assert len(tasks) == 2 + 3 + 1

@@ -48,7 +48,15 @@ def build_problem(lm: LM, template: str, subject: str, target_ids: list[int], co
     dev = lm.device
     batch = aligned(lm, rows, lookup)
     pos = [[p + s for p in ps] for ps, s in zip(pos, batch.shift)]
-    return VProblem(batch, max(lookup), torch.tensor(pos, device=dev), torch.tensor(target_ids, device=dev),
+    column = max(lookup)
+    # The losses read the target positions and the KL row's subject column; attention is causal, so no
+    # column after the last of those changes them: cut the batch there (the KL prompt's " is a" and a
+    # template row's padding would otherwise be a third of every step's work for a one-token target).
+    end = max(column, max(max(ps) for ps in pos)) + 1
+    batch.input_ids, batch.attention_mask = batch.input_ids[:, :end], batch.attention_mask[:, :end]
+    batch.position_ids = batch.position_ids[:, :end]
+    batch.lengths = [min(n, end) for n in batch.lengths]
+    return VProblem(batch, column, torch.tensor(pos, device=dev), torch.tensor(target_ids, device=dev),
                     len(contexts))
 
 

@@ -26,7 +26,7 @@ from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies import published
 from knlab.studies.claims.common import Items, ModelRun, Progress, pct, tick, timed
 from knlab.studies.edit_report import generate, make_spec
-from knlab.studies.findings import Finding, share
+from knlab.studies.findings import share, share_bar
 from knlab.studies.known_facts import iter_known_subjects, known_subjects
 from knlab.studies.relation_evaluation import answerable_objects, counterfactual, evaluate_relation
 from knlab.world import facts as F
@@ -100,13 +100,8 @@ def kn_edit(lm: LM, n: int, progress: Progress = None, items: Items | None = Non
               "ylabel": "%", "series": {"live": [pct(ev.rates[c]) for c in crits],
                                         "CounterFact GPT-J (Yao et al.)": [pub[("CounterFact", "GPT-J")], None, None],
                                         "CounterFact T5-XL (Yao et al.)": [pub[("CounterFact", "T5-XL")], None, None]},
-              "intervals": {"live": [_interval(findings[0]), None, None]}}
+              "intervals": {"live": [share_bar(findings[0].k, findings[0].n), None, None]}}
     return ModelRun(lm.spec, rows, findings, figure, detail={"evaluation": ev.to_json()})
-
-
-def _interval(f: Finding) -> list[float]:
-    """A share finding's interval in percent, for a figure's error bar."""
-    return [round(100 * f.low, 2), round(100 * f.high, 2)]
 
 
 def _new_object(lm: LM, rel: F.Relation, fact: F.Fact, old_answer: str, prefer: set[str] | None,
@@ -222,7 +217,7 @@ def rome_examples(lm: LM, n: int, progress: Progress = None, items: Items | None
               "x": [f.name for f in findings], "ylabel": "%",
               "series": {"live": [pct(f.value) for f in findings],
                          "GPT-2 XL's single example (paper)": [100.0, 0.0, 100.0, 100.0, 0.0]},
-              "intervals": {"live": [_interval(f) for f in findings]}}
+              "intervals": {"live": [share_bar(f.k, f.n) for f in findings]}}
     return ModelRun(lm.spec, rows, findings, figure,
                     detail={"symmetry_example": sym[0] if sym else None, "synonymy_example": syn[0] if syn else None})
 
@@ -332,7 +327,7 @@ def rome_syntax(lm: LM, n: int, progress: Progress = None, items: Items | None =
     figure = {"type": "bar", "title": "Fig. 8c over many edits: share of phrases that say 'is' after the edit (%)",
               "x": [f.name for f in findings], "ylabel": "%",
               "series": {"live": [pct(f.value) for f in findings], "GPT-2 XL's single example (paper)": [100.0, 100.0, 0.0]},
-              "intervals": {"live": [_interval(f) for f in findings]}}
+              "intervals": {"live": [share_bar(f.k, f.n) for f in findings]}}
     return ModelRun(lm.spec, rows, findings, figure, detail={"example": ex})
 
 
@@ -366,7 +361,7 @@ def rome_table_1(lm: LM, n: int, progress: Progress = None, items: Items | None 
                          "live, the seed's scoring": [seed[k] for k in keys],
                          **{f"{m} (paper)": [published.ROME_TABLE_1[m][k.split()[0]][k.split()[1]] for k in keys]
                             for m in published.ROME_TABLE_1}},
-              "intervals": {"live, the paper's scoring": [_interval(f) for f in findings]}}
+              "intervals": {"live, the paper's scoring": [share_bar(f.k, f.n) for f in findings]}}
     return ModelRun(lm.spec, rows, findings, figure,
                     detail={"scoring": "the paper's scoring (p(new) > p(old)) decides; the seed's evaluate_edit.py "
                                        "scoring is shown beside it: the paper does not say which produced its numbers",

@@ -147,10 +147,6 @@ def _overturned(results: list[dict], pairs, after: str) -> tuple[int, int, int]:
     return sum(ok_b), sum(ok_a), sum(b and not a for b, a in zip(ok_b, ok_a))
 
 
-def _wilson_errors(ks: list[int], ns: list[int]) -> list[list[float]]:
-    return [[round(lo, 6), round(hi, 6)] for lo, hi in (findings.wilson(k, n) for k, n in zip(ks, ns))]
-
-
 @timed
 def kn_sharing(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
     """Fig. 2 / Table 4: per determiner, the share of its pairs in which a neuron is a (coarse) KN; the most
@@ -202,8 +198,8 @@ def kn_sharing(lm: LM, n: int, progress: Progress = None, items: Items | None = 
               "series": {sg_name: sg_shares, pl_name: pl_shares,
                          "(10, 2096), BERT (paper)": [pub_sg[d] for d in DETERMINERS],
                          "(9, 1094), BERT (paper)": [pub_pl[d] for d in DETERMINERS]},
-              "intervals": {sg_name: _wilson_errors([count(sg, (d,))[0] for d in DETERMINERS], sizes),
-                         pl_name: _wilson_errors([count(pl, (d,))[0] for d in DETERMINERS], sizes)}}
+              "intervals": {sg_name: [findings.share_bar(count(sg, (d,))[0], n, 1) for d, n in zip(DETERMINERS, sizes)],
+                         pl_name: [findings.share_bar(count(pl, (d,))[0], n, 1) for d, n in zip(DETERMINERS, sizes)]}}
     return ModelRun(lm.spec, rows, found, figure,
                     detail={"singular": list(sg), "plural": list(pl), "n_pairs": len(pairs)})
 
@@ -291,7 +287,7 @@ def overturn(lm: LM, n: int, progress: Progress = None, items: Items | None = No
         pub_a.append(a)
 
     def pct_errors(counts):
-        return [[100 * x for x in e] for e in _wilson_errors([c for c, _ in counts], sizes)]
+        return [findings.share_bar(c, n) for (c, _), n in zip(counts, sizes)]
     figure = {"type": "bar", "title": "Accuracy before and after suppressing the KNs (%)",
               "x": [x.replace("determiner_noun_agreement", "det_n_agr") for x in OVERTURN_PARADIGMS],
               "ylabel": "accuracy (%)",
