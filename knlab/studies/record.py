@@ -33,6 +33,10 @@ from knlab.studies.paper import CLAIMS, claim, pole_rank, process_groups
 
 RECORDS = ASSETS / "records"
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+# The size below which a finding is flagged: the issue's "at least 30 items per finding on the real model
+# where the model knows that many". A smaller N is what the model can be asked (the items it states or
+# answers before any edit), and the claim's left-out items say why the rest could not be.
+MIN_ITEMS = 30
 ARRAYS = Path(os.environ.get("KNLAB_CACHE", Path.home() / ".cache" / "knlab")) / "record-arrays"
 PACKAGES = ("torch", "transformers", "numpy", "tokenizers", "gguf")
 
@@ -192,7 +196,22 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
 
 def _cell(f: Finding) -> str:
     mark = {AGREES: "agrees", DEPARTS: "**departs**"}.get(f.outcome, "undecided")
-    return f"{f.text()}: {mark}"
+    small = f" (N < {MIN_ITEMS})" if f.n < MIN_ITEMS else ""
+    return f"{f.text()}{small}: {mark}"
+
+
+def _left_out_lines(left_out: dict[str, str], shown: int = 3) -> list[str]:
+    """What a claim left out, as the per-claim summary says it: how many, and the distinct reasons (the
+    first few, with how many items each)."""
+    if not left_out:
+        return []
+    reasons: dict[str, int] = {}
+    for why in left_out.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:shown]
+    more = len(reasons) - len(top)
+    return [f"  - left out: {len(left_out)} items; " + "; ".join(f"{n} x {why}" for why, n in top)
+            + (f"; and {more} other reasons (`assets/records/`)" if more else "")]
 
 
 def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = None, rules: bool = True) -> list[str]:
@@ -272,7 +291,9 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
             out.append(f"- *{m}*: {len(entry.get('items', {}))} items, {left} left out, "
                        f"{entry['seconds'] / 60:.1f} min (commit {str(entry.get('commit'))[:8]})")
             out += [f"  - {f['name']}: {Finding.from_json(f).text()}, {f['outcome']} ({f['rule']})"
+                    + (f"; N < {MIN_ITEMS}: the items drawn that this model could be asked (left out: below)" if f["n"] < MIN_ITEMS else "")
                     for f in run["findings"]]
+            out += _left_out_lines(run.get("left_out", {}))
         out.append("")
     out += ["## Wall time per claim and model (minutes)", "",
             "| claim | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]

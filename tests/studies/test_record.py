@@ -67,3 +67,13 @@ def test_record_tasks_group_per_model_and_start_with_the_real_models_long_poles(
     assert ("world-bert", ["localisation", "kn-layers"]) in tasks  # one process, in this order
     assert ("world-gpt", ["overturn"]) not in tasks and ("world-bert", ["overturn"]) in tasks  # where it applies
     assert len(tasks) == 2 + 3 + 1
+
+
+def test_a_finding_under_30_items_is_flagged_and_left_out_items_are_counted_by_reason():
+    from knlab.studies.findings import share
+    from knlab.studies.record import MIN_ITEMS, _cell, _left_out_lines
+    small, big = share("x", 3, 14, "below", 0.5, "p"), share("x", 3, MIN_ITEMS, "below", 0.5, "p")
+    assert "(N < 30)" in _cell(small) and "N <" not in _cell(big)
+    lines = _left_out_lines({"a": "says 'the'", "b": "says 'the'", "c": "no own fact"})
+    assert lines == ["  - left out: 3 items; 2 x says 'the'; 1 x no own fact"]
+    assert _left_out_lines({}) == []
