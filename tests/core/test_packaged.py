@@ -123,7 +123,9 @@ def test_missing_package_is_one_clear_line(monkeypatch):
 
 
 def test_missing_package_cli_exits_2_with_one_line(monkeypatch, capsys):
+    import knlab.serve.worker as worker
     from knlab.app.cli import main
+    monkeypatch.setattr(worker, "_DEFAULT", None)  # a fresh worker: not one that loaded the model earlier
     monkeypatch.setitem(PACKAGED, "smollm2-135m", replace(SMOL, module="knlab_no_such_module"))
     monkeypatch.setenv("KNLAB_CACHE", "/nonexistent-knlab-cache")
     assert main(["predict", "The capital of France is", "--model", "smollm2-135m"]) == 2
