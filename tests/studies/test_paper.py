@@ -14,7 +14,7 @@ from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = [c.id for c in CLAIMS]
 # the claims whose organism reruns take longest (many edits / attributions): the slow lane has them
-SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit"}
+SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit", "rome-syntax"}
 
 
 def test_every_experiment_of_the_paper_is_a_claim():

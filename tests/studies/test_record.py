@@ -10,6 +10,7 @@ from knlab.studies.claims import editing
 from knlab.studies.findings import OUTCOMES
 
 
+@pytest.mark.slow  # two record runs of a claim (~15 s): the full lane
 def test_a_stopped_record_goes_on_where_it_stopped(gpt, tmp_path, monkeypatch):
     calls = []
     real_item = editing._syntax_item
