@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -205,10 +206,8 @@ def _left_out_lines(left_out: dict[str, str], shown: int = 3) -> list[str]:
     first few, with how many items each)."""
     if not left_out:
         return []
-    reasons: dict[str, int] = {}
-    for why in left_out.values():
-        reasons[why] = reasons.get(why, 0) + 1
-    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:shown]
+    reasons = Counter(left_out.values())
+    top = reasons.most_common(shown)
     more = len(reasons) - len(top)
     return [f"  - left out: {len(left_out)} items; " + "; ".join(f"{n} x {why}" for why, n in top)
             + (f"; and {more} other reasons (`assets/records/`)" if more else "")]

@@ -198,8 +198,8 @@ def kn_sharing(lm: LM, n: int, progress: Progress = None, items: Items | None = 
               "series": {sg_name: sg_shares, pl_name: pl_shares,
                          "(10, 2096), BERT (paper)": [pub_sg[d] for d in DETERMINERS],
                          "(9, 1094), BERT (paper)": [pub_pl[d] for d in DETERMINERS]},
-              "intervals": {sg_name: [findings.share_bar(count(sg, (d,))[0], n, 1) for d, n in zip(DETERMINERS, sizes)],
-                         pl_name: [findings.share_bar(count(pl, (d,))[0], n, 1) for d, n in zip(DETERMINERS, sizes)]}}
+              "intervals": {sg_name: [findings.share_bar(count(sg, (d,))[0], size, 1) for d, size in zip(DETERMINERS, sizes)],
+                         pl_name: [findings.share_bar(count(pl, (d,))[0], size, 1) for d, size in zip(DETERMINERS, sizes)]}}
     return ModelRun(lm.spec, rows, found, figure,
                     detail={"singular": list(sg), "plural": list(pl), "n_pairs": len(pairs)})
 
@@ -287,7 +287,7 @@ def overturn(lm: LM, n: int, progress: Progress = None, items: Items | None = No
         pub_a.append(a)
 
     def pct_errors(counts):
-        return [findings.share_bar(c, n) for (c, _), n in zip(counts, sizes)]
+        return [findings.share_bar(c, size) for (c, _), size in zip(counts, sizes)]
     figure = {"type": "bar", "title": "Accuracy before and after suppressing the KNs (%)",
               "x": [x.replace("determiner_noun_agreement", "det_n_agr") for x in OVERTURN_PARADIGMS],
               "ylabel": "accuracy (%)",
