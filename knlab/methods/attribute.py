@@ -152,6 +152,19 @@ class ScaledActivations:
         return out
 
 
+def probability_gradient(probs: torch.Tensor, target: int, skip_first: bool = False) -> torch.Tensor:
+    """d/dz of sum_r p_target(r) for softmax probabilities ``probs`` [rows, V] of logits z: row r's is
+    p_t (e_t - p), written over ``probs`` (row 0 zero with ``skip_first``). IG's objective, differentiated by
+    hand: autograd through softmax and the probability's index would allocate, zero and read three more
+    rows x 49,152 tensors on the real model, a tenth of IG's time for one small formula."""
+    p_t = probs[:, target : target + 1].clone()
+    if skip_first:
+        p_t[0] = 0
+    grad = probs.mul_(-p_t)
+    grad[:, target] += p_t[:, 0]
+    return grad
+
+
 def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, layers: list[int],
                   max_floats: int = IG_MEMORY_FLOATS, site: str = "activation") -> tuple[np.ndarray, torch.Tensor]:
     """IG of every layer in ``layers`` (and the clean next-token distribution) for target token ``tid``
@@ -206,13 +219,15 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
             # step 5: one forward and one backward for every layer of the batch
             with torch.enable_grad():
                 logits = lm.model(input_ids=ids[:, first:].expand(stages.total, T - first), **kwargs).logits
-                probs = torch.softmax(logits[:, -1].float(), -1)
+            with torch.no_grad():
+                probs = torch.softmax(logits[:, -1].float(), -1)  # [rows, V]
                 if clean_probs is None:
-                    clean_probs = probs[0].detach()
+                    clean_probs = probs[0].clone()
                 t = int(clean_probs.argmax()) if tid is None else tid
                 # row 0 counts only when it is the path's last point (it is then every layer's gamma = 1)
-                objective = probs[:, t].sum() if path.shares_clean_row else probs[1:, t].sum()
-                grads = torch.autograd.grad(objective, path.leaves(batch_layers))
+                grad_logits = probability_gradient(probs, t, skip_first=not path.shares_clean_row)
+            grads = torch.autograd.grad(logits, path.leaves(batch_layers),
+                                        grad_outputs=grad_logits[:, None].to(logits.dtype))
         for l, row in path.scores(batch_layers, grads).items():
             scores[l] = row
     if clean_probs is None:  # no layer asked for

@@ -135,3 +135,17 @@ def test_the_two_sites_agree_on_the_neurons_not_on_the_scores(gpt):
     assert np.abs(own.scores - seed.scores).max() > 0.01 * np.abs(own.scores).max()
     assert np.corrcoef(own.scores.ravel(), seed.scores.ravel())[0, 1] > 0.9
     assert {(l, i) for l, i, _ in own.top(5)} & {(l, i) for l, i, _ in seed.top(5)}
+
+
+@pytest.mark.parametrize("skip_first", [False, True])
+def test_probability_gradient_is_autograds(skip_first):
+    """IG's objective sum_r p_t(r) differentiated by hand equals autograd through the softmax."""
+    import torch
+    from knlab.methods.attribute import probability_gradient
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    z = logits.clone().requires_grad_(True)
+    p = torch.softmax(z, -1)[:, 7]
+    (p[1:] if skip_first else p).sum().backward()
+    by_hand = probability_gradient(torch.softmax(logits, -1), 7, skip_first)
+    assert torch.allclose(by_hand, z.grad, atol=1e-15, rtol=1e-12)
+    assert by_hand[0].abs().max() == 0 if skip_first else by_hand[0].abs().max() > 0

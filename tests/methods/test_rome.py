@@ -104,6 +104,28 @@ def test_fast_v_star_equals_the_straightforward_one(gpt):
     assert _rel(res.key, ref.key) < 1e-5
 
 
+def test_output_head_runs_on_the_read_positions_only(gpt):
+    """Each v* step sends through the output head exactly the positions its losses read (every template's
+    target positions and the KL prompt's subject column), and the setup pass one position per row: the
+    head is the widest product of a step on a real vocabulary."""
+    from knlab.core.tokens import spoken_ids
+    from knlab.methods.rome.compute_v import build_problem, compute_v, read_positions
+    from knlab.methods.rome.context_templates import context_templates
+    from knlab.methods.rome.repr_tools import prompt_template
+    contexts = context_templates(gpt)
+    target = spoken_ids(gpt, " New Rome", "target")
+    prob = build_problem(gpt, prompt_template(PROMPT, SUBJECT), SUBJECT, target, contexts)
+    assert len(target) == 2  # two target positions per template: the pairs are more than one column's
+    rows_seen = []
+    with Trace(gpt.model, gpt.arch.lm_head, retain_output=False,  # the head's output: rows it computed
+               edit_output=lambda out, _n: rows_seen.append(out.shape[:-1].numel()) or out):
+        compute_v(gpt, 2, prob, RomeParams(v_steps=3, early_stop_loss=0.0, mom2=False))
+    n_read = len(contexts) * len(target) + 1
+    assert rows_seen == [prob.batch.input_ids.shape[0]] + [n_read] * 3
+    read = read_positions(prob, prob.column)
+    assert len(read.keep) * (len(contexts) + 1) > n_read  # what the kept columns alone would have cost
+
+
 def test_mom2_is_cached_on_disk_and_equals_the_second_moment(gpt, tmp_path, monkeypatch):
     monkeypatch.setenv("KNLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(LS, "_MEMORY", {})

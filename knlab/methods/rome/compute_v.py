@@ -70,29 +70,42 @@ class VResult:
     p_target: float  # mean p(new target) over the templates at the last step
 
 
-def read_columns(prob: VProblem, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The only columns (counted from ``first``) whose logits the losses read: every target position and
-    the KL prompt's subject column; and the map from a column to its place among them. Passed to the
-    model as ``logits_to_keep``, so the output head (49,152 x 576 on the real model) runs on those alone."""
-    T = prob.batch.input_ids.shape[1] - first
-    wanted = sorted({int(c) for c in (prob.target_pos - first).flatten().tolist()} | {prob.column - first})
-    keep = torch.tensor(wanted, device=prob.target_pos.device)
-    where = torch.full((T,), -1, dtype=torch.long, device=keep.device)
-    where[keep] = torch.arange(len(wanted), device=keep.device)
-    return keep, where
+@dataclass
+class ReadPositions:
+    """Where the losses read logits, for a forward pass whose columns start at ``first``: ``keep``, the
+    columns any row reads (passed as ``logits_to_keep``); and the (row, place in ``keep``) pairs that are
+    actually read, in the order ``losses`` takes them: each rewriting row's target positions, row by row,
+    then the KL row's subject column. Only those pairs go through the output head (49,152 x 576 on the real
+    model): the KL row reads one column of the kept ones and the template rows none of the subject's, so
+    a third of the kept (row, column) cells would otherwise be computed, and differentiated, for nothing."""
+
+    keep: torch.Tensor
+    rows: torch.Tensor
+    places: torch.Tensor
+
+    def select(self, hidden: torch.Tensor, _name: str = "") -> torch.Tensor:
+        """The output head's input [rows, kept columns, d] -> the read pairs only, [pairs, d]."""
+        return hidden[self.rows, self.places]
 
 
-def losses(logits: torch.Tensor, prob: VProblem, kl_init: torch.Tensor | None,
-           first: int = 0, where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(nll per rewriting row, KL log-probs at the KL prompt, KL term before its factor); ``logits`` start
-    at column ``first``, or hold only the columns ``read_columns`` keeps (``where`` maps them)."""
-    R = prob.n_rewrite
-    col = (lambda c: c - first) if where is None else (lambda c: where[c - first])  # noqa: E731
-    rows = torch.arange(R, device=logits.device)[:, None]
-    logp = torch.log_softmax(logits[rows, col(prob.target_pos)].float(), -1)  # [R, n_target, V]
+def read_positions(prob: VProblem, first: int) -> ReadPositions:
+    R, n_target = prob.target_pos.shape
+    dev = prob.target_pos.device
+    cols = torch.cat([(prob.target_pos - first).flatten(), torch.tensor([prob.column - first], device=dev)])
+    rows = torch.cat([torch.arange(R, device=dev).repeat_interleave(n_target), torch.tensor([R], device=dev)])
+    keep = torch.unique(cols)  # sorted
+    return ReadPositions(keep, rows, torch.searchsorted(keep, cols))
+
+
+def losses(logits: torch.Tensor, prob: VProblem, kl_init: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(nll per rewriting row, KL log-probs at the KL prompt, KL term before its factor), from the logits
+    of the pairs ``read_positions`` lists, in its order: [R x n_target + 1, V]."""
+    R, n_target = prob.target_pos.shape
+    logp = torch.log_softmax(logits[: R * n_target].float(), -1).view(R, n_target, -1)
     picked = logp.gather(-1, prob.target_ids[None, :, None].expand(R, -1, 1))[..., 0]
-    nll_each = -picked.sum(1) / prob.target_ids.shape[0]
-    kl_logp = torch.log_softmax(logits[R, col(prob.column)].float(), -1)[None]
+    nll_each = -picked.sum(1) / n_target
+    kl_logp = torch.log_softmax(logits[R * n_target].float(), -1)[None]
     kl = (torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
           if kl_init is not None else torch.zeros((), device=logits.device))
     return nll_each, kl_logp, kl
@@ -106,9 +119,10 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
     all_rows = torch.arange(B, device=lm.device)
     blocks = [lm.arch.layer(i) for i in range(layer)]
     with torch.no_grad(), TraceDict(lm.model, blocks + [module], retain_output=True) as rec:
+        # the recorded blocks and cache are what this pass is for: one column through the head is enough
         out = lm.model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                       use_cache=True)
-    logits, cache = out.logits, returned_cache(out)
+                       use_cache=True, logits_to_keep=1)
+    cache = returned_cache(out)
     target_init = rec[module].output[0, P].float().clone()
     kl_init = None  # taken from the first step (delta = 0), as the reference code does
     hidden = target_init.shape[0]
@@ -117,7 +131,7 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
     max_norm = params.clamp_norm_factor * target_init.norm()
 
     first = P if cache is not None else 0  # columns before P come from the cache
-    keep, where = read_columns(prob, first)
+    read = read_positions(prob, first)
 
     def add_delta(out, _name):
         out = out.clone()
@@ -126,12 +140,13 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
 
     step, loss_value, p_target = 0, float("nan"), float("nan")
     with torch.enable_grad(), replay_blocks(lm, rec, layer, all_rows, first), \
-            Trace(lm.model, module, retain_output=False, edit_output=add_delta):
+            Trace(lm.model, module, retain_output=False, edit_output=add_delta), \
+            Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=read.select):
         for step in range(params.v_steps):
             logits = lm.model(input_ids=b.input_ids[:, first:], attention_mask=b.attention_mask,
                               position_ids=b.position_ids[:, first:],
-                              logits_to_keep=keep, **prefix_kwargs(lm, cache, first, T, all_rows)).logits
-            nll_each, kl_logp, kl = losses(logits, prob, kl_init, first, where)
+                              logits_to_keep=read.keep, **prefix_kwargs(lm, cache, first, T, all_rows)).logits
+            nll_each, kl_logp, kl = losses(logits, prob, kl_init)
             if kl_init is None:
                 kl_init = kl_logp.detach()
             wd = params.v_weight_decay * (delta.norm() / target_init.norm() ** 2)
