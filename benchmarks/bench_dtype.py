@@ -13,7 +13,10 @@ Times are the methods' own (ROME: the spec's computation, its covariance measure
 shared). Prints a verdict per method and the bfloat16 / float32 time ratio (< 1: bfloat16 faster).
 
     python benchmarks/bench_dtype.py [--facts 30] [--model smollm2-135m] [--only rome ig trace]
-        [--kinds hidden mlp attn] [--json out.json]
+        [--kinds hidden mlp attn] [--json out.json] [--resume benchmarks/records/dtype-rome-smollm2-135m.json]
+
+The 30-fact ROME comparison takes hours where bfloat16 is emulated (no AMX / AVX512-BF16): ``--resume``
+keeps its rows after every fact and skips them when run again, so it can be finished over several sittings.
 """
 
 from __future__ import annotations
@@ -58,11 +61,14 @@ def ratio(times: dict) -> float:
     return float(np.median(np.array(times["bfloat16"]) / np.array(times["float32"])))
 
 
-def bench_rome(lm, facts, report: dict) -> None:
-    from knlab.methods.rome import rome
+def bench_rome(lm, facts, report: dict, resume: Path | None = None) -> None:
+    """``resume``: a file of the facts already compared (this function's rows, kept after each fact), so
+    that a run too long for one sitting (a bfloat16 edit of the real model takes minutes where bfloat16 is
+    emulated) goes on where it stopped; the verdict and times cover every row, old and new."""
     from knlab.studies import edit_report as ER
-    from knlab.world.covariance_texts import covariance_corpus
 
+    done = {(r["prompt"], r["new"]): r for r in json.loads(resume.read_text())["facts"]} \
+        if resume is not None and resume.exists() else {}
     captured = {}
     real_rome = ER.rome
 
@@ -75,6 +81,14 @@ def bench_rome(lm, facts, report: dict) -> None:
     rows, ok_all = [], True
     try:
         for n, (prompt, subject, new) in enumerate(facts):
+            if (prompt, new) in done:
+                row = done[(prompt, new)]
+                rows.append(row)
+                ok_all &= row["agree"]
+                times["float32"].append(row["s_f32"])
+                times["bfloat16"].append(row["s_bf16"])
+                print(f"  ROME {prompt!r} -> {new}: from {resume} (v* cosine {row['v_cosine']:.5f})", flush=True)
+                continue
             reps = {}
             order = DTYPES if n % 2 == 0 else DTYPES[::-1]
             for d in order:
@@ -92,6 +106,8 @@ def bench_rome(lm, facts, report: dict) -> None:
                          "agree": ok})
             print(f"  ROME {prompt!r} -> {new}: took {took[0]}/{took[1]}, probes same {ans[0] == ans[1]}, "
                   f"v* cosine {cos:.5f}, {a.seconds:.2f} s / {b.seconds:.2f} s", flush=True)
+            if resume is not None:
+                resume.write_text(json.dumps({"model": lm.spec, "facts": rows}, indent=1))
     finally:
         ER.rome = real_rome
     report["rome"] = {"facts": rows, "agree": ok_all, "time_ratio": ratio(times),
@@ -150,6 +166,7 @@ def main() -> int:
     ap.add_argument("--kinds", nargs="*", default=["hidden", "mlp", "attn"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the report here")
+    ap.add_argument("--resume", default=None, help="ROME's rows so far: read, skipped, and extended fact by fact")
     sections.add_argument(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -183,7 +200,7 @@ def main() -> int:
         layer_stats(lm, rome_layer(lm), covariance_corpus(params.mom2_corpus), tokens=params.mom2_tokens)
         print(f"ROME ({len(facts)} facts; covariance measured once beforehand, {time.perf_counter() - t0:.1f} s)",
               flush=True)
-        bench_rome(lm, facts, report)
+        bench_rome(lm, facts, report, Path(args.resume) if args.resume else None)
     if "ig" in args.only:
         print(f"IG ({n_p} prompts)", flush=True)
         bench_ig(lm, [(F.causal_prompt(template, s), capital[s]) for s in subjects[:n_p]], report)
