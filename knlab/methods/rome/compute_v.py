@@ -31,7 +31,6 @@ class VProblem:
     column: int
     target_pos: torch.Tensor  # [R, n_target] columns whose next token is a target token (R rewriting rows)
     target_ids: torch.Tensor  # [n_target]
-    n_rewrite: int
 
 
 def build_problem(lm: LM, template: str, subject: str, target_ids: list[int], contexts: list[str]) -> VProblem:
@@ -56,8 +55,7 @@ def build_problem(lm: LM, template: str, subject: str, target_ids: list[int], co
     batch.input_ids, batch.attention_mask = batch.input_ids[:, :end], batch.attention_mask[:, :end]
     batch.position_ids = batch.position_ids[:, :end]
     batch.lengths = [min(n, end) for n in batch.lengths]
-    return VProblem(batch, column, torch.tensor(pos, device=dev), torch.tensor(target_ids, device=dev),
-                    len(contexts))
+    return VProblem(batch, column, torch.tensor(pos, device=dev), torch.tensor(target_ids, device=dev))
 
 
 @dataclass
