@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from knlab.core.batching import equal_length_batches
+from knlab.core.batching import right_padded
 from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
 from knlab.core.models import LM
+from knlab.core.nethook import Trace
 from knlab.core.tokens import token_strings
 
 MAX_PROMPT_CHARS = 2000
@@ -100,19 +101,25 @@ def predict(lm: LM, prompt: str, top: int = 5) -> Prediction:
                       token_strings(lm, i.tolist()), p.cpu().numpy())
 
 
+ANSWER_BATCH = 256  # prompts per forward pass
+
+
 @torch.no_grad()
 def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
-    """Logits at the prediction position (last token / [MASK]) for many prompts, batched by length."""
+    """Logits at the prediction position (last token / [MASK]) for many prompts: shortest first, up to
+    ``ANSWER_BATCH`` at a time, right-padded (``batching.right_padded``: each row reads what it reads alone),
+    and only each row's prediction position goes through the output head."""
     enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
     out = torch.empty(len(prompts), lm.model.config.vocab_size)
-    for part in equal_length_batches([len(ids) for ids in enc], 256):
-        ids = torch.tensor([enc[i] for i in part], device=lm.device)
-        logits = lm.model(input_ids=ids, **_last_logits_only(lm)).logits.float()
-        if lm.masked:
-            pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1)
-        else:
-            pos = torch.full((len(part),), logits.shape[1] - 1, device=lm.device)
-        out[part] = logits[torch.arange(len(part)), pos].cpu()
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # rows of a batch pad to similar lengths
+    for c in range(0, len(order), ANSWER_BATCH):
+        part = order[c : c + ANSWER_BATCH]
+        ids, mask = right_padded([enc[i] for i in part], lm.tokenizer.pad_token_id)
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        pos = (ids == lm.tokenizer.mask_token_id).float().argmax(-1) if lm.masked else mask.sum(-1) - 1
+        rows = torch.arange(len(part), device=lm.device)
+        with Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=lambda h, _n: h[rows, pos]):
+            out[part] = lm.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
     return out
 
 

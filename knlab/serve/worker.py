@@ -34,7 +34,7 @@ IG run, evaluation and claim before it. Hence:
 - the tokens preview and /status never wait for a model job: the preview reads a private copy of the
   tokenizer (a fast tokenizer's padding state is not safe to share between threads), and /status reports
   each copy's checksum as last verified: the long lane checksums all its weights after every request
-  (~1 s on smollm2-135m, next to a job of many seconds); an idle lane is checksummed by /status itself,
+  (0.5 s on smollm2-135m on 2 threads, next to a job of many seconds); an idle lane is checksummed by /status itself,
   a busy one reports its last verified checksum and says it is busy.
 - a request whose client went away while it waited for its lane is dropped, not run (``wanted``): Gradio
   drops an event still in its own queue when the browser tab closes, but one already handed to a thread

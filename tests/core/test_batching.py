@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from knlab.core.batching import equal_length_batches
+from knlab.core.batching import equal_length_batches, right_padded
 
 
 @pytest.mark.parametrize("size", [None, 1, 2, 3, 100])
@@ -23,3 +24,11 @@ def test_composite_keys_and_bad_size():
     assert list(equal_length_batches([])) == []
     with pytest.raises(ValueError):
         list(equal_length_batches([1, 2], 0))
+
+
+def test_right_padded_keeps_each_row_at_its_start_behind_a_mask():
+    ids, mask = right_padded([[5, 6, 7], [8], [9, 10]], pad=None)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    assert right_padded([[1], [2, 3]], pad=4)[0].tolist() == [[1, 4], [2, 3]]
+    assert ids.dtype == mask.dtype == torch.long

@@ -54,3 +54,25 @@ def test_checksum_sees_a_single_bit(gpt):
         w[0, 0] = old
     assert changed != before
     assert weights_checksum(gpt.model) == before
+
+
+def test_checksum_hashes_shared_memory_once_and_equals_hashing_every_name(smol, monkeypatch):
+    """The real model ties its output head to its input embeddings: hashed once, on threads, the checksum
+    is still what hashing every name in turn gives (the value records were resumed by stays the same)."""
+    import hashlib
+
+    from knlab.core import models
+
+    named = sorted(smol.model.state_dict().items())
+    plain = hashlib.blake2b(digest_size=16)
+    for name, t in named:
+        plain.update(name.encode())
+        plain.update(models.tensor_checksum(t).encode())
+    hashed = []
+    monkeypatch.setattr(models, "tensor_checksum", lambda t: hashed.append(t.data_ptr()) or
+                        hashlib.blake2b(t.contiguous().view(torch.uint8).numpy(), digest_size=16).hexdigest())
+    assert sum(t.nbytes for _, t in named) > models.PARALLEL_CHECKSUM_BYTES  # the threaded path
+    assert weights_checksum(smol.model) == plain.hexdigest()
+    assert len(hashed) == len(set(hashed)) == len(named) - 1  # the tied pair once
+    monkeypatch.setattr(models, "PARALLEL_CHECKSUM_BYTES", 1 << 62)  # one thread: the same value
+    assert weights_checksum(smol.model) == plain.hexdigest()

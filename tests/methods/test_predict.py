@@ -22,6 +22,22 @@ def test_answer_logits_batched_by_length_are_each_prompts_own(lm_name, request):
         assert torch.allclose(torch.softmax(row, -1), alone.cpu(), atol=1e-5), p
 
 
+def test_answer_logits_send_one_position_per_prompt_through_the_head(smol):
+    """Prompts of five lengths in one right-padded pass, and the 49,152-row head sees one row per prompt."""
+    prompts = ["Paris is", "The capital of Peru is", "Lima is the capital of", "The capital of the country Peru is",
+               "Vienna is the capital of", "Its capital is"]
+    head_rows = []
+    head = smol.model.get_submodule(smol.arch.lm_head)
+    handle = head.register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[0]))
+    try:
+        batched = answer_logits(smol, prompts)
+    finally:
+        handle.remove()
+    assert head_rows == [len(prompts)]
+    for p, row in zip(prompts, batched):
+        assert int(row.argmax()) == int(next_token_probs(smol, encode(smol, p)).argmax()), p
+
+
 def test_causal_prediction_is_the_fact(gpt):
     pred = predict(gpt, "The capital of Canada is", top=5)
     assert pred.top_tokens[0] == "Ottawa"

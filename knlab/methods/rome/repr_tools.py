@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from knlab.core import batching
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 
@@ -41,14 +42,7 @@ class Batch:
 
 def right_padded(lm: LM, rows: list[list[int]]) -> Batch:
     """Right padding whatever the tokenizer's own padding side, so positions and indices stay as computed."""
-    pad = lm.tokenizer.pad_token_id
-    pad = 0 if pad is None else pad
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
+    ids, mask = batching.right_padded(rows, lm.tokenizer.pad_token_id)
     return Batch(ids.to(lm.device), mask.to(lm.device), [len(r) for r in rows])
 
 
