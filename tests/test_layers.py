@@ -123,6 +123,7 @@ def test_the_api_names_load_on_first_use():
         knlab.trace  # noqa: B018  (an old flat path is no name of the package)
 
 
+@pytest.mark.slow  # a Python process per layer (~14 s): the import graph test above checks the same rule statically
 def test_importing_a_layer_loads_no_layer_it_may_not_import():
     """Each layer's every module imported in a fresh process (the layers side by side, one process each):
     nothing of a layer outside ALLOWED is loaded. The app may import everything, so it is not run."""

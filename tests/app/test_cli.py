@@ -13,6 +13,7 @@ def run(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # `python -m knlab` in a fresh process (~10 s); the other CLI tests call it in-process
 def test_predict_json():
     r = run("predict", "The capital of Canada is", "--top", "3", "--json")
     assert r.returncode == 0, r.stderr

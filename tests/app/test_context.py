@@ -3,9 +3,12 @@
 import threading
 import time
 
+import pytest
+
 from helpers import free_port
 
 
+@pytest.mark.slow  # a Gradio server and two HTTP clients (~8 s); tests/serve/test_worker.py drops a request at the worker
 def test_a_cancelled_request_waiting_for_its_lane_is_dropped_not_run(gpt):
     from gradio_client import Client
     from gradio_client.utils import Status

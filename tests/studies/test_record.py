@@ -78,3 +78,21 @@ def test_a_finding_under_30_items_is_flagged_and_left_out_items_are_counted_by_r
     lines = _left_out_lines({"a": "says 'the'", "b": "says 'the'", "c": "no own fact"})
     assert lines == ["  - left out: 3 items; 2 x says 'the'; 1 x no own fact"]
     assert _left_out_lines({}) == []
+
+
+def test_a_record_is_parsed_once_per_version_of_its_file(tmp_path, monkeypatch):
+    """The Paper tab reads each model's record for every claim: parsed once, and again only once written."""
+    parsed = []
+    real_loads = json.loads
+    monkeypatch.setattr(R.json, "loads", lambda text: parsed.append(1) or real_loads(text))
+    assert R.load_record("world-gpt", tmp_path) == {"model": "world-gpt", "claims": {}}  # none written yet
+    with R._locked("world-gpt", tmp_path) as data:
+        data["claims"]["rome-syntax"] = {"complete": False, "items": {"a": 1}}
+    first = R.load_record("world-gpt", tmp_path)
+    n = len(parsed)
+    assert R.load_record("world-gpt", tmp_path) is first and len(parsed) == n
+    with R._locked("world-gpt", tmp_path) as data:
+        data["claims"]["rome-syntax"]["items"]["b"] = 2
+    again = R.load_record("world-gpt", tmp_path)
+    assert again["claims"]["rome-syntax"]["items"] == {"a": 1, "b": 2}
+    assert first["claims"]["rome-syntax"]["items"] == {"a": 1}  # the writer changed its own copy
