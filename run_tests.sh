@@ -19,7 +19,7 @@ if [ -n "$NEED" ]; then
 fi
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
-# --fast: the everyday lane, everything but the slow system tests (marked slow: load, fresh-venv install,
+# --fast: the everyday lane, everything but the slow system tests (marked slow: the app over HTTP, load, fresh-venv install,
 # browser, training); CI and the plain command run everything
 if [ -n "$FAST" ]; then
   python -m pytest -q -m "not slow" "$@" tests

@@ -81,6 +81,14 @@ def tiny_lm(request):
     return from_model(model.eval(), tok, spec=f"tiny-{family}")
 
 
+def pytest_itemcollected(item):
+    """A test of the app started as a user would start it (``app_url``: ``python app.py``, ~20 s to boot
+    on 2 cores, then HTTP) is a system test: the full lane runs it; the fast lane tests the same functions
+    in-process (tests/app/test_*_tab.py, tests/serve/test_worker.py, tests/studies/test_edit_report.py)."""
+    if "app_url" in item.fixturenames:
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
     """The Docker test's pip resolution takes ~30 s of one core: started here, before the first test, it
