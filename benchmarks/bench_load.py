@@ -54,6 +54,7 @@ import sections  # noqa: E402
 
 MODEL = "world-gpt"
 PROMPT = "The capital of {} is"
+FIRST_EDITS = "/edit, each client's first"  # a row of its own: a second edit queues behind all the first ones
 MASKED = "The capital of {} is [MASK] ."
 # (country, new capital): each ROME edit verified to move only its own country among these (world-gpt).
 PAIRS = [("Albania", "Islamabad"), ("Australia", "Doha"), ("Azerbaijan", "Moscow"), ("Bahamas", "Apia"),
@@ -181,7 +182,9 @@ class LoadClient:
             return
         if self.active is None:
             method = "kn" if self.rng.random() < self.kn_share else "rome"
+            t0 = time.perf_counter()
             out, ok = self.call("/edit", MODEL, method, PROMPT.format(self.country), self.country, self.target, None)
+            seconds = time.perf_counter() - t0
             if not ok:
                 self.known = False  # a gr.Error keeps the state, a dropped connection might not: resync
                 return
@@ -195,6 +198,9 @@ class LoadClient:
             with self.stats.lock:
                 self.stats.edits[self.i] = self.stats.edits.get(self.i, 0) + 1
                 self.stats.methods[method] = self.stats.methods.get(method, 0) + 1
+                first = self.stats.edits[self.i] == 1
+            if first:  # the same work in any design: one edit per client, all asked at the start
+                self.stats.ok(FIRST_EDITS, seconds)
         else:
             endpoint = "/undo" if self.rng.random() < 0.5 else "/reset"
             out, ok = self.call(endpoint)
@@ -271,7 +277,7 @@ def run_load(url: str, clients: int = 8, seconds: float = 60, edit_every: int = 
     except Exception as e:
         stats.error(f"final /status: {type(e).__name__}: {e}")
         status = {"requests_served": None, "models": {}}
-    requests = {e: len(v) for e, v in stats.latency.items()}
+    requests = {e: len(v) for e, v in stats.latency.items() if e != FIRST_EDITS}  # those are /edit requests too
     return {
         "url": url, "clients": clients, "seconds": seconds, "wall": wall, "warmup": warm,
         "facts": facts,
@@ -358,9 +364,9 @@ def report(res: dict) -> str:
     lines += [f"  {m}" for m in res["violations"][:5]]
     if res["stuck"]:
         lines.append(f"client threads still running at the end: {res['stuck']}")
-    lines.append(f"{'latency (client wall)':<22}{'n':>6}{'p50':>10}{'p95':>10}{'max':>10}")
+    lines.append(f"{'latency (client wall)':<28}{'n':>6}{'p50':>10}{'p95':>10}{'max':>10}")
     for e, l in res["latency"].items():
-        lines.append(f"{e:<22}{l['n']:>6}{_ms(l['p50']):>10}{_ms(l['p95']):>10}{_ms(l['max']):>10}")
+        lines.append(f"{e:<28}{l['n']:>6}{_ms(l['p50']):>10}{_ms(l['p95']):>10}{_ms(l['max']):>10}")
     models = res["status"].get("models", {})
     lines.append("server /status: " + ("; ".join(
         f"{s} {'unchanged' if m['unchanged'] else 'CHANGED'} ({m['checksum'][:12]})" for s, m in models.items())

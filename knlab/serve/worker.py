@@ -23,8 +23,8 @@ IG run, evaluation and claim before it. Hence:
   (20.7x: it waited for the edit) with one lock; with these lanes 0.27 s against 0.24 s (1.1x), and a
   smollm2-135m /predict during a smollm2-135m edit 0.50 s against 0.47 s (1.1x, its interactive lane);
   with 8 clients each editing smollm2-135m (``bench_load.py --model smollm2-135m --kn-share 0``), /predict
-  p95 2.71 s against 122.9 s with one lock (the same day; /edit p50 86 s against 78 s, the edits now sharing
-  the cores with the predictions that used to wait). Edits of one model still take turns on its long lane; a second
+  p95 2.7-4.9 s over three runs against 123-142 s with one lock (/edit p50 96-130 s against 103-111 s the same
+  afternoon, the edits now sharing the cores with the predictions that used to wait). Edits of one model still take turns on its long lane; a second
   long copy would not shorten that queue on 2 cores (two ROME edits in two threads: 13.9 s, one after the
   other: 14.6 s).
   The alternatives are worse or cost more: a priority queue still waits for the long job already
