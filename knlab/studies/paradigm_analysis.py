@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 
 from knlab.core.errors import InputError
 from knlab.core.limits import check_count
@@ -114,6 +113,8 @@ def suppress(lm: LM, pairs: list[paradigms.MinimalPair], prompts: list[str], neu
     rows = np.arange(len(pairs))
     ok_before = before[rows, good] > before[rows, bad]
     ok_after = after[rows, good] > after[rows, bad]
+    from scipy import stats  # here, not at the top: 1.1 s of every app start for a test few requests run
+
     changes = []
     for (tok, g), i in zip(vocab, ids):
         pre, post = float(before[:, i].mean()), float(after[:, i].mean())

@@ -21,7 +21,6 @@ import json
 
 import numpy as np
 import torch
-from scipy import stats
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM, weights_checksum
@@ -130,6 +129,8 @@ def rel_change(pre: float, post: float) -> float:
 def _chart(results: list[dict], after: str, vocab: list[tuple[str, str]]) -> list[TokenChange]:
     """The paper's chart over the pairs: each word's relative change of its mean probability, with a
     two-sample t-test (as ``paradigm_analysis.suppress``)."""
+    from scipy import stats  # here, not at the top: 1.1 s of every app start for a test few requests run
+
     out = []
     for tok, group in vocab:
         pre = np.array([r["before"][tok] for r in results])
