@@ -225,17 +225,17 @@ def weights_checksum(model: torch.nn.Module) -> str:
     The worker takes it after every long request (~650 MB on the real model), so the per-tensor hashes run
     on a thread per core (hashlib lets go of the GIL while it hashes) and a tensor shared under two names
     (tied input and output embeddings) is hashed once: the value is what hashing each name in turn gives."""
-    named = sorted(model.state_dict(keep_vars=False).items())
-    views = {_storage_view(t): t for _, t in named}  # each distinct piece of memory once
+    named = [(name, _storage_view(t), t) for name, t in sorted(model.state_dict(keep_vars=False).items())]
+    views = {view: t for _, view, t in named}  # each distinct piece of memory once
     if sum(t.nbytes for t in views.values()) < PARALLEL_CHECKSUM_BYTES:  # starting threads costs more
         sums = {v: tensor_checksum(t) for v, t in views.items()}
     else:
         with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
             sums = dict(zip(views, pool.map(tensor_checksum, views.values())))
     h = hashlib.blake2b(digest_size=16)
-    for name, t in named:
+    for name, view, _ in named:
         h.update(name.encode())
-        h.update(sums[_storage_view(t)].encode())
+        h.update(sums[view].encode())
     return h.hexdigest()
 
 

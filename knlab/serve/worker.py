@@ -23,10 +23,10 @@ IG run, evaluation and claim before it. Hence:
   (20.7x: it waited for the edit) with one lock; with these lanes 0.27 s against 0.24 s (1.1x), and a
   smollm2-135m /predict during a smollm2-135m edit 0.50 s against 0.47 s (1.1x, its interactive lane);
   with 8 clients each editing smollm2-135m (``bench_load.py --model smollm2-135m --kn-share 0``), /predict
-  p95 2.7-4.9 s over three runs against 123-142 s with one lock (/edit p50 96-130 s against 103-111 s the same
-  afternoon, the edits now sharing the cores with the predictions that used to wait). Edits of one model still take turns on its long lane; a second
-  long copy would not shorten that queue on 2 cores (two ROME edits in two threads: 13.9 s, one after the
-  other: 14.6 s).
+  p95 2.7-4.9 s over three runs against 123-142 s with one lock (/edit p50 96-130 s against 103-111 s the
+  same afternoon, the edits now sharing the cores with the predictions that used to wait). Edits of one
+  model still take turns on its long lane; a second long copy would not shorten that queue on 2 cores (two
+  ROME edits in two threads: 13.9 s, one after the other: 14.6 s).
   The alternatives are worse or cost more: a priority queue still waits for the long job already
   running (the whole edit: ~1 s on world-gpt, 10-15 s on smollm2-135m); long jobs yielding between
   steps would need every method cut into resumable steps, each re-applying and restoring the session's
@@ -34,8 +34,8 @@ IG run, evaluation and claim before it. Hence:
 - the tokens preview and /status never wait for a model job: the preview reads a private copy of the
   tokenizer (a fast tokenizer's padding state is not safe to share between threads), and /status reports
   each copy's checksum as last verified: the long lane checksums all its weights after every request
-  (0.5 s on smollm2-135m on 2 threads, next to a job of many seconds); an idle lane is checksummed by /status itself,
-  a busy one reports its last verified checksum and says it is busy.
+  (0.5 s on smollm2-135m on 2 threads, next to a job of many seconds); an idle lane is checksummed by
+  /status itself, a busy one reports its last verified checksum and says it is busy.
 - a request whose client went away while it waited for its lane is dropped, not run (``wanted``): Gradio
   drops an event still in its own queue when the browser tab closes, but one already handed to a thread
   waits here, on the lane's lock.

@@ -57,12 +57,17 @@ def load_record(model: str, directory: Path = RECORDS) -> dict:
     try:
         stat = path.stat()
     except FileNotFoundError:
-        return {"model": model, "claims": {}}
+        return _parsed(path, model)
     version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a write replaces the file: a new inode
     known = _READ.get(path)
     if known is None or known[0] != version:
-        known = _READ[path] = (version, json.loads(path.read_text()))
+        known = _READ[path] = (version, _parsed(path, model))
     return known[1]
+
+
+def _parsed(path: Path, model: str) -> dict:
+    """The record in ``path`` freshly parsed (a copy of its own), empty where none was written."""
+    return json.loads(path.read_text()) if path.exists() else {"model": model, "claims": {}}
 
 
 def recorded_run(entry: dict) -> ModelRun:
@@ -85,7 +90,7 @@ def _locked(model: str, directory: Path) -> Iterator[dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {"model": model, "claims": {}}
+        data = _parsed(path, model)
         yield data
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
