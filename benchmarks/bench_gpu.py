@@ -1,85 +1,187 @@
-"""The real model's instruments on a GPU in float16: one prepared script for a session that has one.
+"""Every instrument on a GPU in float32 and in half precision, checked against the stored float32 CPU run.
 
-    python benchmarks/bench_gpu.py                 # CUDA, float16 (the app's GPU setting)
-    python benchmarks/bench_gpu.py --device cpu    # the same on the CPU in float32, to check the script
+    python benchmarks/bench_gpu.py                                  # CUDA: float32, float16, bfloat16
+    python benchmarks/bench_gpu.py --device cpu --dtypes float32    # the same script on a CPU (the suite runs it)
+    python benchmarks/bench_gpu.py --device cpu --dtypes float32 --write-reference   # store the reference
 
-Times the causal trace of "The capital of France is" (3 kinds, 10 samples, default window), integrated
-gradients over all layers, and a ROME edit (covariance once, then the edit), each after a warm-up, and
-checks the answers against the float32 CPU run's: p(Paris), the trace's two sites, the edit taking.
-Prints one JSON object (``--markdown docs/benchmarks.md`` also rewrites this run's section of the record,
-benchmarks/sections.py). Never part of the test suite.
+For each compute dtype (``knlab.core.dtype``: float32 weights, the methods' passes under autocast), on one
+loaded model: the prediction of "The capital of France is", integrated gradients over every layer, the causal
+trace (3 kinds, the default samples and window) and a ROME edit (France -> Rome), each timed after a warm-up,
+and compared with the float32 CPU reference in benchmarks/records/gpu-reference-<model>.json:
+
+- the top token the same, every probability and score finite;
+- IG: at least 8 of the reference's top-10 neurons, map correlation >= 0.99;
+- trace: each grid's correlation >= 0.99;
+- ROME: the same criteria (reliability, generality, locality, ...), p(new) after the edit within 0.05.
+
+These are the bounds that decided half precision on the CPU (bench_dtype.py, docs/benchmarks.md "Compute
+dtype"). Exits 1 when a dtype disagrees (and names what), 2 without CUDA; prints one JSON object
+(``--markdown docs/benchmarks.md`` also rewrites its section of the record, benchmarks/sections.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sections  # noqa: E402
 
-from knlab.methods.attribute import attribute  # noqa: E402
-from knlab.studies.edit_report import edit  # noqa: E402
 from knlab.core.models import load_model  # noqa: E402
-from knlab.methods.patching import patch_estimate  # noqa: E402
+from knlab.methods.attribute import attribute  # noqa: E402
 from knlab.methods.predict import predict  # noqa: E402
-from knlab.methods.trace import trace  # noqa: E402
+from knlab.methods.trace import KINDS, trace  # noqa: E402
+from knlab.studies.edit_report import edit  # noqa: E402
 
-PROMPT, SUBJECT = "The capital of France is", "France"
-
-
-def timed(fn, sync) -> tuple[object, float]:
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t0
+PROMPT, SUBJECT, NEW = "The capital of France is", "France", "Rome"
+RECORDS = Path(__file__).resolve().parent / "records"
+IG_TOP, IG_OVERLAP_MIN, CORR_MIN, P_NEW_TOL = 10, 8, 0.99, 0.05
 
 
-def main() -> int:
+def reference_path(model: str) -> Path:
+    return RECORDS / f"gpu-reference-{model}.json"
+
+
+def pearson(a, b) -> float:
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float(np.array_equal(a, b))
+
+
+def run_instruments(lm, sync) -> tuple[dict, dict]:
+    """(what each instrument answered, its seconds after a warm-up) on ``lm``."""
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - t0
+
+    seconds: dict = {}
+    pred, seconds["predict"] = timed(lambda: predict(lm, PROMPT, 3))
+    attribute(lm, PROMPT, steps=2)  # warm-up
+    ig, seconds["ig"] = timed(lambda: attribute(lm, PROMPT))
+    trace(lm, PROMPT, SUBJECT, samples=2)  # warm-up
+    tr, seconds["trace"] = timed(lambda: trace(lm, PROMPT, SUBJECT))
+    edit(lm, "rome", PROMPT, SUBJECT, NEW, generate_tokens=0)  # warm-up: the covariance, the templates
+    rome, seconds["rome"] = timed(lambda: edit(lm, "rome", PROMPT, SUBJECT, NEW, generate_tokens=0))
+    answers = {"top": pred.top_tokens[0], "top_probs": [float(p) for p in pred.top_probs],
+               "ig_scores": np.asarray(ig.scores, float).round(8).tolist(),
+               "trace": {k: np.asarray(tr.grids[k], float).round(8).tolist() for k in KINDS if k in tr.grids},
+               "trace_clean": tr.clean, "trace_corrupted": tr.corrupted,
+               "rome_criteria": rep_criteria(rome), "rome_p_new": float(rome.after["p_new"]),
+               "dtypes": {"ig": ig.dtype, "trace": tr.dtype, "rome": rome.dtype}, "device": str(lm.device)}
+    return answers, seconds
+
+
+def rep_criteria(rep) -> dict:
+    return {k: (None if v is None else round(float(v), 4)) for k, v in rep.criteria.items()}
+
+
+def top_k(scores, k: int = IG_TOP) -> set[tuple[int, int]]:
+    s = np.asarray(scores, float)
+    flat = np.argsort(s.ravel())[::-1][:k]
+    return {tuple(int(x) for x in np.unravel_index(i, s.shape)) for i in flat}
+
+
+def compare(got: dict, ref: dict) -> tuple[dict, list[str]]:
+    """The figures of agreement and the list of disagreements (empty: it agrees)."""
+    bad: list[str] = []
+    finite = all(math.isfinite(x) for x in [*got["top_probs"], got["trace_clean"], got["trace_corrupted"],
+                                             got["rome_p_new"]]) \
+        and bool(np.isfinite(got["ig_scores"]).all()) and all(np.isfinite(g).all() for g in got["trace"].values())
+    overlap = len(top_k(got["ig_scores"]) & top_k(ref["ig_scores"]))
+    figures = {"top": got["top"], "finite": finite, "ig_top10_overlap": overlap,
+               "ig_corr": pearson(got["ig_scores"], ref["ig_scores"]),
+               "trace_corr": {k: pearson(got["trace"][k], ref["trace"][k]) for k in ref["trace"]},
+               "rome_criteria": got["rome_criteria"], "rome_p_new": got["rome_p_new"]}
+    if got["top"] != ref["top"]:
+        bad.append(f"top token {got['top']!r}, the reference {ref['top']!r}")
+    if not finite:
+        bad.append("a probability or score is not finite")
+    if overlap < IG_OVERLAP_MIN:
+        bad.append(f"IG top-{IG_TOP} shares {overlap} neurons with the reference (< {IG_OVERLAP_MIN})")
+    if not figures["ig_corr"] >= CORR_MIN:
+        bad.append(f"IG map correlation {figures['ig_corr']:.4f} < {CORR_MIN}")
+    for k, c in figures["trace_corr"].items():
+        if not c >= CORR_MIN:
+            bad.append(f"trace {k} grid correlation {c:.4f} < {CORR_MIN}")
+    if got["rome_criteria"] != ref["rome_criteria"]:
+        bad.append(f"ROME criteria {got['rome_criteria']}, the reference {ref['rome_criteria']}")
+    if not abs(got["rome_p_new"] - ref["rome_p_new"]) <= P_NEW_TOL:
+        bad.append(f"ROME p(new) {got['rome_p_new']:.4f}, the reference {ref['rome_p_new']:.4f}")
+    return figures, bad
+
+
+def cpu_flags() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx"))))
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dtypes", default="float32,float16,bfloat16")
+    ap.add_argument("--reference", type=Path, default=None, help="default: benchmarks/records/gpu-reference-MODEL.json")
+    ap.add_argument("--write-reference", action="store_true", help="store this float32 CPU run as the reference")
     sections.add_argument(ap)
-    args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
+    args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
         return 2
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    out: dict = {"device": args.device, "torch": torch.__version__,
-                 "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None}
-    lm, out["load_s"] = timed(lambda: load_model(args.model, device=args.device), sync)
-    out["dtype"] = str(next(lm.model.parameters()).dtype)
-    pred = predict(lm, PROMPT, 3)
-    out["top"] = [(t, round(float(p), 4)) for t, p in zip(pred.top_tokens, pred.top_probs)]
-    trace(lm, PROMPT, SUBJECT, samples=2)  # warm-up
-    res, out["trace_s"] = timed(lambda: trace(lm, PROMPT, SUBJECT), sync)
-    h, s1, L = res.grids["hidden"], res.subject_range[1] - 1, lm.n_layers
-    out["trace"] = {"clean": res.clean, "corrupted": res.corrupted, "window": res.window,
-                    "early_site": float(h[s1, : L // 3].mean()), "late_site": float(h[res.position, 2 * L // 3:].mean())}
-    _, out["preview_s"] = timed(lambda: patch_estimate(lm, PROMPT, SUBJECT), sync)
-    attribute(lm, PROMPT, steps=2)  # warm-up
-    ig, out["ig_s"] = timed(lambda: attribute(lm, PROMPT), sync)
-    out["ig_top"] = [(l, i, round(v, 5)) for l, i, v in ig.top(5)]
-    first, out["rome_first_s"] = timed(lambda: edit(lm, "rome", PROMPT, SUBJECT, "Rome", generate_tokens=0), sync)
-    rep, out["rome_s"] = timed(lambda: edit(lm, "rome", PROMPT, SUBJECT, "Rome", generate_tokens=0), sync)
-    out["rome"] = {"criteria": rep.criteria, "timing": rep.timing, "first_timing": first.timing}
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    ref_path = args.reference or reference_path(args.model)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    out: dict = {"device": args.device, "model": args.model, "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+                 "cpu_flags": cpu_flags(), "runs": {}}
+    if args.write_reference:
+        if args.device != "cpu" or dtypes != ["float32"]:
+            print(json.dumps({"error": "the reference is the float32 CPU run: --device cpu --dtypes float32"}))
+            return 2
+        answers, seconds = run_instruments(load_model(args.model, device="cpu", compute="float32"), sync)
+        ref_path.write_text(json.dumps({"model": args.model, "torch": torch.__version__, **answers}) + "\n")
+        print(json.dumps({"wrote": str(ref_path), "seconds": seconds}))
+        return 0
+    ref = json.loads(ref_path.read_text())
+    failed = False
+    for dtype in dtypes:
+        t0 = time.perf_counter()
+        lm = load_model(args.model, device=args.device, compute=dtype)
+        load_s = time.perf_counter() - t0
+        answers, seconds = run_instruments(lm, sync)
+        figures, bad = compare(answers, ref)
+        out["runs"][dtype] = {"weights": lm.weights_dtype, "ran_in": answers["dtypes"], "load_s": load_s,
+                              "seconds": seconds, **figures, "agrees": not bad, "disagreements": bad}
+        failed |= bool(bad)
+        del lm
     print(json.dumps(out, indent=1, default=str))
     if args.markdown:
+        rows = [[d, r["ran_in"]["ig"], *(f"{r['seconds'][k]:.2f}" for k in ("predict", "ig", "trace", "rome")),
+                 str(r["ig_top10_overlap"]), f"{r['ig_corr']:.4f}", f"{min(r['trace_corr'].values()):.4f}",
+                 "yes" if r["agrees"] else "NO: " + "; ".join(r["disagreements"])] for d, r in out["runs"].items()]
         sections.write_section(
-            args.markdown, sections.section_name(__file__, None if args.device == "cuda" else args.device),
-            f"{args.model} on {out['gpu'] or args.device} ({out['dtype']}), each after a warm-up:\n\n"
-            + sections.table(["what", "seconds"], [[k.removesuffix("_s"), f"{v:.2f}"] for k, v in out.items()
-                                                 if k.endswith("_s")])
-            + f"\n\nTop prediction {out['top'][0]}; trace clean {out['trace']['clean']:.3f}, corrupted "
-            f"{out['trace']['corrupted']:.3f}; ROME criteria {out['rome']['criteria']}.")
-    return 0
+            args.markdown, sections.section_name(__file__, None if args.device.startswith("cuda") else args.device),
+            f"{args.model} on {out['gpu'] or args.device} (CPU flags: {out['cpu_flags']}), each after a warm-up, "
+            f"against the float32 CPU reference ({ref_path.name}):\n\n"
+            + sections.table(["compute", "ran in", "predict s", "IG s", "trace s", "ROME s", "IG top-10 shared",
+                              "IG corr", "trace corr (min)", "agrees"], rows))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from knlab.app.defaults import defaults_for
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
 from knlab.methods.tokenization import tokenization
+from knlab.serve.dispatch import ModelRequest, send, ui_error
 from knlab.serve.hosting import Sessions, allowed_models, check_model
-from knlab.serve.worker import LONG, ModelWorker, gpu
+from knlab.serve.worker import INTERACTIVE, LONG, ModelWorker
 
 log = logging.getLogger("knlab.app")
 
@@ -92,12 +93,16 @@ class Context:
         """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
         switching the model never applies one model's edit to another); ``base=True``: on the base model.
         ``lane``: the worker's interactive lane for a request well under a second, else the long one (the
-        worker's docstring says why); a request whose browser tab closed before it ran is dropped."""
+        worker's docstring says why); a request whose browser tab closed before it ran is dropped. ``fn``
+        and the arguments must pickle (a module-level function; ``progress=Progress(...)``): on ZeroGPU the
+        request runs in another process (``knlab.serve.dispatch``)."""
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
             specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
-            return _request(self.worker, model, specs, fn, *args, lane=lane, wanted=client_waiting(), **kwargs)
+            kind = "predict" if lane == INTERACTIVE else "long"
+            return send(ModelRequest(self.worker.name, model, tuple(specs), fn, args, kwargs, lane, kind),
+                        wanted=client_waiting())
 
     def takeaway(self, name: str, result: Any, fn: Callable[..., Any], model: str | None, request: gr.Request | None,
                  *args: Any, base: bool = False, **kwargs: Any) -> tuple[list[str], str]:
@@ -119,21 +124,20 @@ class Context:
             wanted = client_waiting()
 
             def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
-                return _request(self.worker, check_model(spec), [], fn, *a, lane=LONG, wanted=wanted, **k)
+                return send(ModelRequest(self.worker.name, check_model(spec), (), fn, a, k, LONG, "study",
+                                         "the models are unchanged"), wanted=wanted)
             return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
 
 
 @contextlib.contextmanager
 def _shown_to_user(unchanged: str):
     """knlab's clear errors become the UI's one-line message; anything else is a bug: logged with its
-    traceback, shown to the user as one line (``unchanged`` says what the failure left alone)."""
+    traceback, shown to the user as one line (``unchanged`` says what the failure left alone). A ``gr.Error``
+    (from the request's own process: ``knlab.serve.dispatch.ui_error``) passes as it is."""
     try:
         yield
-    except KnlabError as e:
-        raise gr.Error(str(e), print_exception=False) from None
     except Exception as e:
-        log.exception("request failed")
-        raise gr.Error(f"internal error ({type(e).__name__}); {unchanged}", print_exception=False) from None
+        raise ui_error(e, unchanged) from None
 
 
 def takeaway_panel(name: str) -> tuple[gr.File, gr.Code]:
@@ -184,9 +188,13 @@ def client_waiting() -> Callable[[], bool]:
     return alive
 
 
-@gpu
-def _request(worker: ModelWorker, model: str, edits: list, fn: Callable[..., Any], *args: Any, lane: str = LONG,
-             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> Any:
-    return worker.run(model, edits, fn, *args, lane=lane, wanted=wanted, **kwargs)
+class Progress:
+    """A tab's progress bar as a method's ``progress(fraction, what)`` callback, mapped onto ``[start, start +
+    span]`` of the bar; it pickles (a lambda would not), so it reaches a request run in a ZeroGPU process,
+    whose Gradio context sends each update back to the browser."""
 
+    def __init__(self, bar: gr.Progress, start: float = 0.0, span: float = 1.0, desc: str | None = None):
+        self.bar, self.start, self.span, self.desc = bar, start, span, desc
 
+    def __call__(self, fraction: float, what: str = "") -> None:
+        self.bar(self.start + self.span * fraction, desc=self.desc or what)

@@ -23,6 +23,7 @@ from knlab.app.tabs.trace import build_trace_tab
 from knlab.core.limits import describe as describe_limits
 from knlab.core.limits import hosted
 from knlab.core.models import SHIPPED_MODELS, default_model, shipped_installed
+from knlab.serve.dispatch import zero_gpu
 from knlab.serve.hosting import allowed_models
 from knlab.serve.worker import ModelWorker, default_worker
 
@@ -43,6 +44,9 @@ TABS: list[Callable[[Context], None]] = [build_lesson_tab, build_predict_tab, bu
 
 def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
     worker = worker or default_worker()
+    if zero_gpu():  # load every model now, in the main thread, so that ZeroGPU packs their weights
+        worker.second_copy = False  # concurrent requests run in separate GPU processes (serve.worker)
+        worker.preload(allowed_models() if hosted() else shipped_installed())
     with gr.Blocks(title="knlab") as app:
         gr.Markdown("# knlab\nWhere, if anywhere, does a language model keep its knowledge? "
                     "Knowledge neurons, causal tracing and model editing, side by side on one model.")

@@ -64,21 +64,27 @@ class LM:
     embedding_std: float | None = None  # the reference std of its embeddings, where known (ShippedModel)
     dtype_choice: str = "auto"  # knlab.core.dtype.CHOICES: the methods' compute dtype (KNLAB_DTYPE / --dtype)
 
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the weights are stored in: float32, unless the model did not fit its device so
+        (``weights_dtype_for``)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
     def compute_dtype(self, method: str) -> str:
         """The dtype ``method`` ("rome", "ig", "trace") runs in on this model: its weights' own when they
-        are not float32 (a GPU's float16), else the choice resolved for this method and device
-        (``knlab.core.dtype.method_dtype``)."""
+        are not float32 (a model too large for its GPU in float32), else the choice resolved for this method
+        and device (``knlab.core.dtype.method_dtype``)."""
         from knlab.core.dtype import method_dtype
-        weights = next(self.model.parameters()).dtype
-        if weights != torch.float32:
-            return str(weights).removeprefix("torch.")
+        if self.weights_dtype != "float32":
+            return self.weights_dtype
         return method_dtype(self.dtype_choice, method, self.device)
 
     def autocast(self, method: str):
-        """The context ``method``'s forward passes run in (nothing at all for float32)."""
+        """The context ``method``'s forward passes run in (nothing at all for float32 or for half weights,
+        which run in their own dtype)."""
         from knlab.core.dtype import autocast
         dtype = self.compute_dtype(method)
-        return autocast("float32" if dtype != "bfloat16" else dtype, self.device)
+        return autocast(dtype if self.weights_dtype == "float32" else "float32", self.device)
 
     @property
     def masked(self) -> bool:
@@ -86,6 +92,12 @@ class LM:
 
     @property
     def device(self) -> torch.device:
+        """Where its inputs go: the input embeddings' device (a model spread by accelerate's ``device_map``
+        runs each layer where its weights are; an offloaded layer's weights show as ``meta``)."""
+        placed = getattr(self.model, "hf_device_map", None)
+        if placed:
+            first = next((d for d in placed.values() if d not in ("cpu", "disk", "meta")), "cpu")
+            return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
         return next(self.model.parameters()).device
 
     @property
@@ -162,11 +174,65 @@ def _resolve(spec: str) -> str:
     return spec
 
 
+def weights_dtype_for(device: str | torch.device, float32_bytes: int) -> torch.dtype:
+    """The dtype a model's weights are stored in on ``device``: float32 wherever they fit (every CPU; a GPU
+    whose free memory holds them 1.5 times over, the rest for activations), else bfloat16 on a GPU that has
+    it and float16 on one that does not. The methods' compute dtype is a separate choice (``knlab.core.dtype``)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    free, _ = torch.cuda.mem_get_info(device)
+    if free > 1.5 * float32_bytes:
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def place_checked(lm: LM, device: str | None = None) -> str:
+    """Put ``lm`` on ``device`` (default: CUDA where there is one) in the dtype its weights keep there
+    (``weights_dtype_for``), returning the checksum of every weight taken on the CPU before the move: on
+    ZeroGPU the main process can read its weights only from its main thread, and only before they are placed
+    (``knlab.serve.worker``)."""
+    device = device or default_device()
+    dtype = weights_dtype_for(device, sum(t.nbytes for t in lm.model.state_dict().values()))
+    lm.model.to(dtype)
+    checksum = weights_checksum(lm.model)
+    lm.model.to(device)
+    return checksum
+
+
+def load_tokenizer(spec: str) -> LM:
+    """``spec``'s tokenizer and architecture entry, on no weights (``model`` is None): what the tokens preview
+    needs, read without loading the model or touching a device."""
+    from transformers import AutoTokenizer
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelLoadError(f"no model given; {available()}")
+    spec = spec.strip()
+    _quiet()
+    source = _resolve(spec)
+    config, local = _config(source, spec)
+    try:
+        arch = arch_for(config.model_type)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
+    except UnsupportedModel as e:
+        raise ModelLoadError(str(e)) from None
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load the tokenizer of {spec!r} ({reason[:200]}); {available()}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    shipped = SHIPPED_MODELS.get(spec)
+    return LM(spec, None, tokenizer, arch, shipped.embedding_std if shipped else None)
+
+
 def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.dtype | None = None,
-               compute: str | None = None) -> LM:
+               compute: str | None = None, device_map: str | dict | None = None,
+               max_memory: dict | None = None, offload_folder: str | None = None) -> LM:
     """Load ``spec`` with the Auto classes (never ``trust_remote_code``) and find its architecture entry.
-    ``dtype``: the weights' (float32 on a CPU); ``compute``: the methods' compute dtype choice
-    (``knlab.core.dtype``: auto / float32 / bfloat16; default ``KNLAB_DTYPE``, else auto)."""
+    ``dtype``: the weights' (float32 wherever they fit: ``weights_dtype_for``); ``compute``: the methods'
+    compute dtype choice (``knlab.core.dtype``: auto / float32 / float16 / bfloat16; default ``KNLAB_DTYPE``,
+    else auto). ``device_map`` (with ``max_memory``, ``offload_folder``): a model larger than one device,
+    spread by accelerate (``"auto"``, or a map of module names to devices); ``device`` is then ignored."""
     from knlab.core.dtype import check_choice
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -182,16 +248,21 @@ def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.
     except UnsupportedModel as e:
         raise ModelLoadError(str(e)) from None
     device = device or default_device()
-    if dtype is None:
-        dtype = torch.float32 if device == "cpu" else torch.float16
     cls = AutoModelForMaskedLM if arch.masked else AutoModelForCausalLM
+    spread = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory,
+                                            "offload_folder": offload_folder}
     try:
-        model = cls.from_pretrained(source, dtype=dtype, trust_remote_code=False, local_files_only=local)
+        model = cls.from_pretrained(source, dtype=dtype or torch.float32, trust_remote_code=False,
+                                    local_files_only=local, **spread)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"cannot load model {spec!r} ({reason[:200]}); {available()}") from None
-    model.to(device).eval()
+    model.eval()
+    if device_map is None:
+        if dtype is None:
+            model.to(weights_dtype_for(device, sum(t.nbytes for t in model.state_dict().values())))
+        model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     if tokenizer.pad_token is None:

@@ -53,6 +53,7 @@ class Attribution:
     scores: np.ndarray  # [n_layers, d_ff]
     target_prob: float
     dtype: str = "float32"  # the compute dtype it ran in (LM.compute_dtype("ig"))
+    device: str = "cpu"  # where it ran
 
     def top(self, k: int = 20) -> list[tuple[int, int, float]]:
         flat = np.argsort(self.scores, axis=None)[::-1][:k]
@@ -62,7 +63,7 @@ class Attribution:
     def to_json(self, k: int = 20) -> dict:
         return {"model": self.model, "prompt": self.prompt, "target": self.target, "method": self.method,
                 "layers": int(self.scores.shape[0]), "width": int(self.scores.shape[1]),
-                "target_prob": self.target_prob, "dtype": self.dtype,
+                "target_prob": self.target_prob, "dtype": self.dtype, "device": self.device,
                 "top_neurons": [{"layer": l, "neuron": i, "score": s} for l, i, s in self.top(k)]}
 
 
@@ -269,7 +270,7 @@ def _attribute(lm: LM, prompt: str, enc, tids, steps: int, method: str, baseline
                     else _ig_one_token(lm, e, tids[k], steps, baseline, layers, site=site)[0])
     name = lm.tokenizer.decode(tids).strip()
     return Attribution(lm.spec, prompt.strip(), name, method, steps, np.mean(maps, 0), float(probs[tids[0]]),
-                       lm.compute_dtype("ig"))
+                       lm.compute_dtype("ig"), str(lm.device))
 
 
 def _extend(enc, ids: list[int]):

@@ -117,7 +117,8 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
     if progress:
         progress(1.0)
     return PatchEstimate(lm.spec, prompt.strip(), enc.tokens, (s0, s1), ans, aid, pos, clean_p, corrupted_p,
-                         grids, samples, window, level, seed)
+                         grids, samples, window, level, seed,
+                         lm.weights_dtype, str(lm.device))  # no autocast: the weights' own dtype
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -85,10 +85,13 @@ class Prediction:
     position: int
     top_tokens: list[str]
     top_probs: np.ndarray
+    dtype: str = "float32"  # the weights' (a prediction runs no autocast)
+    device: str = "cpu"  # where it ran
 
     def to_json(self) -> dict:
         return {"model": self.model, "prompt": self.prompt,
-                "top": [{"token": t, "prob": float(p)} for t, p in zip(self.top_tokens, self.top_probs)]}
+                "top": [{"token": t, "prob": float(p)} for t, p in zip(self.top_tokens, self.top_probs)],
+                "dtype": self.dtype, "device": self.device}
 
 
 def predict(lm: LM, prompt: str, top: int = 5) -> Prediction:
@@ -98,7 +101,7 @@ def predict(lm: LM, prompt: str, top: int = 5) -> Prediction:
     probs = next_token_probs(lm, enc)
     p, i = probs.topk(min(top, probs.shape[0]))
     return Prediction(lm.spec, prompt.strip(), enc.tokens, enc.position,
-                      token_strings(lm, i.tolist()), p.cpu().numpy())
+                      token_strings(lm, i.tolist()), p.cpu().numpy(), lm.weights_dtype, str(lm.device))
 
 
 ANSWER_BATCH = 256  # prompts per forward pass

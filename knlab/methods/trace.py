@@ -269,6 +269,7 @@ class TraceResult:
     noise: float
     seed: int
     dtype: str = "float32"  # the compute dtype it ran in (LM.compute_dtype("trace"))
+    device: str = "cpu"  # where it ran
 
     def indirect_effect(self, kind: str) -> np.ndarray:
         return self.grids[kind] - self.corrupted
@@ -280,7 +281,8 @@ class TraceResult:
         for k in KINDS:
             if k in self.grids:
                 out[k] = self.grids[k].tolist()
-        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed, dtype=self.dtype)
+        out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed, dtype=self.dtype,
+                   device=self.device)
         return out
 
 
@@ -354,4 +356,5 @@ def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples:
     for (k, t, l), p in zip(index, res.probs):
         grids[k][t, l] = p
     return TraceResult(lm.spec, prompt.strip(), enc.tokens, rng, ans, aid, enc.position, res.clean,
-                       res.corrupted, grids, samples, window, level, seed, lm.compute_dtype("trace"))
+                       res.corrupted, grids, samples, window, level, seed, lm.compute_dtype("trace"),
+                       str(lm.device))

@@ -40,22 +40,41 @@ IG run, evaluation and claim before it. Hence:
   drops an event still in its own queue when the browser tab closes, but one already handed to a thread
   waits here, on the lane's lock.
 
-On Hugging Face ZeroGPU the request function is what ``spaces.GPU`` wraps, so nothing here relies on
-state left on the GPU between calls.
+Where each part lives when requests cross a process boundary (Hugging Face ZeroGPU: ``knlab.serve.dispatch``
+sends each request to a forked GPU process, pickled in and out). In the *main process*: the sessions and their
+edit lists (``serve.hosting``), the check that a client still waits (asked once, before the request is sent:
+Gradio's queue exists only there), the tokens preview (a tokenizer and the architecture entry, never the
+weights: ``tokenizing``) and the models themselves, loaded once at start-up in the main thread (``preload``) so
+that ZeroGPU can pack their weights; their base checksums are taken there, on the CPU, before the weights are
+placed on the device. In the *GPU process*: the lanes, the session's edits applied and undone, the checksummed
+restore. A forked process inherits the worker's memory; its locks are made anew (another thread of the main
+process may have held one at the fork) and each lane's weights are checksummed against the base before the
+first request it serves there (``_forked``), so a copy the main process left mid-request is never served. The
+long lane's checksum after each request travels back with the answer (``status`` reports it: the main
+process never reads weights that ZeroGPU has packed). One copy per model there, never two: ZeroGPU runs
+concurrent requests in separate processes, each on its own copy, so the interactive lane's second copy would
+only double the GPU memory (``second_copy``).
+
+A second copy on a GPU box (not ZeroGPU) is kept where the device's free memory holds it twice over
+(``KNLAB_SECOND_COPY``: ``auto``, ``1``, ``0``): its worth is the interactive lane's, measured above on CPU;
+no GPU machine has measured it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
+import os
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 
 from knlab.core.errors import KnlabError
-from knlab.core.models import LM, load_model, weights_checksum
+from knlab.core.models import LM, load_model, load_tokenizer, place_checked, weights_checksum
 from knlab.core.specs import EditSpec, WeightsCorrupted, applied  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -69,15 +88,6 @@ class RequestDropped(KnlabError):
     """Its client went away while the request waited for the model: it was never run."""
 
 
-def gpu(fn: Callable[..., T]) -> Callable[..., T]:
-    """``spaces.GPU`` on Hugging Face ZeroGPU, a no-op elsewhere."""
-    try:
-        import spaces  # type: ignore
-    except Exception:
-        return fn
-    return spaces.GPU(fn)
-
-
 @dataclasses.dataclass
 class Lane:
     """One copy of a model's weights and the lock that lets one request at a time change them."""
@@ -87,44 +97,103 @@ class Lane:
     checksum: str | None = None  # of every weight, as last verified (at load, after a long job, by /status)
     verified_after: int = 0  # how many requests this copy had served when ``checksum`` was taken
     served: int = 0
+    check_first: bool = False  # in a forked process: checksum every weight before serving from this copy
+
+
+SECOND_COPY_ENV = "KNLAB_SECOND_COPY"
+_NAMES = itertools.count(1)
+_WORKERS: "weakref.WeakValueDictionary[str, ModelWorker]" = weakref.WeakValueDictionary()
+
+
+def named_worker(name: str) -> "ModelWorker":
+    """The worker registered under ``name`` in this process: how a request that crossed a process boundary
+    finds its models (a forked process holds the same workers, under the same names)."""
+    try:
+        return _WORKERS[name]
+    except KeyError:
+        raise KnlabError(f"no model worker named {name!r} in this process") from None
+
+
+def second_copy_wanted(device: str, model_bytes: int, choice: str | None = None) -> bool:
+    """Whether the interactive lane gets its own copy of a model of ``model_bytes`` on ``device``:
+    ``KNLAB_SECOND_COPY`` 1 / 0, or ``auto`` (the default): always on a CPU (host memory; measured worth in the
+    module's docstring), on a GPU only where its free memory holds the model twice over beside what it has."""
+    choice = (choice if choice is not None else os.environ.get(SECOND_COPY_ENV, "auto")).strip().lower()
+    if choice in ("1", "true", "yes", "on"):
+        return True
+    if choice in ("0", "false", "no", "off"):
+        return False
+    if choice != "auto":
+        raise KnlabError(f"{SECOND_COPY_ENV} is auto, 1 or 0, not {choice!r}")
+    if torch.device(device).type != "cuda":
+        return torch.device(device).type == "cpu"
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return free > 2 * model_bytes
 
 
 class ModelWorker:
-    def __init__(self, device: str | None = None):
+    """``device``: where models are placed (default: CUDA where there is one). ``second_copy``: whether each
+    model's interactive lane gets its own copy (default: ``second_copy_wanted``); without one, both lanes share
+    one copy and its lock. ``name``: how a request from another process finds this worker (``named_worker``)."""
+
+    def __init__(self, device: str | None = None, second_copy: bool | None = None, name: str | None = None):
         self.device = device
+        self.second_copy = second_copy
+        self.name = name or f"worker-{next(_NAMES)}"
         self._lanes: dict[tuple[str, str], Lane] = {}  # (spec, lane) -> its copy
         self._tokenizers: dict[str, tuple[LM, threading.Lock]] = {}  # spec -> weightless LM, its lock
         self._loading: dict[str, threading.Lock] = {}  # spec -> held while that model loads
         self._registry = threading.Lock()  # guards the dicts above; never held while loading or running
         self.base_checksums: dict[str, str] = {}  # spec -> checksum of all weights when loaded
+        self.remote = False  # requests run in other processes (ZeroGPU): never read the weights here
+        if self.name in _WORKERS:
+            raise KnlabError(f"a model worker named {self.name!r} exists already in this process")
+        _WORKERS[self.name] = self
 
     @property
     def requests_served(self) -> int:
         with self._registry:
-            return sum(lane.served for lane in self._lanes.values())
+            return sum(lane.served for lane in {id(lane): lane for lane in self._lanes.values()}.values())
 
-    def _register(self, lm: LM) -> None:
-        """The loaded ``lm`` becomes the long lane; a copy the interactive lane; a copy of its tokenizer,
-        on no weights, the preview's."""
-        base = weights_checksum(lm.model)
-        twin = copy.deepcopy(lm)
+    def _register(self, lm: LM, base: str | None = None) -> None:
+        """The loaded ``lm`` becomes the long lane; a copy the interactive lane (or the same copy, without a
+        second one); a copy of its tokenizer, on no weights, the preview's. ``base``: its checksum, where it
+        was taken before the weights were placed on their device."""
+        base = base or weights_checksum(lm.model)
+        device = str(lm.device)
+        size = sum(t.nbytes for t in lm.model.state_dict().values())
+        second = self.second_copy if self.second_copy is not None else second_copy_wanted(device, size)
+        long = Lane(lm, checksum=base)
+        interactive = Lane(copy.deepcopy(lm), checksum=base) if second else long
         tokenizer_only = dataclasses.replace(lm, model=None, tokenizer=copy.deepcopy(lm.tokenizer))
         with self._registry:
             self.base_checksums[lm.spec] = base
-            self._lanes[(lm.spec, LONG)] = Lane(lm, checksum=base)
-            self._lanes[(lm.spec, INTERACTIVE)] = Lane(twin, checksum=base)
+            self._lanes[(lm.spec, LONG)] = long
+            self._lanes[(lm.spec, INTERACTIVE)] = interactive
             self._tokenizers[lm.spec] = (tokenizer_only, threading.Lock())
+
+    def _load(self, spec: str) -> None:
+        """Load ``spec`` on the CPU, take its base checksum there, then place it on the worker's device."""
+        lm = load_model(spec, device="cpu")
+        base = place_checked(lm, self.device)
+        self._register(lm, base)
 
     def _ensure_loaded(self, spec: str) -> None:
         with self._registry:
-            if spec in self._tokenizers:
+            if (spec, LONG) in self._lanes:
                 return
             loading = self._loading.setdefault(spec, threading.Lock())
         with loading:  # one load per model; other models are served meanwhile
             with self._registry:
-                if spec in self._tokenizers:
+                if (spec, LONG) in self._lanes:
                     return
-            self._register(load_model(spec, device=self.device))
+            self._load(spec)
+
+    def preload(self, specs: Iterable[str]) -> None:
+        """Load ``specs`` now, in this thread: on ZeroGPU the main thread at start-up, where its emulated CUDA
+        packs the weights for the GPU processes (``knlab.serve.dispatch``)."""
+        for spec in specs:
+            self._ensure_loaded(spec)
 
     def _lane(self, spec: str, lane: str) -> Lane:
         if lane not in LANES:
@@ -141,16 +210,29 @@ class ModelWorker:
     @contextmanager
     def tokenizing(self, spec: str) -> Iterator[LM]:
         """``spec`` for what needs only its tokenizer and architecture (the tokens preview): never waits for a
-        request (its ``model`` is None: nothing here may run the model)."""
-        self._ensure_loaded(spec)
+        request and never touches a device. A model not loaded yet lends only its tokenizer and config (its
+        ``model`` is None: nothing here may run the model)."""
         with self._registry:
-            lm, lock = self._tokenizers[spec]
+            known = self._tokenizers.get(spec)
+        if known is None:
+            with self._registry:
+                loading = self._loading.setdefault(f"tokenizer:{spec}", threading.Lock())
+            with loading:
+                with self._registry:
+                    known = self._tokenizers.get(spec)
+                if known is None:
+                    known = (load_tokenizer(spec), threading.Lock())
+                    with self._registry:
+                        known = self._tokenizers.setdefault(spec, known)
+        lm, lock = known
         with lock:
             yield lm
 
     def status(self) -> dict:
         """Every loaded model's checksum now or as last verified, against the one at load (equal, always).
-        Never waits: an idle lane is checksummed now, a busy one reports its checksum after its last job."""
+        Never waits: an idle lane is checksummed now, a busy one reports its checksum after its last job.
+        With requests served in other processes (``remote``), each lane's checksum is the one its last request
+        there took, sent back with the answer (``note_verified``): the weights here are never read."""
         with self._registry:
             lanes = dict(self._lanes)
             base = dict(self.base_checksums)
@@ -159,7 +241,7 @@ class ModelWorker:
             idle = lane.lock.acquire(blocking=False)
             if idle:
                 try:
-                    if lane.lm is not None and lane.verified_after < lane.served:
+                    if not self.remote and lane.lm is not None and lane.verified_after < lane.served:
                         lane.checksum, lane.verified_after = weights_checksum(lane.lm.model), lane.served
                 finally:
                     lane.lock.release()
@@ -170,7 +252,32 @@ class ModelWorker:
             sums = [lane["checksum"] for lane in m["lanes"].values()]
             m["unchanged"] = all(s == m["base"] for s in sums)
             m["checksum"] = next((s for s in sums if s != m["base"]), m["base"])  # a differing one, if any
-        return {"requests_served": sum(lane.served for lane in lanes.values()), "models": models}
+        copies = {id(lane): lane for lane in lanes.values()}.values()  # a shared copy once
+        return {"requests_served": sum(lane.served for lane in copies), "models": models,
+                "in_gpu_processes": self.remote}
+
+    def verified(self, spec: str, lane: str) -> dict:
+        """What a request leaves for ``status`` in the process that sent it: its lane's checksum as last taken."""
+        held = self._lane(spec, lane)
+        return {"checksum": held.checksum, "served": held.served}
+
+    def note_verified(self, spec: str, lane: str, report: dict) -> None:
+        """A lane's checksum after a request served in another process (``verified`` there)."""
+        self.remote = True
+        held = self._lane(spec, lane)
+        held.served += 1
+        if report.get("checksum") is not None:
+            held.checksum, held.verified_after = report["checksum"], held.served
+
+    def _forked(self) -> None:
+        """In a process forked from this one: fresh locks (a thread of the parent may have held one at the
+        fork), and every copy checksummed before it serves here (the parent may have been mid-request)."""
+        self._registry = threading.Lock()
+        self._loading = {}
+        self._tokenizers = {s: (lm, threading.Lock()) for s, (lm, _) in self._tokenizers.items()}
+        for lane in {id(lane): lane for lane in self._lanes.values()}.values():
+            lane.lock = threading.Lock()
+            lane.check_first = lane.lm is not None
 
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> T:
@@ -179,9 +286,14 @@ class ModelWorker:
         held = self._lane(spec, lane)
         _acquire(held.lock, wanted)
         try:
+            if held.check_first:  # first request in a forked process
+                held.check_first = False
+                held.checksum, held.verified_after = weights_checksum(held.lm.model), held.served
+                if held.checksum != self.base_checksums[spec]:
+                    held.lm = None
             if held.lm is None:  # its last restore failed: a fresh copy, checked against the first load
-                fresh = load_model(spec, device=self.device)
-                if weights_checksum(fresh.model) != self.base_checksums[spec]:
+                fresh = load_model(spec, device="cpu")
+                if place_checked(fresh, self.device) != self.base_checksums[spec]:
                     raise WeightsCorrupted(f"{spec} reloaded with other weights than it first had")
                 held.lm = fresh
             held.served += 1
@@ -219,5 +331,17 @@ _DEFAULT: ModelWorker | None = None
 def default_worker() -> ModelWorker:
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = ModelWorker()
+        _DEFAULT = ModelWorker(name="default")
     return _DEFAULT
+
+
+def _after_fork_in_child() -> None:
+    """A forked process computes on one CPU thread: GNU OpenMP's thread pool does not survive a fork, and a
+    child whose parent had run a parallel region hangs in its first one (seen: a layer norm, forever). On
+    ZeroGPU the child computes on the GPU, where one CPU thread costs little."""
+    torch.set_num_threads(1)
+    for worker in list(_WORKERS.values()):
+        worker._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -53,6 +53,7 @@ class EditReport:
     timing: dict = field(default_factory=dict)  # ROME: one-off templates / covariance seconds and the edit itself
     left_out: list[dict] = field(default_factory=list)  # probes the model cannot answer before the edit, and why
     dtype: str = "float32"  # the compute dtype of the edit's method (ROME's v*, the KN edit's IG)
+    device: str = "cpu"  # where it ran
 
     def to_json(self) -> dict:
         return {"method": self.method, "model": self.model, "prompt": self.prompt, "subject": self.subject,
@@ -61,7 +62,8 @@ class EditReport:
                 "seconds": round(self.seconds, 4), "before": self.before, "after": self.after,
                 "timing": {k: round(v, 4) for k, v in self.timing.items()},
                 "criteria": self.criteria, "relation": self.relation, "generation": self.generation,
-                "probes": [p.to_json() for p in self.probes], "left_out": self.left_out, "dtype": self.dtype}
+                "probes": [p.to_json() for p in self.probes], "left_out": self.left_out, "dtype": self.dtype,
+                "device": self.device}
 
 
 def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
@@ -158,7 +160,7 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
                       {"p_new": float(p_after[new_id]), "p_old": float(p_after[old_id])},
                       criteria(results), results, {"before": gen_before, "after": gen_after},
                       info["relation"], spec, where.get("timing", {}), left_out,
-                      lm.compute_dtype("rome" if method == "rome" else "ig"))
+                      lm.compute_dtype("rome" if method == "rome" else "ig"), str(lm.device))
 
 
 @dataclass

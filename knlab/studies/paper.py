@@ -11,6 +11,7 @@ the CLI pass their model worker, so every rerun runs on the base weights of an a
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import time
@@ -145,6 +146,13 @@ def _loaded(check_weights: bool = False) -> Callable[..., Any]:
     return run_on
 
 
+def _model_progress(progress: Callable[[float, str], None] | None, k: int, of: int, model: str, f: float,
+                    what: str = "") -> None:
+    """The k-th of ``of`` models' progress ``f`` as the whole rerun's."""
+    if progress:
+        progress((k + f) / of, f"{model}: {what}")
+
+
 def rerun(claim_id: str, size: int | None = None, models: list[str] | None = None,
           run_on: Callable[..., Any] | None = None, progress: Callable[[float, str], None] | None = None) -> ClaimResult:
     """Rerun a claim live on each shipped model it applies to (``models``: only those of them in this list), with
@@ -166,10 +174,7 @@ def rerun(claim_id: str, size: int | None = None, models: list[str] | None = Non
     t0, runs = time.perf_counter(), []
     for k, model in enumerate(targets):
         n = size or (c.real_size if model in REAL_MODELS else c.size)
-
-        def sub(f: float, what: str = "", k=k, model=model) -> None:
-            if progress:
-                progress((k + f) / len(targets), f"{model}: {what}")
+        sub = functools.partial(_model_progress, progress, k, len(targets), model)  # pickles, unlike a closure
         sub(0.0, "starting")
         runs.append(run_on(model, c.run, n, sub))
     return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0)

@@ -112,6 +112,12 @@ def _provenance(command: str) -> dict:
     return {"command": command, "commit": commit, "versions": versions}
 
 
+def ran_on(lm) -> dict:
+    """Where a claim's record was measured: the device, and each method's compute dtype there."""
+    from knlab.core.dtype import METHODS
+    return {"device": str(lm.device), "dtypes": {m: lm.compute_dtype(m) for m in METHODS}}
+
+
 def record_claim(lm, claim_id: str, directory: Path = RECORDS, resume: bool = True, command: str = "",
                  log: Callable[[str], None] = print, size: int | None = None) -> ModelRun:
     """Run one claim on a loaded model at its record size (``size``: another, for a check), checkpointing
@@ -123,7 +129,7 @@ def record_claim(lm, claim_id: str, directory: Path = RECORDS, resume: bool = Tr
         old = data["claims"].get(claim_id, {})
         done = old.get("items", {}) if resume and old.get("weights") == weights else {}
         data["claims"][claim_id] = {"claim": claim_id, "size": size, "complete": False, "weights": weights,
-                                    **_provenance(command), "seconds": old.get("seconds", 0.0) if done else 0.0,
+                                    **_provenance(command), **ran_on(lm), "seconds": old.get("seconds", 0.0) if done else 0.0,
                                     "items": done}
     t0, last = time.perf_counter(), [0.0]
     before, spent_before = len(done), (old.get("seconds", 0.0) if done else 0.0)

@@ -19,7 +19,9 @@ def test_choice_from_argument_env_and_default(monkeypatch):
     monkeypatch.setenv(D.ENV, "bf16")
     assert D.check_choice(None) == "bfloat16"
     assert D.check_choice("float32") == "float32"  # the argument wins over the environment
-    monkeypatch.setenv(D.ENV, "float16")
+    monkeypatch.setenv(D.ENV, "fp16")
+    assert D.check_choice(None) == "float16"
+    monkeypatch.setenv(D.ENV, "float8")
     with pytest.raises(InputError, match="KNLAB_DTYPE"):
         D.check_choice(None)
 
@@ -30,6 +32,8 @@ def test_method_dtype_resolution(monkeypatch):
         assert D.method_dtype("bfloat16", m, bf16_units=False) == "bfloat16"  # forced: as asked
         assert D.method_dtype("auto", m, bf16_units=False) == "float32"  # no bfloat16 units: float32
         assert D.method_dtype("auto", m, "cuda", bf16_units=True) == "float32"
+        for half in ("float16", "bfloat16"):  # asked for: honoured on a GPU as on a CPU
+            assert D.method_dtype(half, m, "cuda") == D.method_dtype(half, m, "cpu") == half
     monkeypatch.setattr(D, "AUTO_BF16", frozenset({"ig"}))
     assert D.method_dtype("auto", "ig", bf16_units=True) == "bfloat16"
     assert D.method_dtype("auto", "rome", bf16_units=True) == "float32"  # not measured to agree
@@ -40,6 +44,30 @@ def test_method_dtype_resolution(monkeypatch):
 def test_float32_runs_no_autocast_context():
     assert isinstance(D.autocast("float32"), contextlib.nullcontext)
     assert isinstance(D.autocast("bfloat16"), torch.autocast)
+    with D.autocast("float16"):
+        assert torch.get_autocast_dtype("cpu") == torch.float16
+
+
+def test_weights_stay_float32_wherever_they_fit(monkeypatch):
+    """A GPU no longer forces half-precision weights: float32 where the model fits its free memory 1.5 times
+    over, half precision only where it does not."""
+    from knlab.core.models import weights_dtype_for
+    assert weights_dtype_for("cpu", 10 ** 12) == torch.float32
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert weights_dtype_for("cuda", 2 << 30) == torch.float32
+    assert weights_dtype_for("cuda", 3 << 30) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert weights_dtype_for("cuda", 3 << 30) == torch.float16
+
+
+def test_half_weights_run_in_their_own_dtype(gpt):
+    """A model whose weights had to be stored in half precision reports that dtype, whatever the choice."""
+    import copy
+    lm = copy.deepcopy(gpt)
+    lm.model.to(torch.bfloat16)
+    assert lm.weights_dtype == "bfloat16"
+    assert {lm.compute_dtype(m) for m in D.METHODS} == {"bfloat16"}
 
 
 def test_load_model_takes_the_environment(monkeypatch):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from knlab.app.context import Context, takeaway_panel, whole
+from knlab.app.context import Context, Progress, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import attribution_overview, layer_figure, paradigm_figure
 from knlab.core.limits import limits
@@ -162,12 +162,18 @@ def paradigm_chart(ctx: Context, w: AttributeWidgets) -> None:
 
         def run_paradigm(model, name, n, steps, request: gr.Request, progress=gr.Progress()):
             args = (name, whole(n, 'prompts'), whole(steps, 'steps'))
-            res = ctx.serve(analyse, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
+            res = ctx.serve(analyse, model, request, *args, progress=Progress(progress))
             return paradigm_figure(res), res.to_json(), *ctx.takeaway("paradigm", res, analyse, model, request, *args)
 
         go.click(run_paradigm, [ctx.model, name, n, w.steps], [plot, raw, files, code], api_name="paradigm")
         ctx.fields["Attribute"] = {"prompt": w.prompt, "target": w.target}
         ctx.on_model_choice(attribute_defaults, [w.prompt, w.target, name, n])
+
+
+def shared_neurons(lm, prompts: list[str], target: str | None, steps: int):
+    """The neurons that several paraphrases share (``select`` over each prompt's attribution): a module-level
+    function, so that a request for it pickles."""
+    return select([attribute(lm, p, target, steps).scores for p in prompts])
 
 
 def neurons_endpoint(ctx: Context, w: AttributeWidgets) -> None:
@@ -180,7 +186,6 @@ def neurons_endpoint(ctx: Context, w: AttributeWidgets) -> None:
         lines = [p for p in (prompts or "").splitlines() if p.strip()]
         if not lines:
             raise gr.Error("give one prompt per line", print_exception=False)
-        return ctx.serve(lambda lm: select([attribute(lm, p, target or None, whole(steps, 'steps')).scores
-                                            for p in lines]), model, request).to_json()
+        return ctx.serve(shared_neurons, model, request, lines, target or None, whole(steps, 'steps')).to_json()
 
     button.click(neurons, [ctx.model, prompts, w.target, w.steps], out, api_name="neurons")

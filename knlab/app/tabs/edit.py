@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
+from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure
 from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
@@ -143,7 +143,7 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
                            print_exception=False)
         progress(0.05, desc=f"computing the {method} edit")
         args = (method, prompt, subject, target, rome_layer_choice(layer))
-        rep = ctx.serve(edit, model, request, *args, progress=lambda f, d="": progress(0.05 + 0.8 * f, desc=d))
+        rep = ctx.serve(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8))
         taken = ctx.takeaway("edit", rep, edit, model, request, *args)  # made on the edits before this one
         edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
                                        "call": Call(edit, args)}]
@@ -193,7 +193,7 @@ def _compare(ctx: Context, form: EditForm) -> None:
 
         def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
             args = (prompt, subject, target, rome_layer_choice(layer))
-            res = ctx.serve(compare, model, request, *args, progress=lambda f, d="": progress(f, desc=d))
+            res = ctx.serve(compare, model, request, *args, progress=Progress(progress))
             out: list = []
             for m in ("kn", "rome"):
                 rep = res.reports[m]

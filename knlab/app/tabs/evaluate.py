@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, edit_method_choice, takeaway_panel, whole
+from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
@@ -47,7 +47,7 @@ def build_evaluate_tab(ctx: Context) -> None:
             progress(0.02, desc="editing facts one at a time")
             args = (method, relation, whole(limit, 'facts'))
             res = ctx.serve(evaluate_relation, model, request, *args, base=True,
-                            progress=lambda f, d="": progress(f, desc=d))
+                            progress=Progress(progress))
             data = res.to_json()
             pub = data["published"]
             rows = []

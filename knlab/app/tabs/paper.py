@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from knlab.app.context import Context, takeaway_panel, whole
+from knlab.app.context import Context, Progress, takeaway_panel, whole
 from knlab.app.plots import claim_figure, recorded_figure
 from knlab.studies import record
 from knlab.studies.claims.common import ModelRun
@@ -31,11 +31,14 @@ def findings_rows(run: ModelRun) -> list[list[str]]:
 
 
 def _provenance(entry: dict, run: ModelRun) -> str:
-    """'Recorded: 38 items (2 left out), size 40, 12.3 minutes, commit 1234abcd, `command`'."""
+    """'Recorded: 38 items (2 left out), size 40, 12.3 minutes, commit 1234abcd, on cpu (rome float32, ig
+    float32, trace float32), `command`' (the device and dtypes where the record says them)."""
     left = len(run.left_out)
     commit = str(entry.get("commit") or "unknown")[:8]
     return (f"Recorded: {len(entry.get('items', {}))} items{f' ({left} left out)' if left else ''}, size "
             f"{entry.get('size', run.size)}, {entry.get('seconds', run.seconds) / 60:.1f} minutes, commit {commit}"
+            + (f", on {entry['device']} ({', '.join(f'{m} {d}' for m, d in entry['dtypes'].items())})"
+               if entry.get("device") else "")
             + (f", `{entry['command']}`" if entry.get("command") else "")
             + (f", finished {entry['finished']}" if entry.get("finished") else ""))
 
@@ -114,7 +117,7 @@ def build_paper_tab(ctx: Context) -> None:
                     progress(0.01, desc=f"rerunning {c.id}")
                     n = whole(n, "size") if n not in (None, "") else 0
                     res = ctx.serve_many(rerun, request, c.id, n or None,
-                                         progress=lambda f, d="": progress(f, desc=d))
+                                         progress=Progress(progress))
                     return (live_summary(c, res),
                             [[r["model"], r["item"], str(r["live"]), str(r["published"])] for r in res.rows],
                             claim_figure(res, "live rerun at a small size"), res.to_json(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, takeaway_panel, whole
+from knlab.app.context import Context, Progress, takeaway_panel, whole
 from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.app.plots import category_figure, trace_figure
 from knlab.core.limits import limits
@@ -52,7 +52,7 @@ def build_trace_tab(ctx: Context) -> None:
                        gr.update())
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
             res = ctx.serve(trace, model, request, *args,
-                            progress=lambda f: progress(0.05 + 0.9 * f, desc="restoring clean states"))
+                            progress=Progress(progress, 0.05, 0.9, "restoring clean states"))
             progress(0.95, desc="drawing")
             msg = (f"**p({res.answer})**: clean **{res.clean:.3f}**, subject corrupted **{res.corrupted:.3f}** "
                    f"(noise std {res.noise:.3g}, {res.samples} samples, window {res.window}). Best hidden-state restore: "

@@ -155,6 +155,7 @@ class RomeResult:
     p_target: float
     seconds: dict = field(default_factory=dict)  # "templates", "mom2", "edit"
     dtype: str = "float32"  # the v* optimisation's compute dtype (LM.compute_dtype)
+    device: str = "cpu"  # where it ran
 
 
 def check_layer(lm: LM, layer: int | None) -> int:
@@ -206,4 +207,4 @@ def rome(lm: LM, prompt: str, subject: str, target: str, layer: int | None = Non
     label = f"ROME L{layer}: {prompt} -> {target.strip()}"
     spec = RomeEdit(layer, tuple(u.cpu().tolist()), tuple(right.cpu().tolist()), label)
     return RomeResult(spec, layer, k_star.cpu().numpy(), v.target.cpu().numpy(), key.cpu().numpy(), v.steps,
-                      v.loss, v.p_target, seconds, lm.compute_dtype("rome"))
+                      v.loss, v.p_target, seconds, lm.compute_dtype("rome"), str(lm.device))

@@ -11,6 +11,7 @@ rounded probabilities, neuron lists); what is heavy and only needed to get there
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -100,15 +101,14 @@ class ModelRun:
 def timed(run: Callable[..., ModelRun]) -> Callable[..., ModelRun]:
     """Fill in the run's wall time, size, items and left-out items; give it an ``Items`` when the caller
     has none (a live rerun measures everything anew)."""
-    def wrapped(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
+    @functools.wraps(run)  # its module and qualified name: it pickles by reference, as a request to a
+    def wrapped(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:  # GPU process must
         items = items if items is not None else Items()
         t0 = time.perf_counter()
         out = run(lm, n, progress, items)
         out.seconds, out.size = time.perf_counter() - t0, n
         out.items, out.left_out = dict(items.results), dict(items.left_out)
         return out
-    wrapped.__name__ = run.__name__
-    wrapped.__doc__ = run.__doc__
     return wrapped
 
 
