@@ -492,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         setup(sp)
         if any("--model" in a.option_strings for a in sp._actions):  # the commands that load a model
             sp.add_argument("--dtype", choices=DTYPES, default=None,
-                            help="the methods' compute dtype (default: $KNLAB_DTYPE, else auto: bfloat16 only "
-                                 "where it was measured to agree and the CPU has bfloat16 matrix units)")
+                            help="the methods' compute dtype, on a CPU or a GPU (default: $KNLAB_DTYPE, else auto: "
+                                 "bfloat16 only where it was measured to agree and the CPU has bfloat16 matrix "
+                                 "units, float32 everywhere else)")
     args = ap.parse_args(argv)
     if getattr(args, "dtype", None):  # read by load_model when the command loads its model
         os.environ[DTYPE_ENV] = args.dtype

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from knlab.core.nethook import get_module
+from knlab.core.nethook import get_module, module_weight
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,13 @@ def n_layers(model: torch.nn.Module, arch: Arch) -> int:
     return len(get_module(model, arch.layers))
 
 
-def weight_as_out_in(module: torch.nn.Module) -> torch.Tensor:
-    """The projection's weight as [out_features, in_features], whether it is nn.Linear or GPT-2's Conv1D."""
-    w = module.weight
+def weight_as_out_in(model: torch.nn.Module, name: str, writable: bool = False) -> torch.Tensor:
+    """Projection ``name``'s weight as [out_features, in_features], whether it is nn.Linear or GPT-2's Conv1D:
+    a view of the tensor that holds it (for a model spread by accelerate, the offloaded copy: ``stored``)."""
+    module = get_module(model, name)
+    w = module_weight(module, model, name, writable)
     return w if isinstance(module, torch.nn.Linear) else w.T
 
 
 def ffn_width(model: torch.nn.Module, arch: Arch) -> int:
-    return weight_as_out_in(get_module(model, arch.module("mlp_out", 0))).shape[1]
+    return weight_as_out_in(model, arch.module("mlp_out", 0)).shape[1]

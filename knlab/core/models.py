@@ -12,6 +12,7 @@ import torch
 
 from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, ffn_width, n_layers
 from knlab.core.errors import KnlabError
+from knlab.core.nethook import stored
 from knlab.core.packaged import PACKAGED, NotInstalled, converted, installed
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -98,7 +99,11 @@ class LM:
         if placed:
             first = next((d for d in placed.values() if d not in ("cpu", "disk", "meta")), "cpu")
             return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
-        return next(self.model.parameters()).device
+        first = next(self.model.parameters()).device
+        if first.type != "meta":
+            return first
+        hooked = (getattr(m._hf_hook, "execution_device", None) for m in self.model.modules() if hasattr(m, "_hf_hook"))
+        return torch.device(next((d for d in hooked if d is not None), "cpu"))  # offloaded: where it computes
 
     @property
     def n_layers(self) -> int:
@@ -296,7 +301,9 @@ def weights_checksum(model: torch.nn.Module) -> str:
     The worker takes it after every long request (~650 MB on the real model), so the per-tensor hashes run
     on a thread per core (hashlib lets go of the GIL while it hashes) and a tensor shared under two names
     (tied input and output embeddings) is hashed once: the value is what hashing each name in turn gives."""
-    named = [(name, _storage_view(t), t) for name, t in sorted(model.state_dict(keep_vars=False).items())]
+    state = {name: t if t.device.type != "meta" else stored(model, name)  # a spread model's offloaded weights
+             for name, t in model.state_dict(keep_vars=False).items()}
+    named = [(name, _storage_view(t), t) for name, t in sorted(state.items())]
     views = {view: t for _, view, t in named}  # each distinct piece of memory once
     if sum(t.nbytes for t in views.values()) < PARALLEL_CHECKSUM_BYTES:  # starting threads costs more
         sums = {v: tensor_checksum(t) for v, t in views.items()}

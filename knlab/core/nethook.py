@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from knlab.core.errors import InputError
+
 EditFn = Callable[[Any, str], Any]
 
 
@@ -39,11 +41,54 @@ def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
     return known[name]
 
 
-def get_parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
+def get_parameter(model: torch.nn.Module, name: str, writable: bool = True) -> torch.Tensor:
+    """The tensor holding parameter ``name``'s values: the parameter itself, or where accelerate offloaded it
+    (``stored``) the copy its hook keeps. ``writable``: it will be changed in place (an edit, a restore)."""
     for n, p in model.named_parameters():
         if n == name:
-            return p
+            return p if p.device.type != "meta" else stored(model, n, writable)
     raise LookupError(f"{type(model).__name__} has no parameter named {name!r}")
+
+
+class OffloadedToDisk(InputError):
+    """A weight accelerate keeps on disk: knlab edits weights in place and restores them, in memory only."""
+
+
+def stored(model: torch.nn.Module, name: str, writable: bool = False) -> torch.Tensor:
+    """Where a weight's values live in a model spread by accelerate (``device_map``, ``cpu_offload``): a weight
+    on a device is itself; an offloaded one shows as ``meta`` and its values are in the ``weights_map`` of
+    the accelerate hook on its module or an ancestor, under the name relative to that module, put on the
+    execution device for each forward pass. Held in memory (CPU offload) that copy is the weight to edit and
+    restore; loaded from disk at each pass it can be read but not changed (``OffloadedToDisk``)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        module = get_module(model, ".".join(parts[:cut])) if cut else model
+        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        if weights is None:
+            continue
+        key = getattr(weights, "prefix", "") + ".".join(parts[cut:])
+        dataset = getattr(weights, "dataset", weights)
+        in_memory = dataset if isinstance(dataset, dict) else getattr(dataset, "state_dict", {})
+        if key in in_memory:
+            return in_memory[key]
+        if writable:
+            raise OffloadedToDisk(f"{name} is offloaded to disk: knlab changes weights in place and restores them, "
+                                  f"which it can do in memory only; give its layer memory (max_memory) or edit "
+                                  f"another layer")
+        return dataset[key]
+    raise LookupError(f"{name} is on the meta device and no accelerate hook holds its values")
+
+
+def module_weight(module: torch.nn.Module, model: torch.nn.Module | None = None, name: str = "",
+                  writable: bool = False) -> torch.Tensor:
+    """``module.weight``'s values, resolved through accelerate's offload (``stored``) when it is ``meta``
+    (``model`` and the module's ``name`` then say where to look)."""
+    w = module.weight
+    if w.device.type != "meta":
+        return w
+    if model is None:
+        raise LookupError("an offloaded weight needs its model and name to be found")
+    return stored(model, f"{name}.weight", writable)
 
 
 def _first(x: Any) -> torch.Tensor:
@@ -62,11 +107,15 @@ def replace_first(x: Any, value: torch.Tensor) -> Any:
 def override_forward(module: torch.nn.Module, forward: Callable[..., Any]):
     """Temporarily replace a module's computation (its hooks still run): used to skip blocks whose
     output is already known, e.g. the layers below a causal-tracing restore."""
+    own = module.__dict__.get("forward")  # an instance's own forward (accelerate's hook) is put back after
     module.forward = forward
     try:
         yield module
     finally:
-        del module.forward  # back to the class's forward
+        if own is None:
+            del module.forward  # back to the class's forward
+        else:
+            module.forward = own
 
 
 class StopForward(Exception):

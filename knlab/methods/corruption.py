@@ -16,14 +16,14 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.core.nethook import get_module, per_model
+from knlab.core.nethook import get_module, module_weight, per_model
 
 NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
 
 
 def embedding_std(lm: LM, texts: Iterable[str] | None = None) -> float:
     """Standard deviation of the token embeddings the model actually sees (over ``texts``, or all rows)."""
-    emb = get_module(lm.model, lm.arch.embed).weight.detach().float()
+    emb = module_weight(get_module(lm.model, lm.arch.embed), lm.model, lm.arch.embed).detach().float()
     if texts is None:
         return emb.std().item()
     ids = sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]})

@@ -12,7 +12,7 @@ import torch
 from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.core.nethook import Trace, get_module
+from knlab.core.nethook import Trace, get_module, module_weight
 from knlab.core.tokens import first_token, spoken_ids, token_strings
 from knlab.methods.predict import encode, next_token_probs, top_token
 
@@ -139,13 +139,13 @@ class KnowledgeNeuronEdit:
     @contextlib.contextmanager
     def apply(self, lm: LM):
         check_neurons(lm, self.neurons)
-        emb = get_module(lm.model, lm.arch.embed).weight
+        emb = module_weight(get_module(lm.model, lm.arch.embed), lm.model, lm.arch.embed)
         old, new = first_token(lm, self.old), first_token(lm, self.new)  # a BPE word: the piece it starts with
         if old is None or new is None:
             raise InputError(f"{self.old!r} / {self.new!r}: not words {lm.spec} can say")
         e_old, e_new = emb[old], emb[new]
         with torch.no_grad():
             for l, i in self.neurons:
-                W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", l)))  # a view
+                W = weight_as_out_in(lm.model, lm.arch.module("mlp_out", l), writable=True)  # a view
                 W[:, i] += (self.lambda_new * e_new - self.lambda_old * e_old).to(W.dtype)
         yield

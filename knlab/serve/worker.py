@@ -75,6 +75,7 @@ import torch
 
 from knlab.core.errors import KnlabError
 from knlab.core.models import LM, load_model, load_tokenizer, place_checked, weights_checksum
+from knlab.core.packaged import cache_root
 from knlab.core.specs import EditSpec, WeightsCorrupted, applied  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class Lane:
 
 
 SECOND_COPY_ENV = "KNLAB_SECOND_COPY"
+DEVICE_MAP_ENV = "KNLAB_DEVICE_MAP"
 _NAMES = itertools.count(1)
 _WORKERS: "weakref.WeakValueDictionary[str, ModelWorker]" = weakref.WeakValueDictionary()
 
@@ -173,7 +175,15 @@ class ModelWorker:
             self._tokenizers[lm.spec] = (tokenizer_only, threading.Lock())
 
     def _load(self, spec: str) -> None:
-        """Load ``spec`` on the CPU, take its base checksum there, then place it on the worker's device."""
+        """Load ``spec`` on the CPU, take its base checksum there, then place it on the worker's device; with
+        ``KNLAB_DEVICE_MAP`` (``auto``), spread it over the devices by accelerate instead (a model larger than
+        one device; its offloaded weights are read, edited and restored through accelerate's hooks), one copy."""
+        if os.environ.get(DEVICE_MAP_ENV, "").strip():
+            offload = cache_root() / "offload" / spec.replace("/", "--")
+            lm = load_model(spec, device_map=os.environ[DEVICE_MAP_ENV].strip(), offload_folder=str(offload))
+            self.second_copy = False
+            self._register(lm)
+            return
         lm = load_model(spec, device="cpu")
         base = place_checked(lm, self.device)
         self._register(lm, base)

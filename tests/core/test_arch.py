@@ -28,8 +28,8 @@ def test_paths_resolve_with_right_shapes(family):
     for i in range(L):
         for kind in ("mlp", "mlp_in", "mlp_out", "attn", "attn_out", "hidden"):
             get_module(model, arch.module(kind, i))
-        assert weight_as_out_in(get_module(model, arch.module("mlp_out", i))).shape == (H, FF)
-        assert weight_as_out_in(get_module(model, arch.module("attn_out", i))).shape[0] == H
+        assert weight_as_out_in(model, arch.module("mlp_out", i)).shape == (H, FF)
+        assert weight_as_out_in(model, arch.module("attn_out", i)).shape[0] == H
 
     ids = torch.randint(5, V, (2, 7))
     layer = L - 1

@@ -38,6 +38,7 @@ def _through_spaces_queue(crossed: list):
 @pytest.fixture()
 def app(gpt, bert, monkeypatch):
     from knlab.app.ui import build_app
+    monkeypatch.setenv("KNLAB_DEFAULT_MODEL", "world-gpt")  # the Lesson's model: one this worker holds
     worker = ModelWorker(device="cpu", second_copy=False)
     worker.add_model(gpt)
     worker.add_model(bert)
@@ -57,28 +58,52 @@ def _call(app, api_name, session, *args):
     return list(out)[-1] if isinstance(out, types.GeneratorType) else out
 
 
-def test_every_tab_request_pickles_through_spaces_queue_and_sessions_stay_apart(app):
-    top = lambda who, prompt="The capital of Canada is": _call(  # noqa: E731
-        app, "predict", who, "world-gpt", prompt, 3)[1]["top"][0]["token"]
-    assert top("alice") == "Ottawa"
+def _top(app, who, prompt="The capital of Canada is"):
+    return _call(app, "predict", who, "world-gpt", prompt, 3)[1]["top"][0]["token"]
+
+
+def test_the_tabs_requests_pickle_through_spaces_queue_and_sessions_stay_apart(app):
+    assert _top(app, "alice") == "Ottawa"
     assert _call(app, "trace", "alice", "world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0,
                  True)[3]["answer"] == "Ottawa"
     assert _call(app, "attribute", "alice", "world-gpt", "The capital of Canada is", "", 3, "ig")[6]["target"] == "Ottawa"
     rome = _call(app, "edit", "alice", "world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None)
     assert rome[6]["criteria"]["reliability"] == 1.0
-    assert top("alice") == "Rome" and top("bob") == "Ottawa"  # her edit crossed with her requests, not his
-    kn = _call(app, "edit", "bob", "world-gpt", "kn", "The capital of France is", "France", "Berlin", None)
-    assert kn[6]["method"] == "kn" and kn[6]["neurons"]
-    assert top("alice", "The capital of France is") == "Paris"
-    assert _call(app, "undo", "alice")[1] == [] and top("alice") == "Ottawa"
-    assert _call(app, "reset", "bob")[1] == []
-    claim = _call(app, "paper_overturn", "carol", 2)
-    assert claim[3]["claim"] == "overturn" and [r["model"] for r in claim[3]["runs"]] == ["world-bert"]
-    kinds = {r.kind for r in app.crossed}
-    assert kinds == {"predict", "long", "study"}
-    assert {r.fn.__name__ for r in app.crossed} >= {"predict", "patch_estimate", "trace", "attribute", "edit"}
+    assert _top(app, "alice") == "Rome" and _top(app, "bob") == "Ottawa"  # her edit crossed with her requests only
+    assert _call(app, "undo", "alice")[1] == [] and _top(app, "alice") == "Ottawa"
+    assert {r.kind for r in app.crossed} == {"predict", "long"}
+    assert {r.fn.__name__ for r in app.crossed} == {"predict", "patch_estimate", "trace", "attribute", "edit"}
     status = app.knlab_context.worker.status()
     assert status["in_gpu_processes"] and status["models"]["world-gpt"]["unchanged"]
+
+
+@pytest.mark.slow  # a KN edit, a paraphrase search and a claim: minutes on 2 busy cores
+def test_kn_edits_paraphrases_and_claims_pickle_through_spaces_queue(app):
+    kn = _call(app, "edit", "bob", "world-gpt", "kn", "The capital of France is", "France", "Berlin", None)
+    assert kn[6]["method"] == "kn" and kn[6]["neurons"]
+    assert _top(app, "alice", "The capital of France is") == "Paris" and _top(app, "bob", "The capital of France is") != "Paris"
+    assert _call(app, "reset", "bob")[1] == [] and _top(app, "bob", "The capital of France is") == "Paris"
+    shared = _call(app, "neurons", "carol", "world-gpt", "The capital of Canada is\nThe capital city of Canada is",
+                   "Ottawa", 2)
+    assert isinstance(shared, dict) and shared
+    claim = _call(app, "paper_overturn", "carol", 2)
+    assert claim[3]["claim"] == "overturn" and [r["model"] for r in claim[3]["runs"]] == ["world-bert"]
+    assert {r.kind for r in app.crossed} == {"predict", "long", "study"}
+    assert {r.fn.__name__ for r in app.crossed} >= {"shared_neurons", "overturn"}
+
+
+def test_every_lesson_step_and_claim_pickles_by_reference():
+    """What the Lesson and the Paper tab send are their steps' and claims' functions, and each claim's progress:
+    each must pickle (a closure would not) and come back as the same function."""
+    import functools
+    import pickle
+
+    from knlab.studies.lesson import STEPS
+    from knlab.studies.paper import CLAIMS, _model_progress
+    for fn in [s.run for s in STEPS] + [c.run for c in CLAIMS]:
+        assert pickle.loads(pickle.dumps(fn)) is fn, fn
+    progress = pickle.loads(pickle.dumps(functools.partial(_model_progress, None, 0, 2, "world-gpt")))
+    assert progress(0.5, "half") is None
 
 
 def test_errors_cross_as_their_one_line(app):

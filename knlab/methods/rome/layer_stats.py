@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM, tensor_checksum
-from knlab.core.nethook import Trace, get_module
+from knlab.core.nethook import Trace, get_module, module_weight
 from knlab.core.packaged import cache_root  # the one place that knows where knlab's cache is
 from knlab.methods.rome.repr_tools import right_padded
 
@@ -56,8 +56,8 @@ def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
     h = hashlib.blake2b(digest_size=8)
     h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}|right-padded".encode())  # not older files
     for l in range(layer):
-        h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_out", l)).weight).encode())
-    h.update(tensor_checksum(get_module(lm.model, lm.arch.module("mlp_in", layer)).weight).encode())
+        h.update(tensor_checksum(_weight(lm, lm.arch.module("mlp_out", l))).encode())
+    h.update(tensor_checksum(_weight(lm, lm.arch.module("mlp_in", layer))).encode())
     return h.hexdigest()
 
 
@@ -111,3 +111,8 @@ def layer_stats(lm: LM, layer: int, corpus: tuple[str, Sequence[str]], samples: 
     os.replace(tmp, path)
     _MEMORY[str(path)] = mom2
     return mom2
+
+
+def _weight(lm: LM, name: str):
+    """A projection's weight as stored (an offloaded one through accelerate's hook): its bytes key the cache."""
+    return module_weight(get_module(lm.model, name), lm.model, name)

@@ -86,7 +86,7 @@ class RomeEdit:
     def apply(self, lm: LM):
         if not 0 <= self.layer < lm.n_layers:
             raise InputError(f"layer {self.layer} is out of range (0-{lm.n_layers - 1})")
-        W = weight_as_out_in(get_module(lm.model, lm.arch.module("mlp_out", self.layer)))
+        W = weight_as_out_in(lm.model, lm.arch.module("mlp_out", self.layer), writable=True)
         u = torch.tensor(self.u, dtype=torch.float32, device=W.device)
         v = torch.tensor(self.v, dtype=torch.float32, device=W.device)
         if W.shape != (v.shape[0], u.shape[0]):
