@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, ffn_width, n_layers
+from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, declare_layout, ffn_width, n_layers
 from knlab.core.errors import KnlabError
 from knlab.core.packaged import PACKAGED, NotInstalled, converted, installed
 
@@ -63,6 +63,10 @@ class LM:
     arch: Arch
     embedding_std: float | None = None  # the reference std of its embeddings, where known (ShippedModel)
     dtype_choice: str = "auto"  # knlab.core.dtype.CHOICES: the methods' compute dtype (KNLAB_DTYPE / --dtype)
+
+    def __post_init__(self) -> None:
+        if self.model is not None:  # the worker's tokenizer-only copy has none
+            declare_layout(self.model, self.arch)
 
     def compute_dtype(self, method: str) -> str:
         """The dtype ``method`` ("rome", "ig", "trace") runs in on this model: its weights' own when they

@@ -20,7 +20,7 @@ from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
-from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
+from knlab.core.replay import prefix_kwargs, prefix_reusable, replay_blocks, returned_cache
 from knlab.core.tokens import first_token
 from knlab.methods.corruption import add_subject_noise, noise_level, parse_noise, subject_noise
 from knlab.methods.predict import encode, next_token_probs
@@ -168,7 +168,7 @@ def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_
             TraceDict(lm.model, blocks) as corrupted_blocks:
         res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
     corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
-    cache = returned_cache(res) if use_prefix_cache else None
+    cache = returned_cache(res) if use_prefix_cache and prefix_reusable(lm, T) else None
 
     # step 3, the plan: which configurations run, from which position and block
     plan = _plan(configs, L, reuse_prefix=cache is not None and not lm.masked)
