@@ -27,16 +27,19 @@ import pytest
 import torch
 
 from knlab.core.arch import ARCHITECTURES
-from knlab.core.models import from_model, weights_checksum
 from knlab.core.errors import InputError
+from knlab.core.models import from_model, weights_checksum
 from knlab.core.nethook import Trace, TraceDict, get_module, per_model
 from knlab.core.specs import applied
-from knlab.core.tokens import first_token
+from knlab.core.tokens import first_token, spoken_ids
 from knlab.methods.attribute import attribute
 from knlab.methods.corruption import NOISE_SDS, noise_level
 from knlab.methods.intervene import KnowledgeNeuronEdit, NeuronIntervention, intervene
-from knlab.methods.predict import encode, next_token_probs, predict
+from knlab.methods.predict import encode, predict
 from knlab.methods.rome import RomeParams, rome
+from knlab.methods.rome.compute_v import build_problem, compute_v
+from knlab.methods.rome.context_templates import context_templates
+from knlab.methods.rome.repr_tools import prompt_template
 from knlab.methods.rome.rome_main import family_layer
 from knlab.methods.trace import locate_subject, restored_probs, trace
 
@@ -222,8 +225,9 @@ def test_rome_edit_takes_and_the_weights_come_back(family):
     """At the family's own layer (its published share of the depth, below the last block): v*'s loss falls
     from where it starts (delta = 0), the applied edit maps the prompt's key to v* (what it should do at the
     subject; p(target) at the prompt may still fall on a random model, where the rank-one update without the
-    key covariance also moves every other position), and the weights come back bit for bit. Three context templates stand in for the twenty the model would generate (generation is
-    tests/methods/test_rome.py's; here it would cost seconds per family)."""
+    key covariance also moves every other position), and the weights come back bit for bit. Three context
+    templates stand in for the twenty the model would generate (tests/methods/test_rome.py generates them;
+    here it would cost seconds per family)."""
     lm, _ = family
     if lm.masked:
         with pytest.raises(InputError, match="masked"):
@@ -233,9 +237,11 @@ def test_rome_edit_takes_and_the_weights_come_back(family):
     layer = family_layer(lm)
     assert 0 <= layer < lm.n_layers - 1
     base = weights_checksum(lm.model)
-    start = rome(lm, CAUSAL_PROMPT, SUBJECT, "Rome", layer, RomeParams(mom2=False, v_steps=1))  # delta = 0
     res = rome(lm, CAUSAL_PROMPT, SUBJECT, "Rome", layer, RomeParams(mom2=False, v_steps=4, early_stop_loss=0.0))
     assert res.layer == layer and res.steps == 4
+    problem = build_problem(lm, prompt_template(CAUSAL_PROMPT, SUBJECT), SUBJECT, spoken_ids(lm, "Rome"),
+                            context_templates(lm))
+    start = compute_v(lm, layer, problem, RomeParams(mom2=False, v_steps=1))  # the loss at delta = 0
     assert res.loss < start.loss - 0.05 and res.p_target > start.p_target
     with applied(lm, [res.edit]), torch.no_grad():
         assert weights_checksum(lm.model) != base
@@ -253,7 +259,7 @@ def test_the_evaluations_probes_score_an_edit(family):
     base = weights_checksum(lm.model)
     old = predict(lm, prompt, top=1).top_tokens[0].strip()
     target = "Rome" if old != "Rome" else "Paris"
-    rep = edit(lm, "kn", prompt, SUBJECT, target, neighbours=2, generate_tokens=1)
+    rep = edit(lm, "kn", prompt, SUBJECT, target, neighbours=2, generate_tokens=0)
     assert rep.relation == "P36" and rep.neurons
     assert rep.probes and rep.probes[0].criterion == "reliability"
     assert rep.criteria["reliability"] in (0.0, 1.0)

@@ -30,10 +30,10 @@ def cache_kwarg(model: torch.nn.Module) -> str:
 def prefix_reusable(lm: LM, positions: int) -> bool:
     """Whether a run of ``positions`` tokens may continue from a cached prefix. Not when a layer attends
     through a sliding window shorter than the run (Gemma-2 / Gemma-3's local layers, Mistral's window):
-    transformers' sliding cache then keeps only the window's last keys, cannot be cut back to a prefix
-    (``crop`` refuses) and a continuation from it sees other positions than the whole run. Such a run
-    recomputes every position (slower, the same numbers); real models' windows (512 to 4096 tokens) are
-    longer than knlab's prompts, so it is the tiny test models that take this path."""
+    transformers' sliding cache then keeps only the window's last keys and cannot be cut back to a prefix
+    (``crop`` refuses). Such a run recomputes every position (slower, the same numbers); real models'
+    windows (512 to 4096 tokens) are longer than knlab's prompts, so it is the tiny test models (window 4,
+    tests/tiny_models.py) that take this path."""
     config = lm.model.config
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None)

@@ -125,7 +125,8 @@ def test_a_model_over_the_memory_limit_is_refused_before_its_weights(tmp_path, m
     folder, model = _tiny_folder(tmp_path, weights=False)
     n = sum(p.numel() for p in model.parameters())
     monkeypatch.setenv("KNLAB_MAX_MODEL_GB", str(4 * n / 1e9 * 0.99))  # float32: just too small
-    with pytest.raises(ModelLoadError, match=r"\.?\d*M parameters take .* GB as float32, over this machine's limit .*KNLAB_MAX_MODEL_GB"):
+    with pytest.raises(ModelLoadError, match=r"M parameters take .* GB as float32, over this machine's limit "
+                                             r".*KNLAB_MAX_MODEL_GB"):
         load_model(str(folder), device="cpu")
     monkeypatch.setenv("KNLAB_MAX_MODEL_GB", "lots")
     with pytest.raises(ModelLoadError, match="not a number"):
@@ -155,7 +156,8 @@ def test_gguf_header_is_read_without_the_weights(tmp_path):
     from knlab.core.packaged import read_gguf_header
     path = _gguf(tmp_path / "m.gguf", "qwen3moe", tensors=((3, 5), (7,), (2, 2, 2)))
     head = read_gguf_header(path)
-    assert (head.architecture, head.model_type, head.has_tokenizer, head.n_params) == ("qwen3moe", "qwen3_moe", True, 30)
+    assert (head.architecture, head.model_type, head.has_tokenizer) == ("qwen3moe", "qwen3_moe", True)
+    assert head.n_params == 15 + 7 + 8
     assert head.n_params == sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
     assert read_gguf_header(_gguf(tmp_path / "g.gguf", "gemma3")).model_type == "gemma3_text"
     (tmp_path / "x.gguf").write_bytes(b"GGML and more")
