@@ -265,3 +265,23 @@ def test_the_evaluations_probes_score_an_edit(family):
     assert rep.criteria["reliability"] in (0.0, 1.0)
     assert weights_checksum(lm.model) == base
     assert _no_hooks_left(lm.model)
+
+
+def test_a_mask_written_as_knlab_writes_it_reaches_robertas_own(bert):
+    """RoBERTa's mask token is "<mask>"; knlab's prompts, the world's facts and its users write "[MASK]"
+    (``core.tokens.model_text``): prediction, the subject's place, and a whole edit report with its probes
+    run on such a tokenizer as on BERT's."""
+    import copy
+
+    from knlab.studies.edit_report import edit
+    tok = copy.deepcopy(bert.tokenizer)
+    tok.add_special_tokens({"mask_token": "<mask>"})
+    assert tok.mask_token == "<mask>"
+    lm = from_model(_build("roberta", tok), tok, spec="tiny-roberta-own-mask")
+    written = f"{CAUSAL_PROMPT} [MASK] ."
+    enc = encode(lm, written)
+    assert enc.input_ids[0, enc.position] == tok.mask_token_id
+    assert torch.equal(enc.input_ids, encode(lm, f"{CAUSAL_PROMPT} <mask> .").input_ids)
+    assert locate_subject(lm, written, SUBJECT) == locate_subject(lm, f"{CAUSAL_PROMPT} <mask> .", SUBJECT)
+    rep = edit(lm, "kn", written, SUBJECT, "Rome", neighbours=2, generate_tokens=1)
+    assert rep.relation == "P36" and len(rep.probes) >= 2

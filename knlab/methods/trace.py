@@ -21,7 +21,7 @@ from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
 from knlab.core.replay import prefix_kwargs, prefix_reusable, replay_blocks, returned_cache
-from knlab.core.tokens import first_token
+from knlab.core.tokens import first_token, model_text
 from knlab.methods.corruption import add_subject_noise, noise_level, parse_noise, subject_noise
 from knlab.methods.predict import encode, next_token_probs
 
@@ -35,6 +35,7 @@ def locate_subject(lm: LM, prompt: str, subject: str, occurrence: int = -1) -> t
     if not isinstance(subject, str) or not subject.strip():
         raise InputError("the subject is empty")
     subject = subject.strip()
+    prompt = model_text(lm, prompt)  # the text the model reads (RoBERTa's <mask> for [MASK])
     starts, i = [], prompt.find(subject)
     while i >= 0:
         starts.append(i)
