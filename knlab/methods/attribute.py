@@ -6,6 +6,12 @@ gamma * a (baseline zero, gamma = linspace(0, 1, steps)), the gradient of the ta
 respect to the scaled activation is summed over the steps, and score = a * sum / steps. All layers are
 attributed in one batched forward/backward pass (rows = layer x step); each row changes only its own
 layer, exactly as the reference code does one layer at a time.
+
+On families that RMS-normalise the MLP's output before the residual add (OLMo-2, Gemma-2, Gemma-3:
+``Arch.mlp_post_norm``) the path is degenerate: the output is the same for every gamma > 0, so the
+gradient along it is ~0 except at gamma = 0, where the norm's input vanishes, and the Riemann sum's scores
+are dominated by that one point. The scores are computed all the same; read them with that in mind
+(tests/test_families.py checks the invariance that causes it).
 """
 
 from __future__ import annotations
