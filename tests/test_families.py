@@ -6,12 +6,13 @@ table addressed the wrong module, a family quirk were missed, or a hook leaked:
 - prediction is the plain forward's softmax;
 - integrated gradients' scores sum, per layer, to p(target) less p(target) with that layer's activation
   at zero (the baseline), at knlab's site and at the seed's pre-activation site (where Phi-3's and
-  ModernBERT's fused projections need care);
+  ModernBERT's fused projections need care); on post-norm families (OLMo-2, Gemma-2/3), where the sum
+  cannot hold, the scale invariance that prevents it;
 - the causal trace's noise is 3 sd of what the embedding module hands the first block (Gemma scales it),
   and restoring clean states where they decide the answer recovers the clean probability;
 - the KN suppression zeroes the neurons, the KN edit changes the answer and its weights come back;
-- ROME's v* loss falls and the edit raises p(target); the weights come back bit for bit;
-- the evaluation's probes score a whole edit report.
+- ROME's v* loss falls and the edited layer maps the prompt's key to v*; the weights come back bit for bit;
+- the evaluation's probes score a whole edit report (and RoBERTa's <mask> reads the world's [MASK]).
 
 A new family is one entry in ``ARCHITECTURES`` and one tiny config; this module then checks it. Attention
 knockout is not here yet: it is being written under issue 31 (add its property when it lands).
@@ -128,9 +129,9 @@ def test_prediction_is_the_plain_softmax(family):
         probs = torch.softmax(twin(input_ids=enc.input_ids).logits[0, enc.position].float(), -1)
     pred = predict(lm, prompt, top=5)
     p, i = probs.topk(5)
-    assert [lm.tokenizer.convert_tokens_to_ids(t) for t in pred.top_tokens] == i.tolist() or \
-        np.allclose(pred.top_probs, p.numpy(), atol=1e-6)  # ties between random logits may order differently
     assert np.allclose(pred.top_probs, p.numpy(), atol=1e-6)
+    if (np.abs(np.diff(p.numpy())) > 1e-6).all():  # no near ties, whose order rounding may swap
+        assert pred.top_tokens == [lm.tokenizer.decode([j]) for j in i.tolist()]
 
 
 def test_ig_scores_sum_to_the_probability_the_layer_carries(family):
