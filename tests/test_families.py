@@ -286,3 +286,31 @@ def test_a_mask_written_as_knlab_writes_it_reaches_robertas_own(bert):
     assert locate_subject(lm, written, SUBJECT) == locate_subject(lm, f"{CAUSAL_PROMPT} <mask> .", SUBJECT)
     rep = edit(lm, "kn", written, SUBJECT, "Rome", neighbours=2, generate_tokens=1)
     assert rep.relation == "P36" and len(rep.probes) >= 2
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3_text"])
+def test_sliding_window_caches_give_the_straightforward_numbers(gpt, name):
+    """Real Gemma-2 / Gemma-3 windows (512 to 4096 tokens) are longer than knlab's prompts, so their traces,
+    IG and v* continue from cached prefixes held in sliding-window cache layers; the tiny models' window of
+    4 takes the other path (``replay.prefix_reusable``). Here a window longer than the prompt: the fast
+    trace and IG equal the straightforward ones of tests/reference/."""
+    import transformers as T
+    from knlab.core.replay import prefix_reusable
+    from reference.ig import ig_straightforward
+    from reference.trace import trace_straightforward
+    from tiny_models import _DECODER
+    config = {"gemma2": T.Gemma2Config, "gemma3_text": T.Gemma3TextConfig}[name](**_DECODER, head_dim=8,
+                                                                               sliding_window=32)
+    torch.manual_seed(0)
+    model = (T.Gemma2ForCausalLM if name == "gemma2" else T.Gemma3ForCausalLM)(config)
+    model.resize_token_embeddings(len(gpt.tokenizer))
+    lm = from_model(model.eval(), gpt.tokenizer, spec=f"tiny-{name}-window-32")
+    prompt = "The capital of New Zealand is"
+    assert prefix_reusable(lm, len(encode(lm, prompt).tokens))
+    res = trace(lm, prompt, "New Zealand", samples=3, window=2, noise=0.5, seed=3)
+    ref = trace_straightforward(lm, prompt, "New Zealand", res.answer_id, 3, 2, 0.5, 3)
+    for kind in ("hidden", "mlp", "attn"):
+        assert np.abs(res.grids[kind] - ref[kind]).max() < 1e-5, kind
+    fast = attribute(lm, prompt, "Ottawa", steps=5).scores
+    slow = ig_straightforward(lm, prompt, first_token(lm, "Ottawa"), 5)
+    assert np.abs(fast - slow).max() <= 1e-4 * np.abs(slow).max() + 1e-12
