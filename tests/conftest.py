@@ -65,6 +65,9 @@ def app_url(tmp_path_factory):
         proc.kill()
 
 
+# The families whose fast paths (replayed blocks, cached prefixes, staged IG rows) tests/methods compares with
+# the straightforward implementations of tests/reference/; every family of the table runs the conformance
+# suite, tests/test_families.py, whose properties hold whatever path ran.
 FAMILIES = ["gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "qwen2", "bert"]
 
 

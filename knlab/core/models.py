@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, ffn_width, n_layers
+from knlab.core.arch import ARCHITECTURES, Arch, UnsupportedModel, arch_for, declare_layout, ffn_width, n_layers
 from knlab.core.errors import KnlabError
 from knlab.core.nethook import stored
 from knlab.core.packaged import PACKAGED, NotInstalled, converted, installed
@@ -65,6 +65,10 @@ class LM:
     embedding_std: float | None = None  # the reference std of its embeddings, where known (ShippedModel)
     dtype_choice: str = "auto"  # knlab.core.dtype.CHOICES: the methods' compute dtype (KNLAB_DTYPE / --dtype)
 
+    def __post_init__(self) -> None:
+        if self.model is not None:  # the worker's tokenizer-only copy has none
+            declare_layout(self.model, self.arch)
+
     @property
     def weights_dtype(self) -> str:
         """The dtype the weights are stored in: float32, unless the model did not fit its device so
@@ -115,8 +119,8 @@ class LM:
 
 
 def available() -> str:
-    return (f"shipped models: {', '.join(SHIPPED_MODELS)}; or a Hugging Face model id / local path of a supported "
-            f"family ({', '.join(ARCHITECTURES)})")
+    return (f"shipped models: {', '.join(SHIPPED_MODELS)}; or a Hugging Face model id, a local folder or a .gguf "
+            f"file of a supported family ({', '.join(ARCHITECTURES)})")
 
 
 def default_device() -> str:
@@ -162,6 +166,74 @@ def _config(source: str, spec: str):
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"cannot load model {spec!r} ({reason[:200]}); {available()}") from None
+
+
+MEMORY_ENV = "KNLAB_MAX_MODEL_GB"
+DEFAULT_MEMORY_SHARE = 0.4  # of the machine's memory: the worker holds two copies of a model (its two lanes)
+
+
+def memory_limit_bytes() -> int:
+    """The most memory one loaded model's weights may take: ``KNLAB_MAX_MODEL_GB`` (gigabytes, 1e9 bytes), else
+    40% of this machine's memory, so that the worker's two copies of it fit with room to compute."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if raw:
+        try:
+            gb = float(raw)
+        except ValueError:
+            raise ModelLoadError(f"{MEMORY_ENV}={raw!r} is not a number of gigabytes") from None
+        return int(gb * 1e9)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no limit it could know
+        return 1 << 62
+    return int(DEFAULT_MEMORY_SHARE * total)
+
+
+def check_size(spec: str, n_params: int, dtype: torch.dtype) -> None:
+    """Refuse, before any weight is read, a model whose weights in ``dtype`` exceed ``memory_limit_bytes``."""
+    need = n_params * torch.empty((), dtype=dtype).element_size()
+    limit = memory_limit_bytes()
+    if need > limit:
+        count = f"{n_params / 1e9:.2f}B" if n_params >= 1e9 else f"{n_params / 1e6:.3g}M"
+        raise ModelLoadError(f"cannot load model {spec!r}: its {count} parameters take {need / 1e9:.3g} GB as "
+                             f"{str(dtype).removeprefix('torch.')}, over this machine's limit of "
+                             f"{limit / 1e9:.3g} GB ({MEMORY_ENV}); {available()}")
+
+
+def _family(model_type: str, spec: str) -> Arch:
+    try:
+        return arch_for(model_type)
+    except UnsupportedModel as e:
+        raise ModelLoadError(f"cannot load model {spec!r}: {e}") from None
+
+
+def _parameters_of(config, masked: bool) -> int:
+    """The model's parameter count from its config alone: the model built on the meta device (no memory, no
+    weights), tied weights counted once."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    cls = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = cls.from_config(config, trust_remote_code=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _local_gguf(spec: str, path: Path, dtype: torch.dtype) -> str:
+    """A user's own GGUF file: its header checked (family, tokenizer, size) before the one heavy step, its
+    conversion into a float32 safetensors folder in knlab's cache (``packaged.converted_file``)."""
+    from knlab.core.packaged import converted_file, gguf_dependencies_missing, read_gguf_header
+    try:
+        header = read_gguf_header(path)
+    except (ValueError, OSError) as e:
+        raise ModelLoadError(f"cannot load model {spec!r}: {e}; {available()}") from None
+    _family(header.model_type or "(none given)", spec)
+    if not header.has_tokenizer:
+        raise ModelLoadError(f"cannot load model {spec!r}: the GGUF file carries no tokenizer "
+                             f"(tokenizer.ggml.*), and knlab needs one to read prompts")
+    check_size(spec, header.n_params, dtype)
+    missing = gguf_dependencies_missing()
+    if missing:
+        raise ModelLoadError(f"reading a GGUF model needs {' and '.join(missing)}: pip install gguf accelerate")
+    return str(converted_file(path))
 
 
 def _resolve(spec: str) -> str:
@@ -215,12 +287,12 @@ def load_tokenizer(spec: str) -> LM:
     spec = spec.strip()
     _quiet()
     source = _resolve(spec)
+    if source.lower().endswith(".gguf") and Path(source).is_file():
+        source = _local_gguf(spec, Path(source), torch.float32)  # converted once into the cache, on the CPU
     config, local = _config(source, spec)
+    arch = _family(config.model_type, spec)
     try:
-        arch = arch_for(config.model_type)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
-    except UnsupportedModel as e:
-        raise ModelLoadError(str(e)) from None
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"cannot load the tokenizer of {spec!r} ({reason[:200]}); {available()}") from None
@@ -247,19 +319,27 @@ def load_model(spec: str = "world-gpt", device: str | None = None, dtype: torch.
     compute = check_choice(compute)
     _quiet()
     source = _resolve(spec)
-    config, local = _config(source, spec)
-    try:
-        arch = arch_for(config.model_type)
-    except UnsupportedModel as e:
-        raise ModelLoadError(str(e)) from None
     device = device or default_device()
+    # the checks, each one line, before anything heavy: the family, the size, the tokenizer; then the weights
+    if source.lower().endswith(".gguf"):
+        if not Path(source).is_file():
+            raise ModelLoadError(f"cannot load model {spec!r}: no such GGUF file; {available()}")
+        source = _local_gguf(spec, Path(source), dtype or torch.float32)
+    config, local = _config(source, spec)
+    arch = _family(config.model_type, spec)
+    check_size(spec, _parameters_of(config, arch.masked), dtype or torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load model {spec!r}: no tokenizer could be read from it ({reason[:160]}); "
+                             f"knlab needs one to read prompts") from None
     cls = AutoModelForMaskedLM if arch.masked else AutoModelForCausalLM
     spread = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                             "offload_folder": offload_folder}
     try:
         model = cls.from_pretrained(source, dtype=dtype or torch.float32, trust_remote_code=False,
                                     local_files_only=local, **spread)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"cannot load model {spec!r} ({reason[:200]}); {available()}") from None

@@ -122,11 +122,28 @@ class StopForward(Exception):
     """Raised by a hook with ``stop=True`` to skip the rest of the network once the value is captured."""
 
 
+FLATTENED = "knlab_flattened"  # the model attribute declare_flattened sets (an attribute: deepcopy keeps it)
+
+
+def declare_flattened(model: torch.nn.Module, modules: dict[str, str]) -> None:
+    """Declare modules that see the batch flattened to [batch x positions, width] (OPT's blocks reshape
+    before their MLP), each with the module whose first argument has the [batch, positions, ...] layout
+    (its block). ``Trace`` then hands retained values and edit functions [batch, positions, width] as for
+    every other module, so no method needs to know. Kept on the model object itself, not in ``per_model``,
+    so that a deep copy of the model (the worker's second lane) keeps it."""
+    setattr(model, FLATTENED, dict(modules))
+
+
+def flattened(model: torch.nn.Module) -> dict[str, str]:
+    return getattr(model, FLATTENED, {})
+
+
 class Trace(contextlib.AbstractContextManager):
     """Retain or edit one module's input (first positional argument) or output (first element).
 
     ``edit_output(output_tensor, layer_name) -> tensor`` and ``edit_input`` receive the tensor itself
-    (for modules returning tuples, the first element) and return the replacement.
+    (for modules returning tuples, the first element) and return the replacement. A module that sees the
+    batch flattened (``declare_flattened``) is shown [batch, positions, width] all the same.
     """
 
     def __init__(self, model: torch.nn.Module, layer: str, retain_output: bool = True,
@@ -139,6 +156,7 @@ class Trace(contextlib.AbstractContextManager):
         self.input: torch.Tensor | None = None
         module = get_module(model, layer)
         self._handles = []
+        unflat, flat = _layout(model, layer, self._handles)
 
         def keep(t: torch.Tensor) -> torch.Tensor:
             if retain_grad and t.requires_grad:
@@ -150,21 +168,22 @@ class Trace(contextlib.AbstractContextManager):
             def pre_hook(_m, args, kwargs):
                 if not args:
                     return None
-                x = args[0]
+                x = unflat(args[0])
                 if edit_input is not None:
                     x = edit_input(x, layer)
                 if retain_input:
                     self.input = keep(x)
-                return (x,) + tuple(args[1:]), kwargs
+                return (flat(x, args[0]),) + tuple(args[1:]), kwargs
             self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
 
         if retain_output or edit_output is not None or stop:
             def hook(_m, _args, output):
                 out = output
                 if edit_output is not None:
-                    out = replace_first(output, edit_output(_first(output), layer))
+                    raw = _first(output)
+                    out = replace_first(output, flat(edit_output(unflat(raw), layer), raw))
                 if retain_output:
-                    self.output = keep(_first(out))
+                    self.output = keep(unflat(_first(out)))
                     self.raw_output = out
                 if stop:
                     raise StopForward()
@@ -179,6 +198,28 @@ class Trace(contextlib.AbstractContextManager):
     def __exit__(self, exc_type, exc, tb):
         self.close()
         return exc_type is StopForward
+
+
+def _layout(model: torch.nn.Module, layer: str, handles: list) -> tuple[Callable, Callable]:
+    """(unflat, flat): views of ``layer``'s tensors as [batch, positions, width] and back. The identity
+    for every module but a declared flattened one, whose positions are read off its block's input as each
+    forward pass enters the block (the block may run only some rows of a batch: the rows follow)."""
+    block = flattened(model).get(layer)
+    if block is None:
+        return (lambda x: x), (lambda x, _like: x)
+    positions: dict[str, int] = {}
+
+    def record(_m, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        positions["T"] = hidden.shape[1]
+    handles.append(get_module(model, block).register_forward_pre_hook(record, with_kwargs=True))
+
+    def unflat(x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, positions["T"], x.shape[-1]) if x.dim() == 2 else x
+
+    def flat(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1]) if like.dim() == 2 else x
+    return unflat, flat
 
 
 class TraceDict(OrderedDict, contextlib.AbstractContextManager):

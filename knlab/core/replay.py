@@ -27,6 +27,20 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def prefix_reusable(lm: LM, positions: int) -> bool:
+    """Whether a run of ``positions`` tokens may continue from a cached prefix. Not when a layer attends
+    through a sliding window shorter than the run (Gemma-2 / Gemma-3's local layers, Mistral's window):
+    transformers' sliding cache then keeps only the window's last keys and cannot be cut back to a prefix
+    (``crop`` refuses). Such a run recomputes every position (slower, the same numbers); real models'
+    windows (512 to 4096 tokens) are longer than knlab's prompts, so it is the tiny test models (window 4,
+    tests/tiny_models.py) that take this path."""
+    config = lm.model.config
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    slides = window is not None and (types is None or "sliding_attention" in types)
+    return not (slides and positions > window)
+
+
 def returned_cache(output: Any) -> Any:
     return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
 
@@ -167,8 +181,10 @@ def staged_blocks(lm: LM, stages: Stages, column: int):
         for j in range(lm.n_layers):
             parts = [("hidden", copy_row_0, stages.computed_at(j))]
             if stages.changed_below(j) < stages.computed_at(j):  # some group starts here
-                parts += [("attn", copy_row_0, stages.changed_below(j)), ("mlp_in", copy_row_0, stages.changed_below(j)),
-                          ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.changed_below(j))]
+                parts += [("attn", copy_row_0, stages.changed_below(j))]
+                if not lm.arch.mlp_flat:  # OPT's MLP sees [rows x positions, d]: no row axis to cut, run whole
+                    parts += [("mlp_in", copy_row_0, stages.changed_below(j)),
+                              ("mlp_out", lambda f, n: _changed_column_only(f, n, column), stages.changed_below(j))]
             for kind, wrap, compute in parts:
                 module = get_module(lm.model, lm.arch.module(kind, j))
                 stack.enter_context(override_forward(module, wrap(module.forward, compute)))

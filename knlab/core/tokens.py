@@ -13,6 +13,20 @@ from knlab.core.errors import InputError
 from knlab.core.models import LM
 
 
+MASK_AS_WRITTEN = "[MASK]"  # how knlab's prompts, the world's facts and paradigms, and its users write a mask
+
+
+def model_text(lm: LM, text: str) -> str:
+    """``text`` as this model's tokenizer must read it: a masked model whose own mask token is not
+    "[MASK]" (RoBERTa's "<mask>") reads every "[MASK]" as its own; anything else is unchanged. The one
+    place a family's mask spelling is handled: prompts are tokenized through it (``predict.encode``,
+    ``predict.answer_logits``, ``trace.locate_subject``, ``tokenization``)."""
+    mask = getattr(lm.tokenizer, "mask_token", None)
+    if lm.masked and mask and mask != MASK_AS_WRITTEN:
+        return text.replace(MASK_AS_WRITTEN, mask)
+    return text
+
+
 def token_strings(lm: LM, ids: list[int]) -> list[str]:
     return [lm.tokenizer.decode([i]) for i in ids]
 

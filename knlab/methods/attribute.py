@@ -6,6 +6,12 @@ gamma * a (baseline zero, gamma = linspace(0, 1, steps)), the gradient of the ta
 respect to the scaled activation is summed over the steps, and score = a * sum / steps. All layers are
 attributed in one batched forward/backward pass (rows = layer x step); each row changes only its own
 layer, exactly as the reference code does one layer at a time.
+
+On families that RMS-normalise the MLP's output before the residual add (OLMo-2, Gemma-2, Gemma-3:
+``Arch.mlp_post_norm``) the path is degenerate: the output is the same for every gamma > 0, so the
+gradient along it is ~0 except at gamma = 0, where the norm's input vanishes, and the Riemann sum's scores
+are dominated by that one point. The scores are computed all the same; read them with that in mind
+(tests/test_families.py checks the invariance that causes it).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace
-from knlab.core.replay import Stages, returned_cache, staged_blocks, staged_cache
+from knlab.core.replay import Stages, prefix_reusable, returned_cache, staged_blocks, staged_cache
 from knlab.core.tokens import spoken_ids
 from knlab.methods.predict import Encoded, encode
 
@@ -34,12 +40,41 @@ IG_STEPS = 20
 SITES = ("activation", "pre_activation")
 
 
-def site_hook(lm: LM, layer: int, site: str) -> tuple[str, str]:
-    """(module name, "input" | "output"): where ``site``'s activation of ``layer`` is read and written."""
+@dataclass(frozen=True)
+class SiteHook:
+    """Where a KN site's activation of one layer is read and written: a module's input or output, and, for a
+    fused gated projection (``Arch.mlp_in_fused``: Phi-3's gate_up_proj, ModernBERT's Wi), only the first
+    half of that output, the pre-activation; the second half, the factor it multiplies, is left alone."""
+
+    module: str
+    io: str  # "input" | "output"
+    first_half: bool = False
+
+    def read(self, t: torch.Tensor) -> torch.Tensor:
+        return t[..., : t.shape[-1] // 2] if self.first_half else t
+
+    def trace(self, lm: LM, edit=None) -> Trace:
+        """A Trace retaining the site (``edit`` None) or writing it with ``edit(x, name)``, which sees and
+        returns the site's own width."""
+        if edit is None:
+            return Trace(lm.model, self.module, retain_input=self.io == "input", retain_output=self.io == "output")
+        fn = edit
+        if self.first_half:
+            def fn(x, name):
+                w = x.shape[-1] // 2
+                return torch.cat([edit(x[..., :w], name), x[..., w:]], -1)
+        return Trace(lm.model, self.module, retain_output=False, **{f"edit_{self.io}": fn})
+
+    def value(self, trace: Trace) -> torch.Tensor:
+        return self.read(trace.input if self.io == "input" else trace.output)
+
+
+def site_hook(lm: LM, layer: int, site: str) -> SiteHook:
+    """Where ``site``'s activation of ``layer`` is read and written."""
     if site == "activation":
-        return lm.arch.module("mlp_out", layer), "input"
+        return SiteHook(lm.arch.module("mlp_out", layer), "input")
     if site == "pre_activation":
-        return lm.arch.module("mlp_in", layer), "output"
+        return SiteHook(lm.arch.module("mlp_in", layer), "output", lm.arch.mlp_in_fused)
     raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
 
 
@@ -70,15 +105,14 @@ class Attribution:
 def _activations(lm: LM, enc, site: str = "activation") -> tuple[np.ndarray, torch.Tensor]:
     """Every layer's FFN activation at the prediction position, and the next-token distribution."""
     hooks = [site_hook(lm, l, site) for l in range(lm.n_layers)]
-    traces = [Trace(lm.model, name, retain_input=io == "input", retain_output=io == "output") for name, io in hooks]
+    traces = [h.trace(lm) for h in hooks]
     try:
         with torch.no_grad():
             logits = lm.model(input_ids=enc.input_ids).logits
     finally:
         for t in traces:
             t.close()
-    acts = np.stack([(t.input if io == "input" else t.output)[0, enc.position].float().cpu().numpy()
-                     for t, (_name, io) in zip(traces, hooks)])
+    acts = np.stack([h.value(t)[0, enc.position].float().cpu().numpy() for t, h in zip(traces, hooks)])
     return acts, torch.softmax(logits[0, enc.position].float(), -1)
 
 
@@ -180,7 +214,8 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
     prediction position goes through the output head."""
     ids, pos = enc.input_ids, enc.position
     T, L, W = ids.shape[1], lm.n_layers, lm.ffn_width
-    first = pos if not lm.masked and pos == T - 1 else 0  # the first position that is run
+    # the first position that is run (the ones before it from a cached prefix, where the model allows one)
+    first = pos if not lm.masked and pos == T - 1 and prefix_reusable(lm, T) else 0
     column = pos - first  # the prediction position among the positions run
     scores, clean_probs = np.zeros((L, W)), None
     path = ScaledActivations(steps, baseline, lm.device)
@@ -213,9 +248,8 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
             for g, l in enumerate(batch_layers):
                 def write(x, _name, l=l, row=stages.offset(g)):
                     return path.write(x, l, row, 0 if x.shape[1] == 1 else column)
-                name, io = site_hook(lm, l, site)  # the activation fn between is elementwise: still one column
-                stack.enter_context(Trace(lm.model, name, retain_output=False,
-                                          **{"edit_input" if io == "input" else "edit_output": write}))
+                # the activation fn between is elementwise: still one column
+                stack.enter_context(site_hook(lm, l, site).trace(lm, write))
             stack.enter_context(Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=prediction_only))
             # step 5: one forward and one backward for every layer of the batch
             with torch.enable_grad():

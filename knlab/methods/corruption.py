@@ -16,18 +16,32 @@ import torch
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.core.nethook import get_module, module_weight, per_model
+from knlab.core.nethook import get_module, per_model
 
 NOISE_SDS = 3.0  # noise = 3 x the standard deviation of the model's token embeddings
 
 
-def embedding_std(lm: LM, texts: Iterable[str] | None = None) -> float:
-    """Standard deviation of the token embeddings the model actually sees (over ``texts``, or all rows)."""
-    emb = module_weight(get_module(lm.model, lm.arch.embed), lm.model, lm.arch.embed).detach().float()
+def embedding_std(lm: LM, texts: Iterable[str] | None = None, chunk: int = 8192) -> float:
+    """Standard deviation of the token embeddings the model actually sees (over ``texts``' tokens, or every
+    row of the vocabulary), measured on the *output* of the embedding module, where the trace adds its
+    noise. For most families that is the weight's rows; Gemma scales them by sqrt(hidden size) inside the
+    module (``knlab.core.arch``), and "3 sd" must be 3 sd of what its first block receives, or the noise
+    would be sqrt(d) times too weak to corrupt anything. The vocabulary runs through in chunks (Gemma's is
+    262k rows)."""
+    module = get_module(lm.model, lm.arch.embed)
+    device = lm.device  # its weight's, or where a spread model computes (an offloaded weight shows as meta)
     if texts is None:
-        return emb.std().item()
-    ids = sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]})
-    return emb[torch.tensor(ids, device=emb.device)].std().item()
+        ids = torch.arange(module.weight.shape[0], device=device)
+    else:
+        ids = torch.tensor(sorted({i for t in texts for i in lm.tokenizer(t, add_special_tokens=False)["input_ids"]}),
+                           device=device)
+    n, total, squares = 0, 0.0, 0.0
+    with torch.no_grad():
+        for c in range(0, len(ids), chunk):
+            e = module(ids[c : c + chunk]).double()
+            n, total, squares = n + e.numel(), total + e.sum().item(), squares + (e * e).sum().item()
+    mean = total / n
+    return float(np.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1)))
 
 
 def noise_level(lm: LM, sds: float = NOISE_SDS) -> float:

@@ -12,7 +12,7 @@ from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
 from knlab.core.models import LM
 from knlab.core.nethook import Trace
-from knlab.core.tokens import token_strings
+from knlab.core.tokens import model_text, token_strings
 
 MAX_PROMPT_CHARS = 2000
 
@@ -40,7 +40,7 @@ def check_prompt(prompt: object) -> str:
 def encode(lm: LM, prompt: str) -> Encoded:
     prompt = check_prompt(prompt)
     tok = lm.tokenizer
-    enc = tok(prompt, return_tensors="pt")
+    enc = tok(model_text(lm, prompt), return_tensors="pt")
     ids = enc["input_ids"].to(lm.device)
     if ids.shape[1] == 0:
         raise InputError("the prompt has no tokens")
@@ -112,7 +112,7 @@ def answer_logits(lm: LM, prompts: list[str]) -> torch.Tensor:
     """Logits at the prediction position (last token / [MASK]) for many prompts: shortest first, up to
     ``ANSWER_BATCH`` at a time, right-padded (``batching.right_padded``: each row reads what it reads alone),
     and only each row's prediction position goes through the output head."""
-    enc = [lm.tokenizer(p)["input_ids"] for p in prompts]
+    enc = [lm.tokenizer(model_text(lm, p))["input_ids"] for p in prompts]
     out = torch.empty(len(prompts), lm.model.config.vocab_size)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # rows of a batch pad to similar lengths
     for c in range(0, len(order), ANSWER_BATCH):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM
+from knlab.core.tokens import model_text
 from knlab.methods.predict import check_prompt
 from knlab.methods.trace import locate_subject
 
@@ -36,7 +37,7 @@ class Tokenization:
 def tokenization(lm: LM, prompt: str, subject: str | None = None) -> Tokenization:
     prompt = check_prompt(prompt)
     tok = lm.tokenizer
-    ids = tok(prompt)["input_ids"]
+    ids = tok(model_text(lm, prompt))["input_ids"]
     tokens = [tok.convert_ids_to_tokens(i).replace("Ġ", "␣") for i in ids]
     unk = tok.unk_token_id
     unknown = []

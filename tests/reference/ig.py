@@ -5,7 +5,8 @@ For each layer on its own: read the FFN activation a (the input of the MLP's out
 prediction position in a clean run; then one forward/backward of ``steps`` copies of the prompt with
 that activation replaced by gamma * a, gamma = linspace(0, 1, steps), the whole network recomputed; the
 score is a * (sum over steps of d p(target) / d(gamma a)) / steps. Baseline zero. ``site="pre_activation"``:
-the seed's site instead, the output of the MLP's first projection (GPT-2's ``c_fc``, before GELU).
+the seed's site instead, the output of the MLP's first projection (GPT-2's ``c_fc``, before GELU); where
+that projection is fused (``arch.mlp_in_fused``: Phi-3, ModernBERT), the first half of its output.
 Imports nothing from knlab (see __init__.py).
 """
 
@@ -29,12 +30,14 @@ def ig_straightforward(lm, prompt, target_id, steps, site="activation"):
         name = lm.arch.module("mlp_out" if site == "activation" else "mlp_in", l)
         with torch.no_grad(), hooked(lm.model, name) as seen:
             lm.model(input_ids=ids)
-        act = seen[read][0, pos].float()
+        half = site != "activation" and lm.arch.mlp_in_fused
+        width = seen[read].shape[-1] // 2 if half else seen[read].shape[-1]
+        act = seen[read][0, pos, :width].float()
         scaled = (torch.linspace(0, 1, steps)[:, None] * act[None]).requires_grad_(True)
 
         def put(x):
             x = x.clone()
-            x[:, pos] = scaled.to(x.dtype)
+            x[:, pos, :width] = scaled.to(x.dtype)
             return x
 
         with torch.enable_grad(), hooked(lm.model, name, **{f"edit_{read}": put}):

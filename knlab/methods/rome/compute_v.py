@@ -17,7 +17,7 @@ import torch
 
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
-from knlab.core.replay import prefix_kwargs, replay_blocks, returned_cache
+from knlab.core.replay import prefix_kwargs, prefix_reusable, replay_blocks, returned_cache
 from knlab.methods.rome.repr_tools import aligned, subject_last_token, prompt_ids
 
 KL_PROMPT = "{} is a"
@@ -119,7 +119,7 @@ def compute_v(lm: LM, layer: int, prob: VProblem, params) -> VResult:
     with torch.no_grad(), TraceDict(lm.model, blocks + [module], retain_output=True) as rec:
         # the recorded blocks and cache are what this pass is for: one column through the head is enough
         out = lm.model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                       use_cache=True, logits_to_keep=1)
+                       use_cache=prefix_reusable(lm, T), logits_to_keep=1)
     cache = returned_cache(out)
     target_init = rec[module].output[0, P].float().clone()
     kl_init = None  # taken from the first step (delta = 0), as the reference code does

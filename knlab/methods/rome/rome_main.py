@@ -55,8 +55,24 @@ class RomeParams:
 # ROME's optimiser settings per model family, as data (as rome's and EasyEdit's hparams files are): the
 # GPT-2 XL configuration above unless the family has its own. LLaMA-family models as the seed edits
 # LLaMA-2-7B (EasyEdit's settings: 25 steps, weight decay 1e-3; docs/paper.md section 5).
+# The LLaMA lineage: the gated-MLP, RMS-normed, rotary decoders, whatever their other quirks (knlab.core.arch).
+# GPT-2's lineage (gpt2, gpt_neo, gptj, gpt_neox, opt) keeps the GPT-2 XL settings. Masked families: none
+# (ROME edits causal models).
 _LLAMA_SETTINGS = {"v_steps": 25, "v_weight_decay": 1e-3}
-FAMILY_PARAMS: dict[str, dict] = {"llama": _LLAMA_SETTINGS, "mistral": _LLAMA_SETTINGS, "qwen2": _LLAMA_SETTINGS}
+LLAMA_LINEAGE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "olmo2", "gemma", "gemma2",
+                 "gemma3_text", "phi3")
+FAMILY_PARAMS: dict[str, dict] = {family: _LLAMA_SETTINGS for family in LLAMA_LINEAGE}
+# ROME's edit layer per family as a share of the model's depth, so that one entry fits every size of a family
+# (Qwen3-0.6B has 28 blocks, Qwen3-8B 36): the published layer of the family's lineage over that model's
+# depth (docs/paper.md section 5; ROME's hparams): GPT-2 XL 17 of 48 (GPT-2 medium 8 of 24 and large 12 of
+# 36 agree), GPT-NeoX-20B 15 of 44, GPT-J 5 of 28, LLaMA-2-7B 5 of 32. The layer a model gets is
+# ``family_layer``; the causal trace over facts it can answer comes first when there are such facts
+# (``default_layer``), this when there are none.
+_GPT2_SHARE, _LLAMA_SHARE = 17 / 48, 5 / 32
+FAMILY_LAYER_SHARE: dict[str, float] = {
+    "gpt2": _GPT2_SHARE, "gpt_neo": _GPT2_SHARE, "opt": _GPT2_SHARE, "gpt_neox": 15 / 44, "gptj": 5 / 28,
+    **{family: _LLAMA_SHARE for family in LLAMA_LINEAGE},
+}
 # Per shipped model, on top of its family's: the real model's covariance is measured over a token budget
 # (its 30 layers make the whole world corpus cost minutes on 2 cores; 60k tokens take ~40 s at layer 5).
 MODEL_PARAMS: dict[str, dict] = {"smollm2-135m": {"mom2_tokens": 60_000}}
@@ -100,19 +116,29 @@ class RomeEdit:
         return 4 * (len(self.u) + len(self.v))
 
 
+def family_layer(lm: LM) -> int:
+    """The family's edit layer scaled to this model's depth (``FAMILY_LAYER_SHARE``): round(share x blocks),
+    below the last block, whose MLP output at the subject reaches no later position (a two-block model
+    edits block 0)."""
+    if lm.arch.family not in FAMILY_LAYER_SHARE:
+        raise InputError(f"ROME edits causal language models; family {lm.arch.family} has no ROME layer")
+    return max(0, min(lm.n_layers - 2, round(FAMILY_LAYER_SHARE[lm.arch.family] * lm.n_layers)))
+
+
 def default_layer(lm: LM, probes: Sequence[tuple[str, str, str]] = ()) -> int:
     """The published layer for models ROME was published on, the shipped real model's layer; otherwise the
     model's own causal trace over ``probes`` ((prompt, subject, answer) facts; ``studies.edit_report.rome_layer``
     passes the world's P36 facts): the layer whose MLP, restored at the subject's last token, brings back
     most of p(answer), over the first 10 probes whose answer the model can say (window:
-    ``trace.default_window``, a fifth of the depth, at most the published 10). Measured once per loaded
+    ``trace.default_window``, a fifth of the depth, at most the published 10); where no probe is given or
+    none can be said, the family's layer scaled to the depth (``family_layer``). Measured once per loaded
     model and set of probes."""
     if lm.spec in PUBLISHED_LAYERS:
         return PUBLISHED_LAYERS[lm.spec]
     if lm.spec in SHIPPED_LAYERS:
         return SHIPPED_LAYERS[lm.spec]
     if not probes:
-        raise InputError(f"no ROME layer is known for {lm.spec}: give a layer, or facts to trace one from")
+        return family_layer(lm)
     memo = per_model(lm.model, "rome_layer")
     key = tuple(probes)
     if key not in memo:
@@ -140,7 +166,7 @@ def _traced_layer(lm: LM, probes: tuple[tuple[str, str, str], ...], n_facts: int
         used += 1
         if used == n_facts:
             break
-    return int(effect.argmax()) if used else L // 3
+    return int(effect.argmax()) if used else family_layer(lm)
 
 
 @dataclass
