@@ -104,6 +104,33 @@ def _print_trace(result) -> None:
             print(f"    {result.tokens[t][:14]:>14s}{mark} " + " ".join(f"{x:.2f}" for x in row))
 
 
+def _knockout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--answer", default=None, help="answer token (default: the clean top prediction)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--window", type=int, default=None,
+                   help="layers cut around each layer (default: a fifth of the depth, as the trace's window)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("knockout", "attention knockout (Geva et al. 2023): cut last -> subject / non-subject / last edges")(
+    _knockout_args)
+def _knockout(args: argparse.Namespace) -> int:
+    from knlab.methods.knockout import EDGE_LABELS, knockout
+    from knlab.serve.worker import default_worker
+    res = default_worker().run(args.model, [], knockout, args.prompt, args.subject, args.answer, args.window)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: p({res.answer}) clean {res.clean:.4f}; % change with edges cut in {res.window} layers "
+          f"around each layer")
+    print("  layer " + " ".join(f"{EDGE_LABELS[e]:>20s}" for e in res.probs))
+    for layer in range(len(next(iter(res.probs.values())))):
+        print(f"  {layer:5d} " + " ".join(f"{100 * res.change(e)[layer]:+19.1f}%" for e in res.probs))
+    return 0
+
+
 def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt")
     p.add_argument("--target", default=None, help="target token (default: the model's top prediction)")
