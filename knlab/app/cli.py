@@ -59,16 +59,24 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
                    help="MLP / attention window (default: a fifth of the depth, the published 10 of GPT-2 XL's 48)")
     p.add_argument("--noise", default="3sd", help="'3sd' (3 x embedding std, the default) or a number")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corruption", choices=["noise", "replace"], default="noise",
+                   help="Gaussian noise on the subject (Meng et al.) or symmetric token replacement (Zhang & Nanda)")
+    p.add_argument("--replacement", default=None,
+                   help="with --corruption replace: the other subject (default: one the model knows for the "
+                        "same relation, of the same token length)")
+    p.add_argument("--metric", choices=["prob", "logit_diff"], default="prob",
+                   help="p(answer), or the answer's logit minus the corrupted run's answer's")
     p.add_argument("--json", action="store_true")
 
 
 @command("trace", "causal tracing: hidden / MLP / attention grids, or a relation's token-category summary")(_trace_args)
 def _trace(args: argparse.Namespace) -> int:
     from knlab.core.errors import InputError
-    from knlab.methods.trace import trace
     from knlab.serve.worker import default_worker
-    from knlab.studies.trace_summary import trace_paradigm, trace_relation
+    from knlab.studies.trace_summary import trace_paradigm, trace_prompt, trace_relation
     opts = dict(samples=args.samples, window=args.window, noise=args.noise, seed=args.seed)
+    if (args.relation or args.paradigm) and (args.corruption != "noise" or args.metric != "prob"):
+        raise InputError("--corruption and --metric apply to one prompt's trace, not to --relation / --paradigm")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.relation:
@@ -78,7 +86,9 @@ def _trace(args: argparse.Namespace) -> int:
     else:
         if not args.prompt or not args.subject:
             raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
-        result = default_worker().run(args.model, [], trace, args.prompt, args.subject, args.answer, **opts)
+        result = default_worker().run(args.model, [], trace_prompt, args.prompt, args.subject, args.answer,
+                                      corruption=args.corruption, replacement=args.replacement, metric=args.metric,
+                                      **opts)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -95,7 +105,10 @@ def _print_trace(result) -> None:
             for c, v in cats.items():
                 print(f"    {c:24s} peak {v.max():+.3f} at layer {int(v.argmax())}")
         return
-    print(f"{result.model}: p({result.answer}) clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    what = (f"logit({result.answer}) - logit({result.foil})" if result.metric == "logit_diff"
+            else f"p({result.answer})")
+    how = f" (subject -> {result.replacement})" if result.replacement else ""
+    print(f"{result.model}: {what} clean {result.clean:.4f}, corrupted{how} {result.corrupted:.4f}")
     for kind, grid in result.grids.items():
         print(f"  {kind} (rows: tokens, columns: layers)")
         s0, s1 = result.subject_range
