@@ -32,6 +32,8 @@ _API = {
     "weights_checksum": "knlab.core.models",
     "Prediction": "knlab.methods.predict", "predict": "knlab.methods.predict",
     "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
+    "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
+    "trace": "knlab.methods.trace", "TraceResult": "knlab.methods.trace",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
 }
 __all__ = sorted(_API)

@@ -308,6 +308,33 @@ def _edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--target", required=True, help="the new target")
+    p.add_argument("--layers", default=None, help="the layers to edit, e.g. 0,3,6 (default: every layer)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("sweep", "ROME at every layer beside the causal trace (Hase et al. 2023): does the trace say where "
+                  "to edit?")(_sweep_args)
+def _sweep(args: argparse.Namespace) -> int:
+    from knlab.serve.worker import default_worker
+    from knlab.studies.sweep import sweep
+    res = default_worker().run(args.model, [], sweep, args.prompt, args.subject, args.target, args.layers)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: {res.prompt!r} {res.old} -> {res.new}; p_new before {res.p_new_before:.4f}; trace peak "
+          f"layer {res.trace_peak}, best edit layer {res.best_layer}")
+    print("  layer  rewrite score  trace effect (MLP)  trace effect (hidden)")
+    for row in res.rows():
+        print(f"  {row['layer']:5d}  {row['rewrite_score']:13.3f}  {row['trace_effect']:18.3f}  "
+              f"{row['trace_hidden_effect']:21.3f}")
+    return 0
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["rome", "kn"], default="rome")
     p.add_argument("--relation", default="P36", help="P36, P1376 (symmetry) or P101 (synonymy); any relation works")
