@@ -33,7 +33,6 @@ _API = {
     "Prediction": "knlab.methods.predict", "predict": "knlab.methods.predict",
     "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
     "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
-    "trace": "knlab.methods.trace", "TraceResult": "knlab.methods.trace",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
 }
 __all__ = sorted(_API)
