@@ -57,6 +57,7 @@ class ClaimResult:
     runs: list[ModelRun]
     absent: dict[str, str]  # model -> why it did not run (not installed)
     seconds: float
+    by: str | None = None  # a follow-up's paper; None: Niu et al.'s claim
 
     @property
     def rows(self) -> list[dict]:
@@ -65,7 +66,7 @@ class ClaimResult:
 
     def to_json(self) -> dict:
         return {"claim": self.claim, "title": self.title, "source": self.source, "published": self.published,
-                "paper": SOURCE_NOTE, "runs": [r.to_json() for r in self.runs], "absent": self.absent,
+                "paper": published.FOLLOW_UPS[self.by] if self.by else SOURCE_NOTE, "runs": [r.to_json() for r in self.runs], "absent": self.absent,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -119,7 +120,7 @@ CLAIMS = [
           size=10, real_size=1, unit="facts per relation", record_size=10_000),
     # After the paper: follow-up results on the same models, not Niu et al.'s claims
     Claim("edit-layers", "Does the trace tell you where to edit?", "Hase et al. 2023",
-          published.HASE["peak"] + "; " + published.HASE["r2"] + ".", CAUSAL, after.edit_layers, size=4, real_size=1,
+          published.HASE["peak"] + "; " + published.HASE["r2"] + ".", CAUSAL, after.edit_layers, size=4, real_size=2,
           unit="facts", record_size=30, by="Hase et al. 2023"),
     Claim("knockout", "The answer leaves the subject in the upper-middle layers", "Geva et al. 2023, Fig. 2",
           published.GEVA["where"] + "; " + published.GEVA["against"] + ".", ALL, after.knockout_claim, size=10,
@@ -183,7 +184,7 @@ def rerun(claim_id: str, size: int | None = None, models: list[str] | None = Non
                 progress((k + f) / len(targets), f"{model}: {what}")
         sub(0.0, "starting")
         runs.append(run_on(model, c.run, n, sub))
-    return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0)
+    return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0, c.by)
 
 
 # Running claims side by side, one process each (``rerun_many(jobs=...)``; ``python -m knlab paper --all

@@ -213,6 +213,9 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
             raise
 
 
+AFTER_HEADING = "After the paper: not Niu et al.'s claims"
+
+
 def _cell(f: Finding) -> str:
     mark = {AGREES: "agrees", DEPARTS: "**departs**"}.get(f.outcome, "undecided")
     small = f" (N < {MIN_ITEMS})" if f.n < MIN_ITEMS else ""
@@ -238,6 +241,8 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
     out = ["| claim | finding | " + ("the paper's rule | " if rules else "") + " | ".join(models) + " |",
            "|---|---|" + ("---|" if rules else "") + "---|" * len(models)]
     for c in CLAIMS:
+        if c.by and c is next(x for x in CLAIMS if x.by):
+            out.append(f"| **{AFTER_HEADING}** | | " + ("| " if rules else "") + "| " * len(models))
         names: dict[str, str] = {}
         for m in models:
             entry = records[m].get(c.id)
@@ -294,6 +299,9 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
     out += findings_table(directory, models)
     out += ["", "## Per claim", ""]
     for c in CLAIMS:
+        if c.by and c is next(x for x in CLAIMS if x.by):
+            out += [f"### {AFTER_HEADING}", "", "Follow-up results on the same models with the same instruments: "
+                    + "; ".join(published.FOLLOW_UPS.values()) + ". The rules are those papers' findings.", ""]
         out.append(f"**`{c.id}`** ({c.source}): {c.title}. Published: {c.published}\n")
         for m in models:
             entry = records[m].get(c.id)
