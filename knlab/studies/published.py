@@ -86,9 +86,11 @@ HASE = {"peak": "GPT-J, CounterFact: the trace's peak layer does not tell which 
         "r2": "GPT-J, CounterFact: the edit layer explains far more of the rewrite score's variance than the "
               "tracing effect, which adds next to nothing beyond the layer"}
 HASE_ADDED_BOUNDARY = 0.05  # knlab's reading of "next to nothing": under 5 points of R^2
-GEVA = {"where": "GPT-2 XL, GPT-J: cutting last -> subject drops p(answer) sharply in the upper-middle layers "
-                 "(a window of layers around each), and not elsewhere",
-        "against": "GPT-2 XL, GPT-J: cutting last -> non-subject or last -> last drops p(answer) far less"}
+GEVA = {"where": "GPT-2 XL, GPT-J (Fig. 2): cutting last -> subject drops p(answer) sharply in the upper-middle "
+                 "layers (a window of layers around each), and not elsewhere",
+        "order": "GPT-2 XL, GPT-J: two critical points, the relation's (non-subject) positions first, the subject's "
+                 "later",
+        "against": "GPT-2 XL, GPT-J: cutting last -> last barely changes p(answer)"}
 ZHANG_NANDA = {"both": "GPT-2 XL (Fig. 2, MLP at the last subject token, window 5): symmetric token replacement "
                        "suggests a much weaker early MLP peak than Gaussian noise",
                "weaker": "GPT-2 XL (Fig. 2): STR's MLP peak is much weaker than GN's, under either metric"}

@@ -118,11 +118,32 @@ class SweepResult:
                 "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
 
 
-def sweep(lm: LM, prompt: str, subject: str, target: str, layers: Sequence[int] | str | None = None,
-          samples: int = TRACE_SAMPLES, progress: Callable[[float, str], None] | None = None,
-          mom2: bool = True) -> SweepResult:
-    """ROME at each of ``layers`` (default: every layer) making ``prompt`` say ``target``, each edit made on
-    its own and undone, and the causal trace's effect per layer, on the model as this request sees it."""
+@dataclass
+class SweepPlan:
+    """What every layer's edit of one sweep shares, computed once (``prepare``): the checked fact, p_new
+    before, the trace, ROME's parameters and corpus (each layer's covariance is then in the cache)."""
+
+    prompt: str
+    subject: str
+    old: str
+    new: str
+    new_id: int
+    p_new_before: float
+    layers: list[int]
+    trace_mlp: np.ndarray
+    trace_hidden: np.ndarray
+    window: int
+    samples: int
+    params: object  # RomeParams
+    corpus: tuple | None
+    seconds: dict = field(default_factory=dict)
+
+
+def prepare(lm: LM, prompt: str, subject: str, target: str, layers: Sequence[int] | str | None = None,
+            samples: int = TRACE_SAMPLES, progress: Callable[[float, str], None] | None = None,
+            mom2: bool = True) -> SweepPlan:
+    """Check the fact, measure p_new before, trace it, and bring every grid layer's key covariance into the
+    cache (one pass over the corpus for those missing)."""
     if lm.masked:
         raise InputError(f"ROME edits causal language models; {lm.spec} is a masked model")
     prompt = check_prompt(prompt)
@@ -131,38 +152,60 @@ def sweep(lm: LM, prompt: str, subject: str, target: str, layers: Sequence[int] 
                          and subject.strip() else "the subject is empty")
     subject = subject.strip()
     grid = check_layers(lm, layers)
-    enc = encode(lm, prompt)
-    base = next_token_probs(lm, enc)
+    base = next_token_probs(lm, encode(lm, prompt))
     old_id, old = top_token(lm, base)
     new_id = check_new_target(lm, target, old)
-    new = target.strip()
     params = params_for(lm, mom2=bool(mom2))
     corpus = covariance_corpus(params.mom2_corpus) if params.mom2 else None
     seconds: dict[str, float] = {}
-
-    def tick(f: float, what: str) -> None:
-        if progress:
-            progress(min(1.0, f), what)
-
     t0 = time.perf_counter()
-    tick(0.0, "tracing the fact")
+    if progress:
+        progress(0.0, "tracing the fact")
     trace_mlp, trace_hidden, window = trace_effects(lm, prompt, subject, old_id, samples)
     seconds["trace"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if corpus is not None:  # every layer's key covariance in one pass (or from the cache)
         layers_stats(lm, grid, corpus, tokens=params.mom2_tokens,
-                     progress=lambda f: tick(0.05 + 0.25 * f, "key covariances (once per model and layer)"))
+                     progress=(lambda f: progress(f, "key covariances (once per model and layer)")) if progress else None)
     seconds["covariance"] = time.perf_counter() - t0
+    return SweepPlan(prompt, subject, old, target.strip(), new_id, float(base[new_id]), grid, trace_mlp,
+                     trace_hidden, window, samples, params, corpus, seconds)
+
+
+def edit_at(lm: LM, plan: SweepPlan, layer: int) -> float:
+    """p_new on the edit prompt after ROME at ``layer`` (the edit undone on return): exactly the edit and the
+    measurement of ``edit_report.edit(lm, "rome", ..., layer=layer)``."""
+    res = rome(lm, plan.prompt, plan.subject, plan.new, layer, params=plan.params, corpus=plan.corpus)
+    with applied(lm, [res.edit]):
+        return float(next_token_probs(lm, encode(lm, plan.prompt))[plan.new_id])
+
+
+def finish(lm_spec: str, plan: SweepPlan, after: Sequence[float], edit_seconds: float = 0.0) -> SweepResult:
+    """The sweep's result from its plan and each grid layer's p_new after."""
+    if len(after) != len(plan.layers):
+        raise InputError(f"{len(after)} edits for a grid of {len(plan.layers)} layers")
+    after = np.asarray(after, dtype=float)
+    rewrite = np.array([rewrite_score(plan.p_new_before, a) for a in after])
+    return SweepResult(lm_spec, plan.prompt, plan.subject, plan.old, plan.new, plan.p_new_before, plan.layers,
+                       after, rewrite, plan.trace_mlp, plan.trace_hidden, plan.window, plan.samples,
+                       {**plan.seconds, "edits": edit_seconds})
+
+
+def sweep(lm: LM, prompt: str, subject: str, target: str, layers: Sequence[int] | str | None = None,
+          samples: int = TRACE_SAMPLES, progress: Callable[[float, str], None] | None = None,
+          mom2: bool = True) -> SweepResult:
+    """ROME at each of ``layers`` (default: every layer) making ``prompt`` say ``target``, each edit made on
+    its own and undone, and the causal trace's effect per layer, on the model as this request sees it.
+    (The app runs the same three steps, ``prepare``, ``edit_at`` per layer and ``finish``, one request
+    each, so that a user can stop between layers.)"""
+    plan = prepare(lm, prompt, subject, target, layers, samples,
+                   (lambda f, d: progress(0.3 * f, d)) if progress else None, mom2)
     t0 = time.perf_counter()
-    p_before = float(base[new_id])
-    after = np.zeros(len(grid))
-    for k, layer in enumerate(grid):
-        tick(0.3 + 0.7 * k / len(grid), f"ROME at layer {layer} ({k + 1}/{len(grid)})")
-        res = rome(lm, prompt, subject, new, layer, params=params, corpus=corpus)
-        with applied(lm, [res.edit]):
-            after[k] = float(next_token_probs(lm, encode(lm, prompt))[new_id])
-    seconds["edits"] = time.perf_counter() - t0
-    tick(1.0, "done")
-    rewrite = np.array([rewrite_score(p_before, a) for a in after])
-    return SweepResult(lm.spec, prompt, subject, old, new, p_before, grid, after, rewrite, trace_mlp, trace_hidden,
-                       window, samples, seconds)
+    after = []
+    for k, layer in enumerate(plan.layers):
+        if progress:
+            progress(0.3 + 0.7 * k / len(plan.layers), f"ROME at layer {layer} ({k + 1}/{len(plan.layers)})")
+        after.append(edit_at(lm, plan, layer))
+    if progress:
+        progress(1.0, "done")
+    return finish(lm.spec, plan, after, time.perf_counter() - t0)

@@ -63,7 +63,8 @@ def test_predict(client, model, prompt, top):
        noise=st.one_of(st.sampled_from(["3sd", "0", "-1", "nan", "inf", "sd", "1e400", ""]), st.text(max_size=5)),
        seed=numbers)
 def test_trace(client, model, prompt, subject, answer, samples, window, noise, seed):
-    answer_or_clear_error(client, model, prompt, subject, answer, samples, window, noise, seed, api_name="/trace")
+    answer_or_clear_error(client, model, prompt, subject, answer, samples, window, noise, seed, True, "noise", "",
+                          "prob", api_name="/trace")
 
 
 @SETTINGS

@@ -168,19 +168,21 @@ def knockout_claim(lm: LM, n: int, progress: Progress = None, items: Items | Non
     band = (max(0, centre - window // 2), min(L - 1, centre - (-window // 2) - 1))
     in_band = sum(lo <= int(np.argmin(r["change"]["subject"])) < hi for r in done)
     drop = {e: [-min(r["change"][e]) for r in done] for e in EDGE_SETS}
-    beats = {e: sum(s > o for s, o in zip(drop["subject"], drop[e])) for e in ("non-subject", "last")}
+    # Geva et al.'s two critical points: the relation's positions (non-subject) first, then the subject's
+    later = sum(int(np.argmin(r["change"]["subject"])) > int(np.argmin(r["change"]["non-subject"])) for r in done)
+    beats_last = sum(s > o for s, o in zip(drop["subject"], drop["last"]))
     found = [findings.share(f"facts whose largest last -> subject drop is in the upper-middle layers ({lo}-{hi - 1})",
                             in_band, len(done), "above", 0.5, published.GEVA["where"]),
-             findings.share("facts where cutting last -> subject drops p(answer) more than cutting last -> non-subject",
-                            beats["non-subject"], len(done), "above", 0.5, published.GEVA["against"]),
+             findings.share("facts whose last -> subject drop peaks at a later layer than the last -> non-subject "
+                            "drop", later, len(done), "above", 0.5, published.GEVA["order"]),
              findings.share("facts where cutting last -> subject drops p(answer) more than cutting last -> last",
-                            beats["last"], len(done), "above", 0.5, published.GEVA["against"])]
+                            beats_last, len(done), "above", 0.5, published.GEVA["against"])]
     rows = [{"item": "band of the largest mean last -> subject drop",
              "live": f"layers {band[0]}-{band[1]} (window {window} around layer {centre}): "
                      f"{100 * mean['subject'][centre]:+.0f}%", "published": published.GEVA["where"]},
             {"item": "largest drop per edge set (mean over facts)",
              "live": ", ".join(f"{EDGE_LABELS[e]} {100 * np.mean(drop[e]):.0f}%" for e in EDGE_SETS),
-             "published": published.GEVA["against"]}]
+             "published": published.GEVA["order"] + "; " + published.GEVA["against"]}]
     figure = {"type": "line", "title": "Attention knockout: % change of p(answer) by layer (Geva et al. Fig. 2)",
               "x": list(range(L)), "xlabel": f"layer (centre of {window} cut layers)", "ylabel": "% change",
               "series": {EDGE_LABELS[e]: [round(100 * float(x), 4) for x in mean[e]] for e in EDGE_SETS}}
