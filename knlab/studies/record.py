@@ -243,6 +243,10 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
     for c in CLAIMS:
         if c.by and c is next(x for x in CLAIMS if x.by):
             out.append(f"| **{AFTER_HEADING}** | | " + ("| " if rules else "") + "| " * len(models))
+        if c.by and not rules:  # the README's short table: a follow-up's outcomes counted, one row
+            out.append(f"| `{c.id}` ({c.source}) | its findings (docs/results.md) | "
+                       + " | ".join(_counts(records[m].get(c.id), m in c.applies_to()) for m in models) + " |")
+            continue
         names: dict[str, str] = {}
         for m in models:
             entry = records[m].get(c.id)
@@ -270,6 +274,17 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
             out.append(f"| `{c.id}` ({c.source}) | {_md(name)} | " + (f"{_md(rule)} | " if rules else "")
                        + " | ".join(map(_md, cells)) + " |")
     return out
+
+
+def _counts(entry: dict | None, applies: bool) -> str:
+    """A claim's outcomes on one model in a few words: '2 agree, 1 depart, 0 undecided'."""
+    if not entry:
+        return "not recorded yet" if applies else "-"
+    if not entry.get("complete"):
+        return f"in progress ({len(entry.get('items', {}))} items)"
+    found = [Finding.from_json(f) for f in entry["run"]["findings"]]
+    return f"{sum(f.outcome == AGREES for f in found)} agree, {sum(f.outcome == DEPARTS for f in found)} depart, " \
+           f"{sum(f.outcome not in (AGREES, DEPARTS) for f in found)} undecided"
 
 
 def _md(text: str) -> str:

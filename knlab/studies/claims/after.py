@@ -171,7 +171,8 @@ def knockout_claim(lm: LM, n: int, progress: Progress = None, items: Items | Non
     # Geva et al.'s two critical points: the relation's positions (non-subject) first, then the subject's
     later = sum(int(np.argmin(r["change"]["subject"])) > int(np.argmin(r["change"]["non-subject"])) for r in done)
     beats_last = sum(s > o for s, o in zip(drop["subject"], drop["last"]))
-    found = [findings.share(f"facts whose largest last -> subject drop is in the upper-middle layers ({lo}-{hi - 1})",
+    found = [findings.share("facts whose largest last -> subject drop is in the upper-middle layers (40-85% of the "
+                            "depth)",
                             in_band, len(done), "above", 0.5, published.GEVA["where"]),
              findings.share("facts whose last -> subject drop peaks at a later layer than the last -> non-subject "
                             "drop", later, len(done), "above", 0.5, published.GEVA["order"]),
