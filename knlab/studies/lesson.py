@@ -24,6 +24,7 @@ from knlab.methods.predict import predict
 from knlab.methods.trace import trace
 from knlab.studies import published, record
 from knlab.studies.claims import editing
+from knlab.studies.claims.after import grid_step
 from knlab.studies.claims.common import ModelRun
 from knlab.studies.claims.editing import rome_syntax
 from knlab.studies.edit_report import edit, make_spec
@@ -269,14 +270,15 @@ def grammar(lm: LM) -> StepResult:
                       {"example": ex, "recorded": [f.to_json() for f in found] or None})
 
 
-LESSON_GRID = 3  # step 7's coarse sweep: this many layers, evenly spread (a minute's edits on 2 cores)
+LESSON_GRID = 3  # step 7's coarse sweep: this many layers of the edit-layers record's grid, from the bottom
 
 
 def where_to_edit(lm: LM) -> StepResult:
     """Step 7 (Hase et al. 2023): the lesson's fact edited by ROME at a few layers beside its trace; the
     verdict is the record's edit-layers findings, never this one fact's."""
     prompt, subject, _answer, new = _fact(lm)
-    layers = sorted({round(k * (lm.n_layers - 1) / (LESSON_GRID - 1)) for k in range(LESSON_GRID)})
+    grid = list(range(0, lm.n_layers, grid_step(lm.n_layers)))  # the record's grid: its covariances are cached
+    layers = grid[:: max(1, len(grid) // LESSON_GRID)][:LESSON_GRID]
     res = sweep(lm, prompt, subject, new, layers)
     cite, found = _cite(_recorded("edit-layers", lm.spec), "edit-layers", lm.spec,
                         ["facts whose best edit layer is the trace's peak (within one grid step)",

@@ -86,7 +86,7 @@ def test_every_step_runs_on_the_organism(gpt, tmp_path, monkeypatch):
     assert six.agrees is None and six.result is None and "no full-size run of rome-syntax" in six.summary
     # step 7: step 4's fact swept over three layers beside step 2's trace; the verdict is the record's (none here)
     seven = results[6]
-    assert seven.kind == "sweep" and seven.result.layers == [0, 2, 5] and seven.result.new == FACTS["world-gpt"][3]
+    assert seven.kind == "sweep" and seven.result.layers == [0, 2, 4] and seven.result.new == FACTS["world-gpt"][3]
     assert seven.agrees is None and "no full-size run of edit-layers" in seven.summary
     for r in results:
         assert r.summary and r.agrees in (True, False, None) and r.to_json()["model"] == "world-gpt"
