@@ -73,3 +73,15 @@ def test_picked_replacement_is_known_and_the_same_length(gpt):
     assert other != SUBJECT
     with pytest.raises(InputError, match="type a replacement"):
         pick_replacement(gpt, "My favourite city is in France", "France")
+
+
+def test_the_preview_takes_the_same_choices(gpt):
+    """Attribution patching with replacement and the logit difference: the same clean and corrupted runs as
+    the exact trace's, and cells it estimates close to the trace's where the effect is small."""
+    from knlab.methods.patching import agreement, patch_estimate
+    kw = dict(window=1, corruption="replace", replacement="Germany", metric="logit_diff")
+    est = patch_estimate(gpt, PROMPT, SUBJECT, **kw)
+    exact = trace(gpt, PROMPT, SUBJECT, **kw)
+    assert est.foil == exact.foil == "Berlin" and est.samples == 1 and est.replacement == "Germany"
+    assert est.clean == pytest.approx(exact.clean, abs=1e-3) and est.corrupted == pytest.approx(exact.corrupted, abs=1e-3)
+    assert agreement(est, exact)["overall"] > 0.5

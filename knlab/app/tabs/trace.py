@@ -12,6 +12,7 @@ from knlab.methods.knockout import knockout
 from knlab.methods.patching import patch_estimate
 from knlab.methods.trace import trace
 from knlab.serve.worker import INTERACTIVE
+from knlab.studies.known_facts import pick_replacement
 from knlab.studies.trace_summary import summarize, trace_prompt
 from knlab.world.facts import guess_subject
 
@@ -61,12 +62,15 @@ def build_trace_tab(ctx: Context) -> None:
             args = (prompt, subject, answer or None, whole(samples, 'samples'), whole(window, 'window') or None,
                     noise, whole(seed or 0, 'seed'))
             choices = dict(corruption=corruption or "noise", replacement=replacement or None, metric=metric or "prob")
-            # the preview estimates the published trace only (noise, probability)
-            if preview and choices["corruption"] == "noise" and choices["metric"] == "prob":  # drawn at once; the exact grid replaces it when it is ready
-                est = ctx.serve(patch_estimate, model, request, *args, lane=INTERACTIVE)
+            if preview:  # drawn at once; the exact grid replaces it. The same corrupted run and metric
+                if choices["corruption"] == "replace" and not choices["replacement"]:
+                    choices["replacement"] = ctx.serve(pick_replacement, model, request, prompt, subject,
+                                                       lane=INTERACTIVE)
+                est = ctx.serve(patch_estimate, model, request, *args, **choices, lane=INTERACTIVE)
                 yield (f"**Preview** (attribution patching: a first-order estimate of every cell from one clean, "
                        f"one corrupted and one backward pass; it can leave [0, 1] and underrates saturated "
-                       f"cells). p({est.answer}): clean **{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
+                       f"cells). {'logit difference' if est.metric == 'logit_diff' else f'p({est.answer})'}: clean "
+                       f"**{est.clean:.3f}**, corrupted **{est.corrupted:.3f}**. "
                        f"*Exact trace running...*", trace_figure(est), gr.update(), gr.update(), est.to_json(),
                        gr.update(), gr.update())
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
