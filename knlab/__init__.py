@@ -31,6 +31,8 @@ _API = {
     "LM": "knlab.core.models", "ModelLoadError": "knlab.core.models", "load_model": "knlab.core.models",
     "weights_checksum": "knlab.core.models",
     "Prediction": "knlab.methods.predict", "predict": "knlab.methods.predict",
+    "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
+    "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
 }
 __all__ = sorted(_API)

@@ -59,16 +59,24 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
                    help="MLP / attention window (default: a fifth of the depth, the published 10 of GPT-2 XL's 48)")
     p.add_argument("--noise", default="3sd", help="'3sd' (3 x embedding std, the default) or a number")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corruption", choices=["noise", "replace"], default="noise",
+                   help="Gaussian noise on the subject (Meng et al.) or symmetric token replacement (Zhang & Nanda)")
+    p.add_argument("--replacement", default=None,
+                   help="with --corruption replace: the other subject (default: one the model knows for the "
+                        "same relation, of the same token length)")
+    p.add_argument("--metric", choices=["prob", "logit_diff"], default="prob",
+                   help="p(answer), or the answer's logit minus the corrupted run's answer's")
     p.add_argument("--json", action="store_true")
 
 
 @command("trace", "causal tracing: hidden / MLP / attention grids, or a relation's token-category summary")(_trace_args)
 def _trace(args: argparse.Namespace) -> int:
     from knlab.core.errors import InputError
-    from knlab.methods.trace import trace
     from knlab.serve.worker import default_worker
-    from knlab.studies.trace_summary import trace_paradigm, trace_relation
+    from knlab.studies.trace_summary import trace_paradigm, trace_prompt, trace_relation
     opts = dict(samples=args.samples, window=args.window, noise=args.noise, seed=args.seed)
+    if (args.relation or args.paradigm) and (args.corruption != "noise" or args.metric != "prob"):
+        raise InputError("--corruption and --metric apply to one prompt's trace, not to --relation / --paradigm")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.relation:
@@ -78,7 +86,9 @@ def _trace(args: argparse.Namespace) -> int:
     else:
         if not args.prompt or not args.subject:
             raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
-        result = default_worker().run(args.model, [], trace, args.prompt, args.subject, args.answer, **opts)
+        result = default_worker().run(args.model, [], trace_prompt, args.prompt, args.subject, args.answer,
+                                      corruption=args.corruption, replacement=args.replacement, metric=args.metric,
+                                      **opts)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -95,13 +105,43 @@ def _print_trace(result) -> None:
             for c, v in cats.items():
                 print(f"    {c:24s} peak {v.max():+.3f} at layer {int(v.argmax())}")
         return
-    print(f"{result.model}: p({result.answer}) clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    what = (f"logit({result.answer}) - logit({result.foil})" if result.metric == "logit_diff"
+            else f"p({result.answer})")
+    how = f" (subject -> {result.replacement})" if result.replacement else ""
+    print(f"{result.model}: {what} clean {result.clean:.4f}, corrupted{how} {result.corrupted:.4f}")
     for kind, grid in result.grids.items():
         print(f"  {kind} (rows: tokens, columns: layers)")
         s0, s1 = result.subject_range
         for t, row in enumerate(grid):
             mark = "*" if s0 <= t < s1 else " "
             print(f"    {result.tokens[t][:14]:>14s}{mark} " + " ".join(f"{x:.2f}" for x in row))
+
+
+def _knockout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--answer", default=None, help="answer token (default: the clean top prediction)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--window", type=int, default=None,
+                   help="layers cut around each layer (default: a fifth of the depth, as the trace's window)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("knockout", "attention knockout (Geva et al. 2023): cut last -> subject / non-subject / last edges")(
+    _knockout_args)
+def _knockout(args: argparse.Namespace) -> int:
+    from knlab.methods.knockout import EDGE_LABELS, knockout
+    from knlab.serve.worker import default_worker
+    res = default_worker().run(args.model, [], knockout, args.prompt, args.subject, args.answer, args.window)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: p({res.answer}) clean {res.clean:.4f}; % change with edges cut in {res.window} layers "
+          f"around each layer")
+    print("  layer " + " ".join(f"{EDGE_LABELS[e]:>20s}" for e in res.probs))
+    for layer in range(len(next(iter(res.probs.values())))):
+        print(f"  {layer:5d} " + " ".join(f"{100 * res.change(e)[layer]:+19.1f}%" for e in res.probs))
+    return 0
 
 
 def _attribute_args(p: argparse.ArgumentParser) -> None:
@@ -265,6 +305,33 @@ def _edit(args: argparse.Namespace) -> int:
     for c, v in rep.criteria.items():
         print(f"  {c:13s} {'n/a' if v is None else f'{v:.0%}'}")
     print(f"  before: {rep.generation['before']}\n  after:  {rep.generation['after']}")
+    return 0
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt")
+    p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
+    p.add_argument("--target", required=True, help="the new target")
+    p.add_argument("--layers", default=None, help="the layers to edit, e.g. 0,3,6 (default: every layer)")
+    p.add_argument("--model", default="world-gpt")
+    p.add_argument("--json", action="store_true")
+
+
+@command("sweep", "ROME at every layer beside the causal trace (Hase et al. 2023): does the trace say where "
+                  "to edit?")(_sweep_args)
+def _sweep(args: argparse.Namespace) -> int:
+    from knlab.serve.worker import default_worker
+    from knlab.studies.sweep import sweep
+    res = default_worker().run(args.model, [], sweep, args.prompt, args.subject, args.target, args.layers)
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{res.model}: {res.prompt!r} {res.old} -> {res.new}; p_new before {res.p_new_before:.4f}; trace peak "
+          f"layer {res.trace_peak}, best edit layer {res.best_layer}")
+    print("  layer  rewrite score  trace effect (MLP)  trace effect (hidden)")
+    for row in res.rows():
+        print(f"  {row['layer']:5d}  {row['rewrite_score']:13.3f}  {row['trace_effect']:18.3f}  "
+              f"{row['trace_hidden_effect']:21.3f}")
     return 0
 
 

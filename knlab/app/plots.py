@@ -218,3 +218,43 @@ def claim_figure(result, label: str = "live") -> go.Figure:
 def recorded_figure(claim, runs: list) -> go.Figure:
     """A claim's recorded full-size runs (``studies.record``), one panel per model, beside the paper."""
     return runs_figure(runs, f"{claim.title} ({claim.source}): recorded, full size, beside the paper")
+
+
+KNOCKOUT_COLOURS = {"subject": "#2ca02c", "non-subject": "#1f77b4", "last": "#d62728"}
+
+
+def knockout_figure(result) -> go.Figure:
+    """Geva et al.'s Fig. 2: the % change of p(answer) when the prediction position's attention edges to an
+    edge set are cut in a window of layers around each layer, one line per edge set."""
+    from knlab.methods.knockout import EDGE_LABELS
+    fig = go.Figure()
+    for e in result.probs:
+        fig.add_trace(go.Scatter(x=list(range(len(result.probs[e]))), y=100 * result.change(e), mode="lines+markers",
+                                 name=EDGE_LABELS[e], line=dict(color=KNOCKOUT_COLOURS.get(e))))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    fig.update_layout(title=f"{result.model}: attention knockout, p({result.answer}) {result.clean:.3f} clean "
+                            f"(edges cut in {result.window} layer(s) around each)",
+                      xaxis_title="layer (centre of the cut window)", yaxis_title="% change of p(answer)",
+                      height=360, margin=dict(l=10, r=10, t=60, b=40))
+    return fig
+
+
+def sweep_figure(result) -> go.Figure:
+    """Hase et al.'s question for one fact: ROME's rewrite score at each edited layer beside the trace's
+    effect per layer (MLP window and hidden state at the last subject token), the trace's peak and the best
+    edit layer marked."""
+    L = len(result.trace_mlp)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=result.layers, y=list(result.rewrite), mode="lines+markers", name="ROME rewrite score",
+                             line=dict(color="#9467bd", width=3)))
+    fig.add_trace(go.Scatter(x=list(range(L)), y=list(result.trace_mlp), mode="lines", name="tracing effect (MLP)",
+                             line=dict(color="#2ca02c")))
+    fig.add_trace(go.Scatter(x=list(range(L)), y=list(result.trace_hidden), mode="lines",
+                             name="tracing effect (hidden)", line=dict(color="#7f7f7f", dash="dot")))
+    fig.add_vline(x=result.trace_peak, line=dict(color="#2ca02c", dash="dash"),
+                  annotation_text=f"trace peak {result.trace_peak}", annotation_position="top left")
+    fig.add_vline(x=result.best_layer, line=dict(color="#9467bd", dash="dash"),
+                  annotation_text=f"best edit {result.best_layer}", annotation_position="top right")
+    fig.update_layout(title=f"{result.model}: {result.prompt} {result.old} -> {result.new}", xaxis_title="layer",
+                      yaxis_title="score / effect", height=380, margin=dict(l=10, r=10, t=60, b=40))
+    return fig

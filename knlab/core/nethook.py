@@ -8,6 +8,7 @@ so no request can leave a hook behind on the shared model.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
@@ -116,6 +117,28 @@ def override_forward(module: torch.nn.Module, forward: Callable[..., Any]):
             del module.forward  # back to the class's forward
         else:
             module.forward = own
+
+
+@contextlib.contextmanager
+def edit_argument(module: torch.nn.Module, name: str, edit: Callable[[Any], Any]):
+    """Replace the argument ``name`` of ``module``'s forward (passed by position or by keyword) with
+    ``edit(value)`` for the block's duration: how attention knockout hands each layer's attention its own
+    mask (``attention_mask`` is the one argument every family's attention module takes), whatever the
+    family and attention implementation. The hook is removed on exit, even when the forward raises."""
+    params = list(inspect.signature(module.forward).parameters)
+    index = params.index(name) if name in params else None
+
+    def pre_hook(_m, args, kwargs):
+        if name in kwargs or index is None or index >= len(args):
+            kwargs = {**kwargs, name: edit(kwargs.get(name))}
+            return args, kwargs
+        args = args[:index] + (edit(args[index]),) + args[index + 1:]
+        return args, kwargs
+    handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield module
+    finally:
+        handle.remove()
 
 
 class StopForward(Exception):

@@ -98,3 +98,60 @@ def add_subject_noise(x: torch.Tensor, noise: torch.Tensor, subject_range: tuple
     if a < s1:
         x[:, a - offset : s1 - offset] += noise[:, a - s0 :]
     return x
+
+
+CORRUPTIONS = ("noise", "replace")
+
+
+def replacement_ids(lm: LM, prompt: str, subject: str, subject_range: tuple[int, int], replacement: str) -> list[int]:
+    """The token ids that ``replacement`` has in place of ``subject`` (its last mention) in ``prompt``:
+    symmetric token replacement (Zhang & Nanda 2024) swaps the subject for another of the same token
+    length, so every other position keeps its token and its place. Refused with one line otherwise."""
+    if not isinstance(replacement, str) or not replacement.strip():
+        raise InputError("symmetric token replacement needs a replacement subject")
+    replacement, subject = replacement.strip(), subject.strip()
+    if replacement == subject:
+        raise InputError("the replacement is the subject itself: nothing would be corrupted")
+    a = prompt.rfind(subject)
+    swapped = prompt[:a] + replacement + prompt[a + len(subject):]
+    ids = lm.tokenizer(prompt)["input_ids"]
+    new = lm.tokenizer(swapped)["input_ids"]
+    s0, s1 = subject_range
+    n = len(new) - (len(ids) - (s1 - s0))
+    if len(new) != len(ids) or new[:s0] != ids[:s0] or new[s1:] != ids[s1:]:
+        raise InputError(f"{replacement!r} is {n} tokens here and {subject!r} {s1 - s0}: symmetric token "
+                         f"replacement needs a subject of the same token length")
+    return new[s0:s1]
+
+
+class SubjectCorruption:
+    """What the corrupted run starts from: the subject's embeddings with Gaussian noise added (``samples``
+    draws), or replaced by another subject's embeddings (one deterministic run). ``apply`` corrupts the
+    embeddings [rows, positions, d] of a run that may start at position ``offset`` (a continued prefix)."""
+
+    def __init__(self, values: torch.Tensor, subject_range: tuple[int, int], replace: bool) -> None:
+        self.values, self.subject_range, self.replace = values, subject_range, replace
+
+    @classmethod
+    def noise(cls, lm: LM, samples: int, subject_range: tuple[int, int], level: float, seed: int) -> "SubjectCorruption":
+        return cls(subject_noise(lm, samples, subject_range, level, seed), subject_range, False)
+
+    @classmethod
+    def replacement(cls, lm: LM, ids: list[int], subject_range: tuple[int, int]) -> "SubjectCorruption":
+        emb = get_module(lm.model, lm.arch.embed).weight
+        return cls(emb[torch.tensor(ids, device=emb.device)][None].detach(), subject_range, True)
+
+    @property
+    def samples(self) -> int:
+        return self.values.shape[0]
+
+    def apply(self, x: torch.Tensor, rows: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+        values = self.values if rows is None else self.values[rows]
+        if not self.replace:
+            return add_subject_noise(x, values, self.subject_range, offset)
+        s0, s1 = self.subject_range
+        x = x.clone()
+        a = max(s0, offset)
+        if a < s1:
+            x[:, a - offset : s1 - offset] = values[:, a - s0 :].to(x.dtype)
+        return x

@@ -31,7 +31,7 @@ import torch
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
-from knlab.methods.corruption import add_subject_noise, subject_noise
+from knlab.methods.corruption import SubjectCorruption
 from knlab.methods.trace import (KINDS, TraceResult, cannot_change, grid_cells, module_name,
                                 prepare)
 
@@ -59,29 +59,43 @@ def _prob_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10,
                    window: int | None = None, noise: float | str | None = None, seed: int = 0,
-                   kinds: Iterable[str] = KINDS, progress=None) -> PatchEstimate:
+                   kinds: Iterable[str] = KINDS, progress=None, corruption: str = "noise",
+                   replacement: str | None = None, metric: str = "prob") -> PatchEstimate:
     """Attribution-patching estimate of ``trace(lm, prompt, subject, ...)`` with the same arguments: for every
-    (token, layer) and kind, p_c + (clean - corrupted) . dp/dh, averaged over the same noise samples.
+    (token, layer) and kind, m_c + (clean - corrupted) . dm/dh, averaged over the same noise samples, m the
+    trace's metric (p(answer), or the logit difference) and the corrupted run the trace's (the same noise
+    draws, or the same replacement subject).
 
     Cells that cannot change p(answer) (``trace.cannot_change``) are exactly the corrupted p, as in the trace."""
-    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds)
+    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds, corruption, replacement, metric)
     kinds, window, level, enc, (s0, s1), ans, aid = (st.kinds, st.window, st.noise, st.enc, st.subject_range,
                                                       st.answer, st.answer_id)
     ids, pos = enc.input_ids, enc.position
     T, L = ids.shape[1], lm.n_layers
     names = [module_name(lm, k, l) for k in kinds for l in range(L)]
 
-    # the noise exactly as restored_probs draws it (same seed: the same draws)
-    noise_t = subject_noise(lm, samples, (s0, s1), level, seed)
+    # the corruption exactly as restored_probs makes it (same seed: the same noise draws)
+    swap = st.replacement is not None
+    corruptor = (SubjectCorruption.replacement(lm, st.replacement, (s0, s1)) if swap
+                 else SubjectCorruption.noise(lm, samples, (s0, s1), level, seed))
+    samples = corruptor.samples
 
     def corrupt(x, _name):
         # the parameters need no gradient; the corrupted run's states do (everything downstream of here)
-        return add_subject_noise(x, noise_t, (s0, s1)).requires_grad_(True)
+        return corruptor.apply(x).requires_grad_(True)
+
+    foil = [None]
+
+    def score(logits_at_pos: torch.Tensor) -> torch.Tensor:
+        """The trace's metric of each row (``trace.restored_probs``'s, in the probability dtype)."""
+        z = logits_at_pos.to(_prob_dtype(logits_at_pos.dtype))
+        if metric == "logit_diff":
+            return z[:, aid] - z[:, foil[0]]
+        return torch.softmax(z, -1)[:, aid]
 
     # clean run: p(answer) and every state a cell restores
     with torch.no_grad(), TraceDict(lm.model, names) as td:
-        logits = lm.model(input_ids=ids, use_cache=False).logits
-    clean_p = torch.softmax(logits[0, pos].to(_prob_dtype(logits.dtype)), -1)[aid].item()
+        clean_logits = lm.model(input_ids=ids, use_cache=False).logits[:, pos]
     clean = {m: td[m].output[0] for m in names}  # [T, d]
 
     # corrupted run, one row per sample, with the graph kept from the noisy embeddings on
@@ -89,11 +103,16 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
         with Trace(lm.model, lm.arch.embed, retain_output=False, edit_output=corrupt), \
                 TraceDict(lm.model, names, detach=False) as td:
             logits = lm.model(input_ids=ids.expand(samples, T), use_cache=False).logits
-        p = torch.softmax(logits[:, pos].to(_prob_dtype(logits.dtype)), -1)[:, aid]  # [samples]
+        mean_p = torch.softmax(logits[:, pos].detach().float(), -1).mean(0)
+        mean_p[aid] = -1.0
+        foil[0] = int(mean_p.argmax())  # the corrupted run's answer (logit_diff subtracts its logit)
+        p = score(logits[:, pos])  # [samples]
         states = [td[m].output for m in names]  # [samples, T, d], in the graph
         # one backward: row s of the sum depends only on sample s, so each row gets its own dp_s/dh_s
         grads = torch.autograd.grad(p.sum(), states, allow_unused=True)
     corrupted_p = p.mean().item()
+    with torch.no_grad():
+        clean_p = score(clean_logits).item()
 
     # per module output: the first-order term of restoring it at each token, averaged over samples
     terms: dict[str, np.ndarray] = {}
@@ -117,8 +136,10 @@ def patch_estimate(lm: LM, prompt: str, subject: str, answer: str | None = None,
     if progress:
         progress(1.0)
     return PatchEstimate(lm.spec, prompt.strip(), enc.tokens, (s0, s1), ans, aid, pos, clean_p, corrupted_p,
-                         grids, samples, window, level, seed,
-                         lm.weights_dtype, str(lm.device))  # no autocast: the weights' own dtype
+                         grids, samples, window, level, seed, lm.weights_dtype, corruption,  # no autocast: the weights' dtype
+                         replacement.strip() if swap else None, metric,
+                         lm.tokenizer.decode([foil[0]]).strip() if metric == "logit_diff" else None,
+                         device=str(lm.device))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -22,7 +22,7 @@ from knlab.core.models import LM
 from knlab.core.nethook import Trace, TraceDict
 from knlab.core.replay import prefix_kwargs, prefix_reusable, replay_blocks, returned_cache
 from knlab.core.tokens import first_token, model_text
-from knlab.methods.corruption import add_subject_noise, noise_level, parse_noise, subject_noise
+from knlab.methods.corruption import CORRUPTIONS, SubjectCorruption, noise_level, parse_noise, replacement_ids
 from knlab.methods.predict import encode, next_token_probs
 
 Cell = tuple[str, int, int]  # (kind: "hidden" | "mlp" | "attn", layer, token)
@@ -62,11 +62,18 @@ def module_name(lm: LM, kind: str, layer: int) -> str:
     raise InputError(f"unknown state kind {kind!r} (hidden, mlp, attn)")
 
 
+METRICS = ("prob", "logit_diff")
+
+
 @dataclass
 class Restored:
-    clean: float  # p(answer) in the clean run
-    corrupted: float  # p(answer) with the subject corrupted, nothing restored
-    probs: np.ndarray  # [n_configs] p(answer) with each configuration restored
+    """The metric (p(answer), or the logit difference) in the clean run, the corrupted run and each
+    restored configuration."""
+
+    clean: float  # in the clean run
+    corrupted: float  # with the subject corrupted, nothing restored
+    probs: np.ndarray  # [n_configs] with each configuration restored
+    foil_id: int | None = None  # logit_diff: the corrupted run's answer, whose logit is subtracted
 
 
 def cannot_change(cell: Cell, subject_start: int, position: int, n_layers: int, masked: bool) -> bool:
@@ -122,17 +129,24 @@ def _plan(configs: list[list[Cell]], n_layers: int, reuse_prefix: bool) -> _Plan
 def restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
                    configs: Sequence[Iterable[Cell]], samples: int = 10, noise: float | None = None,
                    seed: int = 0, max_batch: int = 512, progress=None,
-                   use_prefix_cache: bool = True) -> Restored:
+                   use_prefix_cache: bool = True, corruption: SubjectCorruption | None = None,
+                   metric: str = "prob") -> Restored:
     """``_restored_probs`` in the trace's compute dtype (``LM.compute_dtype("trace")``; float32: no
-    context at all)."""
+    context at all). ``corruption``: Gaussian noise at ``noise`` (``samples`` draws from ``seed``) unless
+    given (``SubjectCorruption.replacement``: one run with another subject's tokens). ``metric``:
+    "prob", p(answer); or "logit_diff", the answer's logit minus the corrupted run's answer's (its most
+    probable token other than the clean answer), Zhang & Nanda's logit difference."""
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r} ({', '.join(METRICS)})")
     with torch.no_grad(), lm.autocast("trace"):
         return _restored_probs(lm, prompt, subject_range, answer_id, configs, samples, noise, seed, max_batch,
-                               progress, use_prefix_cache)
+                               progress, use_prefix_cache, corruption, metric)
 
 
 def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_id: int,
                     configs: Sequence[Iterable[Cell]], samples: int, noise: float | None,
-                    seed: int, max_batch: int, progress, use_prefix_cache: bool) -> Restored:
+                    seed: int, max_batch: int, progress, use_prefix_cache: bool,
+                    corruption: SubjectCorruption | None, metric: str) -> Restored:
     """p(answer) for each restore configuration, averaged over ``samples`` noise draws.
 
     Four things make this fast without changing a number: configurations run batched (rows =
@@ -147,20 +161,30 @@ def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_
     s0, s1 = subject_range
     if not (0 <= s0 < s1 <= T):
         raise InputError(f"subject range {subject_range} is outside the prompt's {T} tokens")
-    level = noise_level(lm) if noise is None else float(noise)
+    if corruption is None:
+        level = noise_level(lm) if noise is None else float(noise)
+        corruption = SubjectCorruption.noise(lm, samples, (s0, s1), level, seed)
+    samples = corruption.samples
     configs = [[c for c in cfg if not cannot_change(c, s0, pos, L, lm.masked)] for cfg in configs]
     modules = sorted({module_name(lm, k, l) for c in configs for k, l, _ in c})
     blocks = [lm.arch.layer(l) for l in range(L)]
-    noise_t = subject_noise(lm, samples, (s0, s1), level, seed)
 
     def corrupt(x, _name, rows=None, offset=0):
-        """Add the subject noise to the embeddings of positions offset.. (rows: which samples)."""
-        return add_subject_noise(x, noise_t if rows is None else noise_t[rows], (s0, s1), offset)
+        """The subject corrupted in the embeddings of positions offset.. (rows: which samples)."""
+        return corruption.apply(x, rows, offset)
 
-    # step 1, the clean run: the answer probability and every state we may restore
+    foil = [None]  # logit_diff: the corrupted run's answer, known once that run is made
+
+    def score(logits_at_pos: torch.Tensor) -> torch.Tensor:
+        """The metric of each row's logits at the prediction position."""
+        z = logits_at_pos.float()
+        if metric == "logit_diff":
+            return z[:, answer_id] - z[:, foil[0]]
+        return torch.softmax(z, -1)[:, answer_id]
+
+    # step 1, the clean run: its logits and every state we may restore
     with TraceDict(lm.model, modules) as td:
-        logits = lm.model(input_ids=ids, use_cache=False).logits
-    clean_p = torch.softmax(logits[0, pos].float(), -1)[answer_id].item()
+        clean_logits = lm.model(input_ids=ids, use_cache=False).logits[:, pos]
     clean = {m: td[m].output[0] for m in modules}  # [T, d]
 
     # step 2, the corrupted run, one row per sample: p(answer), every block's output (for replay) and,
@@ -168,7 +192,11 @@ def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_
     with Trace(lm.model, lm.arch.embed, retain_output=False, edit_output=corrupt), \
             TraceDict(lm.model, blocks) as corrupted_blocks:
         res = lm.model(input_ids=ids.expand(samples, T), use_cache=not lm.masked)
-    corrupted_p = torch.softmax(res.logits[:, pos].float(), -1)[:, answer_id].mean().item()
+    corrupted_probs = torch.softmax(res.logits[:, pos].float(), -1).mean(0)
+    corrupted_probs[answer_id] = -1.0
+    foil[0] = int(corrupted_probs.argmax())
+    clean_p = score(clean_logits).item()
+    corrupted_p = score(res.logits[:, pos]).mean().item()
     cache = returned_cache(res) if use_prefix_cache and prefix_reusable(lm, T) else None
 
     # step 3, the plan: which configurations run, from which position and block
@@ -207,14 +235,14 @@ def _restored_probs(lm: LM, prompt: str, subject_range: tuple[int, int], answer_
             for m in used:
                 stack.enter_context(Trace(lm.model, m, retain_output=False, edit_output=restore))
             logits = lm.model(input_ids=ids[:, first:].expand(B, width), **kwargs).logits
-        p = torch.softmax(logits[:, pos - first].float(), -1)[:, answer_id].cpu().numpy()
+        p = score(logits[:, pos - first]).cpu().numpy()
         for r, (_st, c, _s) in enumerate(batch):
             out[c] += p[r] / samples
         if progress:
             progress((n + 1) / len(batches))
     for i, j in plan.same_as.items():
         out[i] = out[j]
-    return Restored(clean_p, float(corrupted_p), out)
+    return Restored(clean_p, float(corrupted_p), out, foil[0] if metric == "logit_diff" else None)
 
 
 def restore_last_subject_token(lm: LM, prompt: str, subject: str, answer_id: int, samples: int = 10,
@@ -253,7 +281,10 @@ def grid_cells(kind: str, token: int, layer: int, window: int, n_layers: int) ->
 
 @dataclass
 class TraceResult:
-    """Three token x layer grids of p(answer) with the restored state, plus the reference points."""
+    """Three token x layer grids of the metric with the restored state, plus the reference points. The
+    metric is p(answer), or with ``metric="logit_diff"`` the answer's logit minus that of ``foil``, the
+    corrupted run's answer; the corruption Gaussian noise, or with ``corruption="replace"`` the subject
+    swapped for ``replacement`` (one run: ``samples`` is 1, ``noise`` 0)."""
 
     model: str
     prompt: str
@@ -270,6 +301,10 @@ class TraceResult:
     noise: float
     seed: int
     dtype: str = "float32"  # the compute dtype it ran in (LM.compute_dtype("trace"))
+    corruption: str = "noise"
+    replacement: str | None = None
+    metric: str = "prob"
+    foil: str | None = None  # logit_diff: the corrupted run's answer
     device: str = "cpu"  # where it ran
 
     def indirect_effect(self, kind: str) -> np.ndarray:
@@ -283,6 +318,7 @@ class TraceResult:
             if k in self.grids:
                 out[k] = self.grids[k].tolist()
         out.update(samples=self.samples, window=self.window, noise=self.noise, seed=self.seed, dtype=self.dtype,
+                   corruption=self.corruption, replacement=self.replacement, metric=self.metric, foil=self.foil,
                    device=self.device)
         return out
 
@@ -320,28 +356,38 @@ class TraceSetup:
     subject_range: tuple[int, int]
     answer: str
     answer_id: int
+    replacement: list[int] | None = None  # corruption "replace": the replacement subject's token ids
 
 
 def prepare(lm: LM, prompt: str, subject: str, answer: str | None, samples: int, window: int | None,
-            noise: float | str | None, kinds: Iterable[str]) -> TraceSetup:
+            noise: float | str | None, kinds: Iterable[str], corruption: str = "noise",
+            replacement: str | None = None, metric: str = "prob") -> TraceSetup:
     kinds = tuple(kinds)
     for k in kinds:
         module_name(lm, k, 0)
+    if corruption not in CORRUPTIONS:
+        raise InputError(f"unknown corruption {corruption!r} ({', '.join(CORRUPTIONS)})")
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r} ({', '.join(METRICS)})")
     window = _check_params(samples, window, lm.n_layers)
-    level = parse_noise(lm, noise)
+    level = parse_noise(lm, noise) if corruption == "noise" else 0.0
     enc = encode(lm, prompt)
     rng = locate_subject(lm, prompt, subject)
+    ids = replacement_ids(lm, prompt, subject, rng, replacement) if corruption == "replace" else None
     ans, aid = answer_for(lm, prompt, answer)
-    return TraceSetup(kinds, window, level, enc, rng, ans, aid)
+    return TraceSetup(kinds, window, level, enc, rng, ans, aid, ids)
 
 
 def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10, window: int | None = None,
           noise: float | str | None = None, seed: int = 0, kinds: Iterable[str] = KINDS,
-          progress=None) -> TraceResult:
+          progress=None, corruption: str = "noise", replacement: str | None = None,
+          metric: str = "prob") -> TraceResult:
     """Meng et al.'s causal trace of ``prompt``: for every (token, layer) and kind, p(answer) after
     restoring that clean state (hidden) or a window of clean module outputs (mlp, attn); ``window=None``:
-    ``default_window`` of the model's depth."""
-    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds)
+    ``default_window`` of the model's depth. Zhang & Nanda's choices: ``corruption="replace"`` corrupts
+    by swapping the subject for ``replacement`` (same token length) instead of adding noise, and
+    ``metric="logit_diff"`` measures the answer's logit minus the corrupted run's answer's."""
+    st = prepare(lm, prompt, subject, answer, samples, window, noise, kinds, corruption, replacement, metric)
     kinds, window, level, enc, rng, ans, aid = (st.kinds, st.window, st.noise, st.enc, st.subject_range,
                                                 st.answer, st.answer_id)
     T, L = enc.input_ids.shape[1], lm.n_layers
@@ -352,10 +398,14 @@ def trace(lm: LM, prompt: str, subject: str, answer: str | None = None, samples:
             for l in range(L):
                 configs.append(grid_cells(k, t, l, window, L))
                 index.append((k, t, l))
-    res = restored_probs(lm, prompt, rng, aid, configs, samples, level, seed, progress=progress)
+    swap = SubjectCorruption.replacement(lm, st.replacement, rng) if st.replacement is not None else None
+    res = restored_probs(lm, prompt, rng, aid, configs, samples, level, seed, progress=progress,
+                         corruption=swap, metric=metric)
     grids = {k: np.zeros((T, L)) for k in kinds}
     for (k, t, l), p in zip(index, res.probs):
         grids[k][t, l] = p
+    foil = lm.tokenizer.decode([res.foil_id]).strip() if res.foil_id is not None else None
     return TraceResult(lm.spec, prompt.strip(), enc.tokens, rng, ans, aid, enc.position, res.clean,
-                       res.corrupted, grids, samples, window, level, seed, lm.compute_dtype("trace"),
-                       str(lm.device))
+                       res.corrupted, grids, samples if swap is None else 1, window, level, seed,
+                       lm.compute_dtype("trace"), corruption, replacement.strip() if swap is not None else None,
+                       metric, foil, device=str(lm.device))

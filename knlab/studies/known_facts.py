@@ -12,9 +12,12 @@ from typing import Iterator
 
 import torch
 
+from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.core.tokens import first_token
+from knlab.methods.corruption import replacement_ids
 from knlab.methods.predict import answer_logits
+from knlab.methods.trace import locate_subject
 from knlab.world import facts as F
 
 
@@ -62,3 +65,25 @@ def known_subjects(lm: LM, relation: str, n: int, template: str | None = None,
     traced back."""
     return list(islice(iter_known_subjects(lm, relation, template, scan), n))
 
+
+
+def pick_replacement(lm: LM, prompt: str, subject: str, scan: int = 64) -> str:
+    """Symmetric token replacement's other subject (Zhang & Nanda 2024): one the model knows for the same
+    relation, with another answer and the same number of tokens in the prompt: the first such subject of
+    the relation the prompt states. A prompt that is not one of the world's facts needs one typed."""
+    found = find_fact(lm, prompt.strip(), subject.strip())
+    if found is None:
+        raise InputError("this prompt is not one of the world's facts: type a replacement subject of the same "
+                         "token length")
+    rel, fact, template = found
+    rng = locate_subject(lm, prompt, subject)
+    for other in iter_known_subjects(lm, rel.id, template, scan=scan):
+        if other == fact.subject or first_token(lm, rel.fact(other).object) == first_token(lm, fact.object):
+            continue
+        try:
+            replacement_ids(lm, prompt, subject, rng, other)
+        except InputError:
+            continue
+        return other
+    raise InputError(f"no subject of {rel.id} that {lm.spec} knows has {subject.strip()!r}'s token length "
+                     f"among the first {scan}: type a replacement")

@@ -24,11 +24,13 @@ from knlab.methods.predict import predict
 from knlab.methods.trace import trace
 from knlab.studies import published, record
 from knlab.studies.claims import editing
+from knlab.studies.claims.after import grid_step
 from knlab.studies.claims.common import ModelRun
 from knlab.studies.claims.editing import rome_syntax
-from knlab.studies.edit_report import edit, make_spec
+from knlab.studies.edit_report import edit
 from knlab.studies.findings import AGREES, DEPARTS, Finding
 from knlab.studies.known_facts import iter_known_subjects, known_subjects
+from knlab.studies.sweep import sweep
 from knlab.world import facts as F
 
 # (prompt, subject, the answer the model gives, the new object ROME writes)
@@ -268,6 +270,26 @@ def grammar(lm: LM) -> StepResult:
                       {"example": ex, "recorded": [f.to_json() for f in found] or None})
 
 
+LESSON_GRID = 3  # step 7's coarse sweep: this many layers of the edit-layers record's grid, from the bottom
+
+
+def where_to_edit(lm: LM) -> StepResult:
+    """Step 7 (Hase et al. 2023): the lesson's fact edited by ROME at a few layers beside its trace; the
+    verdict is the record's edit-layers findings, never this one fact's."""
+    prompt, subject, _answer, new = _fact(lm)
+    grid = list(range(0, lm.n_layers, grid_step(lm.n_layers)))  # the record's grid: its covariances are cached
+    layers = grid[:: max(1, len(grid) // LESSON_GRID)][:LESSON_GRID]
+    res = sweep(lm, prompt, subject, new, layers)
+    cite, found = _cite(_recorded("edit-layers", lm.spec), "edit-layers", lm.spec,
+                        ["facts whose best edit layer is the trace's peak (within one grid step)",
+                         "R^2 the tracing effect adds beyond the layer"])
+    scores = ", ".join(f"L{l}: {r:.2f}" for l, r in zip(res.layers, res.rewrite))
+    return StepResult(7, lm.spec, f"The trace of step 2 peaks at layer **{res.trace_peak}** (MLP window at the "
+                      f"subject's last token); ROME's rewrite score by layer: {scores}, best at layer "
+                      f"**{res.best_layer}**. {cite}", _verdict(found), "sweep", res,
+                      {"recorded": [f.to_json() for f in found] or None})
+
+
 @dataclass(frozen=True)
 class Step:
     number: int
@@ -319,6 +341,13 @@ STEPS = [
          "localisation) and ROME rewrites 'are' to 'is' after a subject as it rewrites a capital. If the methods "
          "find the same kind of thing for grammar as for facts, what they find is how the model completes token "
          "patterns, not a store of knowledge: the paper's conclusion.", grammar, "Paper", "rome-syntax"),
+    Step(7, "Does the trace tell you where to edit?",
+         "After the paper, Hase et al. (NeurIPS 2023) asked what steps 2 and 4 take for granted: that the layer the "
+         "trace points at is the layer to edit. Over many facts they found the two barely related: which layer you "
+         "edit explains ROME's success far better than the tracing effect does. This step edits step 4's fact at a "
+         "few layers beside step 2's trace, then cites the record (edit-layers, over 30 facts). If the best place "
+         "to write a fact is not where the trace finds it, the trace's peak is not where the fact is kept.",
+         where_to_edit, "Edit", "edit-layers"),
 ]
 
 

@@ -23,7 +23,7 @@ from knlab.core.errors import InputError
 from knlab.core.limits import check_count
 from knlab.core.models import LM, load_model, shipped_installed, weights_checksum
 from knlab.studies import published
-from knlab.studies.claims import editing, neurons, tracing
+from knlab.studies.claims import after, editing, neurons, tracing
 from knlab.studies.claims.common import ModelRun
 
 MASKED, CAUSAL, ALL = "masked", "causal", "all"
@@ -43,6 +43,7 @@ class Claim:
     real_size: int = 3  # on the real model (30 layers: each prompt costs ~20x an organism's)
     unit: str = "prompts"
     record_size: int = 40  # in the record (``studies.record``): a size that decides, capped by what the model knows
+    by: str | None = None  # a follow-up's paper (published.FOLLOW_UPS); None: Niu et al.'s own claim
 
     def applies_to(self) -> tuple[str, ...]:
         return MODELS[self.models]
@@ -57,6 +58,7 @@ class ClaimResult:
     runs: list[ModelRun]
     absent: dict[str, str]  # model -> why it did not run (not installed)
     seconds: float
+    by: str | None = None  # a follow-up's paper; None: Niu et al.'s claim
 
     @property
     def rows(self) -> list[dict]:
@@ -65,7 +67,7 @@ class ClaimResult:
 
     def to_json(self) -> dict:
         return {"claim": self.claim, "title": self.title, "source": self.source, "published": self.published,
-                "paper": SOURCE_NOTE, "runs": [r.to_json() for r in self.runs], "absent": self.absent,
+                "paper": published.FOLLOW_UPS[self.by] if self.by else SOURCE_NOTE, "runs": [r.to_json() for r in self.runs], "absent": self.absent,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -117,6 +119,17 @@ CLAIMS = [
           "Table 1", "GPT-2 XL: P101 99.82% / synonymy 52.35%; P1376 96.37% / symmetry 23.71%; P36 99.79% / 25.17%. "
           "LLaMA-2-7B: P101 100% / 58.36%; P1376 100% / 33.40%; P36 100% / 33.64%.", CAUSAL, editing.rome_table_1,
           size=10, real_size=1, unit="facts per relation", record_size=10_000),
+    # After the paper: follow-up results on the same models, not Niu et al.'s claims
+    Claim("edit-layers", "Does the trace tell you where to edit?", "Hase et al. 2023",
+          published.HASE["peak"] + "; " + published.HASE["r2"] + ".", CAUSAL, after.edit_layers, size=4, real_size=2,
+          unit="facts", record_size=30, by="Hase et al. 2023"),
+    Claim("knockout", "The answer leaves the subject in the upper-middle layers", "Geva et al. 2023, Fig. 2",
+          published.GEVA["where"] + "; " + published.GEVA["order"] + "; " + published.GEVA["against"] + ".", ALL,
+          after.knockout_claim, size=10,
+          real_size=3, unit="facts", record_size=30, by="Geva et al. 2023"),
+    Claim("trace-corruption", "What the trace finds depends on the corruption", "Zhang & Nanda 2024, Fig. 2",
+          published.ZHANG_NANDA["both"] + ".", ALL, after.trace_corruption, size=6, real_size=2, unit="facts",
+          record_size=30, by="Zhang & Nanda 2024"),
 ]
 
 
@@ -177,7 +190,7 @@ def rerun(claim_id: str, size: int | None = None, models: list[str] | None = Non
         sub = functools.partial(_model_progress, progress, k, len(targets), model)  # pickles, unlike a closure
         sub(0.0, "starting")
         runs.append(run_on(model, c.run, n, sub))
-    return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0)
+    return ClaimResult(c.id, c.title, c.source, c.published, runs, absent, time.perf_counter() - t0, c.by)
 
 
 # Running claims side by side, one process each (``rerun_many(jobs=...)``; ``python -m knlab paper --all
@@ -188,7 +201,7 @@ def rerun(claim_id: str, size: int | None = None, models: list[str] | None = Non
 # steps: 28.5 s on one thread, 22.4 s on two; a 66-row forward product takes 2.1 ms on either), so two
 # claims side by side on one core each get through ~1.5x the work of one claim on both.
 SHARE_A_PROCESS = (("localisation", "kn-layers"),)
-LONG_POLES = ("rome-table-1", "rome-examples", "localisation", "trace-syntax", "rome-syntax")
+LONG_POLES = ("edit-layers", "rome-table-1", "rome-examples", "localisation", "trace-syntax", "rome-syntax")
 
 
 def pole_rank(group: Sequence[str]) -> int:

@@ -72,6 +72,29 @@ TRACE_SYNTAX = {
     "subject_verb_agreement": "no such split: MLP strongest at layers 30-35 of 48, attention around 25",
 }
 
+# After the paper: three follow-up results (docs/paper.md, "After the paper"); not Niu et al.'s.
+FOLLOW_UPS = {
+    "Hase et al. 2023": 'Hase, Bansal, Kim & Ghandeharioun, "Does Localization Inform Editing?", NeurIPS 2023 '
+                        "(code: google/belief-localization)",
+    "Geva et al. 2023": 'Geva, Bastings, Filippova & Globerson, "Dissecting Recall of Factual Associations in '
+                        'Auto-Regressive Language Models", EMNLP 2023 (code: google-research/dissecting_factual_predictions)',
+    "Zhang & Nanda 2024": 'Zhang & Nanda, "Towards Best Practices of Activation Patching in Language Models: Metrics '
+                          'and Methods", ICLR 2024',
+}
+HASE = {"peak": "GPT-J, CounterFact: the trace's peak layer does not tell which layer ROME edits best; "
+                "edits succeed at early-to-mid MLP layers whatever the trace says",
+        "r2": "GPT-J, CounterFact: the edit layer explains far more of the rewrite score's variance than the "
+              "tracing effect, which adds next to nothing beyond the layer"}
+HASE_ADDED_BOUNDARY = 0.05  # knlab's reading of "next to nothing": under 5 points of R^2
+GEVA = {"where": "GPT-2 XL, GPT-J (Fig. 2): cutting last -> subject drops p(answer) sharply in the upper-middle "
+                 "layers (a window of layers around each), and not elsewhere",
+        "order": "GPT-2 XL, GPT-J: two critical points, the relation's (non-subject) positions first, the subject's "
+                 "later",
+        "against": "GPT-2 XL, GPT-J: cutting last -> last barely changes p(answer)"}
+ZHANG_NANDA = {"both": "GPT-2 XL (Fig. 2, MLP at the last subject token, window 5): symmetric token replacement "
+                       "suggests a much weaker early MLP peak than Gaussian noise",
+               "weaker": "GPT-2 XL (Fig. 2): STR's MLP peak is much weaker than GN's, under either metric"}
+
 # Table 2: the 16 BLiMP paradigms the paper uses.
 PARADIGMS = ("anaphor_gender_agreement", "anaphor_number_agreement") + _DET + (
     "distractor_agreement_relational_noun", "distractor_agreement_relative_clause",

@@ -219,6 +219,9 @@ def record(models: Sequence[str] | None = None, claim_ids: Sequence[str] | None 
             raise
 
 
+AFTER_HEADING = "After the paper: not Niu et al.'s claims"
+
+
 def _cell(f: Finding) -> str:
     mark = {AGREES: "agrees", DEPARTS: "**departs**"}.get(f.outcome, "undecided")
     small = f" (N < {MIN_ITEMS})" if f.n < MIN_ITEMS else ""
@@ -244,6 +247,12 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
     out = ["| claim | finding | " + ("the paper's rule | " if rules else "") + " | ".join(models) + " |",
            "|---|---|" + ("---|" if rules else "") + "---|" * len(models)]
     for c in CLAIMS:
+        if c.by and c is next(x for x in CLAIMS if x.by):
+            out.append(f"| **{AFTER_HEADING}** | | " + ("| " if rules else "") + "| " * len(models))
+        if c.by and not rules:  # the README's short table: a follow-up's outcomes counted, one row
+            out.append(f"| `{c.id}` ({c.source}) | its findings (docs/results.md) | "
+                       + " | ".join(_counts(records[m].get(c.id), m in c.applies_to()) for m in models) + " |")
+            continue
         names: dict[str, str] = {}
         for m in models:
             entry = records[m].get(c.id)
@@ -273,6 +282,17 @@ def findings_table(directory: Path = RECORDS, models: Sequence[str] | None = Non
     return out
 
 
+def _counts(entry: dict | None, applies: bool) -> str:
+    """A claim's outcomes on one model in a few words: '2 agree, 1 depart, 0 undecided'."""
+    if not entry:
+        return "not recorded yet" if applies else "-"
+    if not entry.get("complete"):
+        return f"in progress ({len(entry.get('items', {}))} items)"
+    found = [Finding.from_json(f) for f in entry["run"]["findings"]]
+    return f"{sum(f.outcome == AGREES for f in found)} agree, {sum(f.outcome == DEPARTS for f in found)} depart, " \
+           f"{sum(f.outcome not in (AGREES, DEPARTS) for f in found)} undecided"
+
+
 def _md(text: str) -> str:
     """A table cell's text: a '|' of its own (|KN|) would end the cell."""
     return text.replace("|", "\\|")
@@ -300,6 +320,9 @@ def results_markdown(directory: Path = RECORDS, models: Sequence[str] | None = N
     out += findings_table(directory, models)
     out += ["", "## Per claim", ""]
     for c in CLAIMS:
+        if c.by and c is next(x for x in CLAIMS if x.by):
+            out += [f"### {AFTER_HEADING}", "", "Follow-up results on the same models with the same instruments: "
+                    + "; ".join(published.FOLLOW_UPS.values()) + ". The rules are those papers' findings.", ""]
         out.append(f"**`{c.id}`** ({c.source}): {c.title}. Published: {c.published}\n")
         for m in models:
             entry = records[m].get(c.id)

@@ -11,8 +11,21 @@ import numpy as np
 from knlab.core.errors import InputError
 from knlab.core.models import LM
 from knlab.methods.trace import TraceResult, trace
+from knlab.studies.known_facts import pick_replacement
 from knlab.world import facts as F
 from knlab.world import paradigms
+
+def trace_prompt(lm: LM, prompt: str, subject: str, answer: str | None = None, samples: int = 10,
+                 window: int | None = None, noise: float | str | None = None, seed: int = 0, progress=None,
+                 corruption: str = "noise", replacement: str | None = None, metric: str = "prob") -> TraceResult:
+    """One prompt's trace (``methods.trace.trace``, the same arguments), where symmetric token replacement
+    with no replacement typed takes one from the world's facts (``known_facts.pick_replacement``): the CLI,
+    the Trace tab and the HTTP API all trace through here."""
+    if corruption == "replace" and not (replacement or "").strip():
+        replacement = pick_replacement(lm, prompt, subject)
+    return trace(lm, prompt, subject, answer, samples, window, noise, seed, progress=progress,
+                 corruption=corruption, replacement=replacement, metric=metric)
+
 
 CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "last token")

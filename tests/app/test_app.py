@@ -52,8 +52,9 @@ def test_api_lists_predict(client):
 
 
 def test_trace_endpoint(client):
-    status, plot, cats, result, files, code = client.predict("world-gpt", "The capital of Canada is", "Canada", "", 3,
-                                                             3, "3sd", 0, api_name="/trace")
+    status, plot, cats, knock, result, files, code = client.predict(
+        "world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0, True, "noise", "", "prob",
+        api_name="/trace")
     assert result["answer"] == "Ottawa" and result["clean"] > result["corrupted"]
     assert len(result["hidden"]) == len(result["tokens"])
     assert "clean" in status
@@ -62,6 +63,11 @@ def test_trace_endpoint(client):
     grid = [[float(x) for x in r[3:]] for r in list(csv.reader(open(files[1])))[1:]]
     assert grid == result["hidden"]
     assert "trace(lm, 'The capital of Canada is', subject='Canada', answer=None, samples=3, window=3" in code
+    assert knock is not None and "Knockout" in status  # the fourth figure: Geva et al.'s attention knockout
+    *_, result, _files, code = client.predict(
+        "world-gpt", "The capital of Canada is", "Canada", "", 3, 1, "3sd", 0, False, "replace", "Germany",
+        "logit_diff", api_name="/trace")
+    assert result["replacement"] == "Germany" and result["foil"] == "Berlin" and "metric='logit_diff'" in code
 
 
 def test_attribute_endpoint(client):

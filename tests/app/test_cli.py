@@ -277,3 +277,26 @@ def test_paper_record_refuses_what_it_does_not_take_in_one_line():
                          "--resume goes with --record"), (("--record", "no-such-claim"), "unknown claim")):
         r = run_cli_here("paper", *args)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_knockout_json_contract():
+    r = run_cli_here("knockout", "The capital of Canada is [MASK] .", "--subject", "Canada", "--model", "world-bert",
+                     "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["answer"] == "Ottawa" and set(out["change"]) == {"subject", "non-subject", "last"}
+    assert all(len(v) == 6 for v in out["change"].values()) and 0 < out["clean"] <= 1
+    r = run_cli_here("knockout", "The capital of Canada is", "--subject", "Canada", "--window", "99")
+    assert r.returncode == 2 and "window" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_trace_replacement_and_logit_difference():
+    r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--window", "1", "--corruption",
+                     "replace", "--replacement", "Germany", "--metric", "logit_diff", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["corruption"] == "replace" and out["replacement"] == "Germany" and out["foil"] == "Berlin"
+    assert out["clean"] > 0 > out["corrupted"] and out["samples"] == 1
+    r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--corruption", "replace",
+                     "--replacement", "United States")
+    assert r.returncode == 2 and "same token length" in r.stderr and "Traceback" not in r.stderr

@@ -63,7 +63,8 @@ def test_predict(client, model, prompt, top):
        noise=st.one_of(st.sampled_from(["3sd", "0", "-1", "nan", "inf", "sd", "1e400", ""]), st.text(max_size=5)),
        seed=numbers)
 def test_trace(client, model, prompt, subject, answer, samples, window, noise, seed):
-    answer_or_clear_error(client, model, prompt, subject, answer, samples, window, noise, seed, api_name="/trace")
+    answer_or_clear_error(client, model, prompt, subject, answer, samples, window, noise, seed, True, "noise", "",
+                          "prob", api_name="/trace")
 
 
 @SETTINGS
@@ -110,10 +111,19 @@ def test_compare(client, model, prompt, subject, target, layer):
     answer_or_clear_error(client, model, prompt, subject, target, layer, api_name="/compare")
 
 
+@pytest.mark.parametrize("args", [("world-gpt", "The capital of Canada is", "", "Rome", 1),
+                                  ("world-gpt", "The capital of Canada is", "Canada", "Ottawa", 1),
+                                  ("world-bert", "The capital of Canada is [MASK] .", "Canada", "Rome", 1),
+                                  ("world-gpt", "The capital of Canada is", "Canada", "", 0)])
+def test_sweep_bad_input(client, args):
+    """A sweep edits every layer (minutes): its bad inputs, which must come back as one clear line."""
+    answer_or_clear_error(client, *args, api_name="/sweep")
+
+
 def test_every_endpoint_is_fuzzed(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     covered = {"/predict", "/trace", "/attribute", "/neurons", "/paradigm", "/edit", "/undo", "/reset", "/evaluate",
-               "/status", "/compare"} | {f"/lesson_{k}" for k in range(1, 7)}  # the lesson's steps take no input
+               "/status", "/compare", "/sweep"} | {f"/lesson_{k}" for k in range(1, 8)}  # the lesson's steps take no input
     paper = {e for e in named if e.startswith("/paper_")}
     assert named - covered - paper == set(), f"endpoints without a fuzz test: {named - covered - paper}"
     for e in sorted(paper):  # each claim with bad sizes: a clear error, never a crash

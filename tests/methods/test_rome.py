@@ -137,15 +137,15 @@ def test_mom2_is_cached_on_disk_and_equals_the_second_moment(gpt, tmp_path, monk
     corpus.write_text("\n".join(texts) + "\n\n", encoding="utf-8")
     layer = 1
     calls = []
-    measure = LS.measure_mom2
-    monkeypatch.setattr(LS, "measure_mom2", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    measure = LS.measure_mom2_layers  # what measures, for one layer or several (an edit-layer sweep's)
+    monkeypatch.setattr(LS, "measure_mom2_layers", lambda *a, **k: calls.append(1) or measure(*a, **k))
     m = LS.layer_stats(gpt, layer, covariance_corpus(str(corpus)))
     files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert calls == [1] and len(files) == 1 and f"layer{layer}-" in files[0].name
 
     def fail(*a, **k):
         raise AssertionError("measured again instead of read from the disk cache")
-    monkeypatch.setattr(LS, "measure_mom2", fail)
+    monkeypatch.setattr(LS, "measure_mom2_layers", fail)
     monkeypatch.setattr(LS, "_MEMORY", {})
     again = LS.layer_stats(gpt, layer, covariance_corpus(str(corpus)))
     assert torch.equal(again, m)

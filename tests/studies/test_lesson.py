@@ -13,12 +13,13 @@ from knlab.studies.findings import AGREES, DEPARTS, UNDECIDED, share
 from knlab.studies.lesson import FACTS, STEPS, REVERSE_FINDINGS, lesson_model, step
 
 
-def test_six_steps_each_with_its_text_and_tab():
-    assert [s.number for s in STEPS] == [1, 2, 3, 4, 5, 6]
+def test_seven_steps_each_with_its_text_and_tab():
+    assert [s.number for s in STEPS] == [1, 2, 3, 4, 5, 6, 7]
     assert all(len(s.notice) > 100 and s.tab in ("Predict", "Trace", "Attribute", "Edit", "Paper") for s in STEPS)
     assert lesson_model() in ("smollm2-135m", "world-gpt")
-    with pytest.raises(InputError, match="steps 1-6"):
-        step(7)
+    with pytest.raises(InputError, match="steps 1-7"):
+        step(8)
+    assert step(7).claim == "edit-layers" and "Hase et al." in step(7).notice
 
 
 def write_record(directory, model, claim_id, findings):
@@ -70,7 +71,7 @@ def test_every_step_runs_on_the_organism(gpt, tmp_path, monkeypatch):
     write_record(tmp_path, "world-gpt", "rome-examples", [takes, *rev])
     base = weights_checksum(gpt.model)
     results = [s.run(gpt) for s in STEPS]
-    assert [r.step for r in results] == [1, 2, 3, 4, 5, 6]
+    assert [r.step for r in results] == [1, 2, 3, 4, 5, 6, 7]
     assert results[0].agrees and "Ottawa" in results[0].summary  # world-gpt knows Canada's capital
     four, five, six = results[3], results[4], results[5]
     assert four.detail["takes"] and four.result.after["p_new"] > four.result.after["p_old"]  # ROME takes
@@ -83,6 +84,10 @@ def test_every_step_runs_on_the_organism(gpt, tmp_path, monkeypatch):
     assert "holds" not in five.summary.lower()
     # step 6: not recorded in this directory, so no verdict, and it says so
     assert six.agrees is None and six.result is None and "no full-size run of rome-syntax" in six.summary
+    # step 7: step 4's fact swept over three layers beside step 2's trace; the verdict is the record's (none here)
+    seven = results[6]
+    assert seven.kind == "sweep" and seven.result.layers == [0, 2, 4] and seven.result.new == FACTS["world-gpt"][3]
+    assert seven.agrees is None and "no full-size run of edit-layers" in seven.summary
     for r in results:
         assert r.summary and r.agrees in (True, False, None) and r.to_json()["model"] == "world-gpt"
     assert weights_checksum(gpt.model) == base  # every edit of the lesson is undone

@@ -14,12 +14,14 @@ from knlab.studies.paper import CLAIMS, _tasks, claim, rerun, rerun_many
 
 IDS = [c.id for c in CLAIMS]
 # the claims whose organism reruns take longest (many edits / attributions): the slow lane has them
-SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit", "rome-syntax"}
+SLOW_ON_ORGANISMS = {"rome-table-1", "localisation", "rome-examples", "kn-edit", "rome-syntax", "edit-layers"}
 
 
 def test_every_experiment_of_the_paper_is_a_claim():
     assert IDS == ["kn-sharing", "det-agreement", "overturn", "kn-edit", "localisation", "kn-layers",
-                   "sv-agreement", "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1"]
+                   "sv-agreement", "trace-syntax", "rome-examples", "rome-syntax", "rome-table-1",
+                   "edit-layers", "knockout", "trace-corruption"]  # the last three: after the paper
+    assert [c.id for c in CLAIMS if c.by] == ["edit-layers", "knockout", "trace-corruption"]
     for c in CLAIMS:
         assert c.published and c.source and c.title
         assert set(c.applies_to()) <= {"smollm2-135m", "world-gpt", "world-bert"}
@@ -39,7 +41,7 @@ def check_well_formed(res, cid):
     c = claim(cid)
     assert res.claim == cid and res.published == c.published and res.source == c.source
     out = res.to_json()
-    assert out["runs"] and "Niu et al." in out["paper"]
+    assert out["runs"] and ((published.FOLLOW_UPS[c.by] == out["paper"]) if c.by else "Niu et al." in out["paper"])
     for run in res.runs:
         assert run.model in c.applies_to()
         assert run.rows and all({"item", "live", "published"} <= set(r) for r in run.rows)
@@ -140,7 +142,8 @@ def test_published_figures_are_the_papers():
 # Every claim that applies to the real model, at the smallest size it can measure (a paradigm or a traced
 # category needs 2 prompts).
 REAL_SIZES = {"kn-edit": 1, "sv-agreement": 2, "localisation": 2, "kn-layers": 2, "trace-syntax": 2,
-              "rome-examples": 1, "rome-syntax": 1, "rome-table-1": 1}
+              "rome-examples": 1, "rome-syntax": 1, "rome-table-1": 1,
+              "edit-layers": 2, "knockout": 1, "trace-corruption": 1}
 
 
 def test_every_claim_for_the_real_model_is_rerun_on_it():

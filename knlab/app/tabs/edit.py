@@ -3,6 +3,7 @@ fact (kept by neither). An edit report is shown the same way wherever it appears
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +11,14 @@ import gradio as gr
 
 from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole
 from knlab.app.defaults import defaults_for
-from knlab.app.plots import edit_figure
+from knlab.app.plots import edit_figure, sweep_figure
 from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
 from knlab.core.limits import limits
 from knlab.serve.hosting import check_model
+from knlab.serve.worker import INTERACTIVE
 from knlab.studies.edit_report import EditReport, compare, describe, edit
 from knlab.studies.relation_evaluation import counterfactual
+from knlab.studies.sweep import edit_at, every, finish, prepare
 from knlab.world import facts as F
 
 
@@ -204,6 +207,41 @@ def _compare(ctx: Context, form: EditForm) -> None:
                       [*columns["kn"], *columns["rome"], cmp_json, cmp_files, cmp_code], api_name="compare")
 
 
+def _sweep(ctx: Context, form: EditForm) -> None:
+    """Hase et al.'s question for this fact: ROME at every layer (one request per layer, so Stop takes
+    effect between layers) beside the causal trace, the trace's peak and the best edit layer marked."""
+    with gr.Accordion("Edit at every layer: does the trace tell you where to edit? (Hase et al. 2023)", open=False):
+        gr.Markdown("ROME at each layer, each edit made on its own and undone, beside the causal trace's effect per "
+                    "layer at the subject's last token. The rewrite score is (p_new after - before) / (1 - before). "
+                    "A causal model only. On the real model each layer's edit takes seconds to minutes.")
+        with gr.Row():
+            step = gr.Slider(1, 10, value=1, step=1, label="Every k-th layer", elem_id="sweep-step")
+            sweep_btn = gr.Button("Edit at every layer", elem_id="sweep-button")
+            stop_btn = gr.Button("Stop", elem_id="sweep-stop")
+        sweep_status = gr.Markdown(elem_id="sweep-status")
+        sweep_plot = gr.Plot(label="Rewrite score and tracing effect by layer", elem_id="sweep-plot")
+        sweep_json = gr.JSON(visible=False)
+
+        def run_sweep(model, prompt, subject, target, k, request: gr.Request, progress=gr.Progress()):
+            lm_layers = ctx.serve(every, model, request, whole(k, "step"), lane=INTERACTIVE)
+            plan = ctx.serve(prepare, model, request, prompt, subject, target, lm_layers,
+                             progress=lambda f, d="": progress(0.1 * f, desc=d))
+            after, t0 = [], time.perf_counter()
+            for j, layer in enumerate(plan.layers):
+                progress(0.1 + 0.9 * j / len(plan.layers), desc=f"ROME at layer {layer} ({j + 1}/{len(plan.layers)})")
+                yield f"ROME at layer {layer} ({j + 1} of {len(plan.layers)})...", gr.update(), gr.update()
+                after.append(ctx.serve(edit_at, model, request, plan, layer))
+            res = finish(model, plan, after, time.perf_counter() - t0)
+            yield (f"Trace peak: layer **{res.trace_peak}**; best edit: layer **{res.best_layer}** (rewrite score "
+                   f"{res.rewrite.max():.2f}). Did the trace tell you where to edit? "
+                   f"{'Yes, here' if abs(res.trace_peak - res.best_layer) <= max(1, whole(k, 'step')) else 'Not here'}.",
+                   sweep_figure(res), res.to_json())
+
+        event = sweep_btn.click(run_sweep, [ctx.model, form.prompt, form.subject, form.target, step],
+                                [sweep_status, sweep_plot, sweep_json], api_name="sweep")
+        stop_btn.click(None, None, None, cancels=[event])
+
+
 def build_edit_tab(ctx: Context) -> None:
     with gr.Tab("Edit", id="edit"):
         gr.Markdown("Change one fact with **ROME** (a rank-one update of one MLP layer at the subject's last token) "
@@ -214,3 +252,4 @@ def build_edit_tab(ctx: Context) -> None:
         form = _edit_form(ctx)
         _apply_and_history(ctx, form)
         _compare(ctx, form)
+        _sweep(ctx, form)

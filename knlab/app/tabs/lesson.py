@@ -1,11 +1,13 @@
-"""The Lesson tab: the paper's argument in six live steps, for a class or a first visit."""
+"""The Lesson tab: the paper's argument in six live steps and a seventh from after it, for a class or a first
+visit."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from knlab.app.context import Context, takeaway_panel
-from knlab.app.plots import attribution_overview, edit_figure, prediction_figure, runs_figure, trace_figure
+from knlab.app.plots import (attribution_overview, edit_figure, prediction_figure, runs_figure, sweep_figure,
+                             trace_figure)
 from knlab.studies.lesson import STEPS, lesson_model
 
 
@@ -23,6 +25,8 @@ def figure(res):
         return attribution_overview(res.result.scores, f"{res.model}: integrated gradients for {res.result.target!r}")
     if res.kind == "edit":
         return edit_figure(res.result)
+    if res.kind == "sweep":
+        return sweep_figure(res.result)
     if res.kind == "claim":  # the record's run of the claim the step cites (None: not recorded yet)
         return runs_figure([res.result], f"Step {res.step}: the record, full size, beside the paper") \
             if res.result is not None else None

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from knlab.core.errors import InputError
 from knlab.core.models import LM, tensor_checksum
-from knlab.core.nethook import Trace, get_module, module_weight
+from knlab.core.nethook import TraceDict, get_module, module_weight
 from knlab.core.packaged import cache_root  # the one place that knows where knlab's cache is
 from knlab.methods.rome.repr_tools import right_padded
 
@@ -66,51 +66,80 @@ def measure_mom2(lm: LM, layer: int, texts: list[str], progress: Callable[[float
                  max_tokens: int = 256) -> torch.Tensor:
     """E[k k^T] over every non-padding token of ``texts`` (float64 accumulation). The texts run sorted by
     length, so a batch pads little (the statistic is a sum: the order does not change it)."""
+    return measure_mom2_layers(lm, [layer], texts, progress, max_tokens)[layer]
+
+
+@torch.no_grad()
+def measure_mom2_layers(lm: LM, layers: Sequence[int], texts: list[str],
+                        progress: Callable[[float], None] | None = None, max_tokens: int = 256) -> dict[int, torch.Tensor]:
+    """``measure_mom2`` of several layers in one pass over the corpus (an edit-layer sweep needs every
+    layer's: one pass that stops above the highest, instead of one pass per layer). Each layer's sum runs
+    in the same order as on its own, so it is the same statistic, bit for bit."""
     tok = lm.tokenizer
     width = lm.ffn_width
-    total = torch.zeros(width, width, dtype=torch.float64, device=lm.device)
+    layers = sorted(set(layers))
+    totals = {l: torch.zeros(width, width, dtype=torch.float64, device=lm.device) for l in layers}
     count = 0
-    module = lm.arch.module("mlp_out", layer)
+    modules = {l: lm.arch.module("mlp_out", l) for l in layers}
     texts = sorted(texts, key=len)
     for b in range(0, len(texts), BATCH):
         # right padding whatever the tokenizer's side: left padding would shift the positions of every
         # shorter text (the models number positions from the first column, not from the mask)
         batch = right_padded(lm, tok(texts[b:b + BATCH], truncation=True, max_length=max_tokens)["input_ids"])
-        with Trace(lm.model, module, retain_output=False, retain_input=True, stop=True) as tr:
+        with TraceDict(lm.model, modules.values(), retain_output=False, retain_input=True, stop=True) as td:
             lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        keys = tr.input[batch.attention_mask.bool()].double()
-        total += keys.T @ keys
-        count += keys.shape[0]
+        keep = batch.attention_mask.bool()
+        for l, name in modules.items():
+            keys = td[name].input[keep].double()
+            totals[l] += keys.T @ keys
+        count += int(keep.sum())
         if progress:
             progress(min(1.0, (b + BATCH) / len(texts)))
-    return (total / max(count, 1)).float()
+    return {l: (t / max(count, 1)).float() for l, t in totals.items()}
 
 
 def layer_stats(lm: LM, layer: int, corpus: tuple[str, Sequence[str]], samples: int = MOM2_SAMPLES,
                 progress: Callable[[float], None] | None = None, tokens: int | None = None) -> torch.Tensor:
     """The key second moment of ``layer`` [ffn_width, ffn_width] over ``corpus`` ((a name that identifies
     the texts, the texts): ``world.covariance_texts.covariance_corpus``), from the disk cache when it is there."""
+    return layers_stats(lm, [layer], corpus, samples, progress, tokens)[layer]
+
+
+def _cached(path: Path) -> torch.Tensor | None:
+    if str(path) in _MEMORY:
+        return _MEMORY[str(path)]
+    if path.exists():
+        try:
+            _MEMORY[str(path)] = load_file(str(path))["mom2"]
+            return _MEMORY[str(path)]
+        except Exception:
+            path.unlink(missing_ok=True)  # a torn write: measure again
+    return None
+
+
+def layers_stats(lm: LM, layers: Sequence[int], corpus: tuple[str, Sequence[str]], samples: int = MOM2_SAMPLES,
+                 progress: Callable[[float], None] | None = None, tokens: int | None = None) -> dict[int, torch.Tensor]:
+    """``layer_stats`` of several layers: those in the cache read from it, the others measured together in
+    one pass over the corpus (``measure_mom2_layers``) and cached one file per layer, as ``layer_stats``
+    would have cached each."""
     name, texts = corpus
     budget = (lm.spec, name, len(texts), samples, tokens)  # the name identifies the texts
     if budget not in _BUDGETED:  # counting the tokens of 60k takes ~1 s: once per process, not per edit
         _BUDGETED[budget] = within_budget(lm, texts, samples, tokens)
     texts = _BUDGETED[budget]
-    path = cache_dir() / lm.spec.replace("/", "--") / f"layer{layer}-{_key(lm, layer, name, len(texts))}.safetensors"
-    if str(path) in _MEMORY:
-        return _MEMORY[str(path)]
-    if path.exists():
-        try:
-            _MEMORY[str(path)] = load_file(str(path))["mom2"].to(lm.device)
-            return _MEMORY[str(path)]
-        except Exception:
-            path.unlink(missing_ok=True)  # a torn write: measure again
-    mom2 = measure_mom2(lm, layer, texts, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"mom2": mom2.cpu().contiguous()}, str(tmp))
-    os.replace(tmp, path)
-    _MEMORY[str(path)] = mom2
-    return mom2
+    paths = {l: cache_dir() / lm.spec.replace("/", "--") / f"layer{l}-{_key(lm, l, name, len(texts))}.safetensors"
+             for l in layers}
+    out = {l: _cached(p) for l, p in paths.items()}
+    missing = [l for l, v in out.items() if v is None]
+    if missing:
+        for l, mom2 in measure_mom2_layers(lm, missing, texts, progress).items():
+            path = paths[l]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            save_file({"mom2": mom2.cpu().contiguous()}, str(tmp))
+            os.replace(tmp, path)
+            _MEMORY[str(path)] = out[l] = mom2
+    return {l: v.to(lm.device) for l, v in out.items()}
 
 
 def _weight(lm: LM, name: str):

@@ -16,7 +16,7 @@ import torch
 from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.models import LM
-from knlab.core.nethook import get_module, per_model
+from knlab.core.nethook import per_model
 from knlab.core.tokens import single_token, spoken_ids
 from knlab.methods.corruption import noise_level
 from knlab.methods.predict import check_prompt
