@@ -12,6 +12,8 @@ from typing import Callable
 from knlab.core.dtype import CHOICES as DTYPES, ENV as DTYPE_ENV
 from knlab.core.errors import KnlabError
 
+KN_SITES = ("activation", "pre-activation")  # knlab.core.arch.SITES, named here: that module imports torch (2 s)
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
@@ -110,8 +112,9 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--method", choices=["ig", "activation"], default="ig")
-    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
-                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
+    p.add_argument("--site", choices=KN_SITES, default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's for "
+                        "GPT-2 and LLaMA: c_fc / gate_proj output)")
     p.add_argument("--save", default=None, help="write the full [layers, width] map as .npy")
     p.add_argument("--json", action="store_true")
 
@@ -143,8 +146,9 @@ def _neurons_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
-                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
+    p.add_argument("--site", choices=KN_SITES, default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's for "
+                        "GPT-2 and LLaMA: c_fc / gate_proj output)")
     p.add_argument("--json", action="store_true")
 
 

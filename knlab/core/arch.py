@@ -5,6 +5,12 @@ so supporting a new family is one entry here. The FFN "activation" (the knowledg
 key) is always read and written as the *input of the MLP's output projection*: GPT-2's ``c_proj`` input
 is GELU(c_fc(x)), BERT's ``output.dense`` input is the intermediate activation, LLaMA's ``down_proj``
 input is SiLU(gate) * up — one hook point for all families.
+
+Where integrated gradients reads a knowledge neuron is a site (``SITES``): knlab's ``activation`` (that
+input) or ``pre-activation``, the output of the MLP's first projection (GPT-2's ``c_fc``, LLaMA's
+``gate_proj``), before the activation function: the site of the paper's seed code (a fork of EleutherAI's
+knowledge-neurons) for GPT-2 and LLaMA. For BERT the seed reads the intermediate module's output, after
+GELU: knlab's own site. ``Arch.seed_site`` says which site produced the paper's figures for a family.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from knlab.core.errors import InputError
 from knlab.core.nethook import get_module
 
 
@@ -31,6 +38,8 @@ class Arch:
     # post-LN blocks (BERT): the attention module adds the residual and normalises, so the rest of the
     # block is position-wise: a block's output at one position needs only its attention output there
     attn_adds_residual: bool = False
+    # the KN site of the paper's seed code for this family (BERT: after GELU; GPT-2, LLaMA: before it)
+    seed_site: str = "pre-activation"
 
     def layer(self, i: int) -> str:
         return f"{self.layers}.{i}"
@@ -41,6 +50,19 @@ class Arch:
         if kind in ("hidden", "layer"):
             return self.layer(i)
         return f"{self.layer(i)}.{getattr(self, kind)}"
+
+    def kn_site(self, site: str, i: int) -> tuple[str, str]:
+        """(module name, "input" | "output"): where a knowledge neuron's activation at ``site`` of layer i is
+        read and written. For a gated MLP the pre-activation is the gate's (SiLU(0) = 0: zeroing it zeroes
+        the neuron, as at the activation)."""
+        if site == "activation":
+            return self.module("mlp_out", i), "input"
+        if site == "pre-activation":
+            return self.module("mlp_in", i), "output"
+        raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
+
+
+SITES = ("activation", "pre-activation")
 
 
 _LLAMA_LIKE = dict(layers="model.layers", mlp="mlp", mlp_in="mlp.gate_proj", mlp_out="mlp.down_proj",
@@ -62,7 +84,7 @@ ARCHITECTURES: dict[str, Arch] = {
     "bert": Arch("bert", layers="bert.encoder.layer", mlp="output.dense", mlp_in="intermediate.dense",
                  mlp_out="output.dense", attn="attention", attn_out="attention.output.dense",
                  embed="bert.embeddings.word_embeddings", lm_head="cls.predictions",
-                 masked=True, attn_adds_residual=True),
+                 masked=True, attn_adds_residual=True, seed_site="activation"),
 }
 
 

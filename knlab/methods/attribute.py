@@ -27,20 +27,6 @@ from knlab.core.tokens import spoken_ids
 from knlab.methods.predict import Encoded, encode
 
 IG_STEPS = 20
-# Where a knowledge neuron's activation is read (docs/paper.md, section 1). knlab's own: the input of the
-# MLP's output projection, after the activation function, in every family. The seed's, for GPT models:
-# the output of the MLP's first projection (GPT-2's c_fc), before the activation; zeroing a neuron is the
-# same either way (GELU(0) = 0), IG scores are not. For a gated MLP (LLaMA) "pre_activation" is the gate.
-SITES = ("activation", "pre_activation")
-
-
-def site_hook(lm: LM, layer: int, site: str) -> tuple[str, str]:
-    """(module name, "input" | "output"): where ``site``'s activation of ``layer`` is read and written."""
-    if site == "activation":
-        return lm.arch.module("mlp_out", layer), "input"
-    if site == "pre_activation":
-        return lm.arch.module("mlp_in", layer), "output"
-    raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
 
 
 @dataclass
@@ -68,7 +54,7 @@ class Attribution:
 
 def _activations(lm: LM, enc, site: str = "activation") -> tuple[np.ndarray, torch.Tensor]:
     """Every layer's FFN activation at the prediction position, and the next-token distribution."""
-    hooks = [site_hook(lm, l, site) for l in range(lm.n_layers)]
+    hooks = [lm.arch.kn_site(site, l) for l in range(lm.n_layers)]
     traces = [Trace(lm.model, name, retain_input=io == "input", retain_output=io == "output") for name, io in hooks]
     try:
         with torch.no_grad():
@@ -212,7 +198,7 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
             for g, l in enumerate(batch_layers):
                 def write(x, _name, l=l, row=stages.offset(g)):
                     return path.write(x, l, row, 0 if x.shape[1] == 1 else column)
-                name, io = site_hook(lm, l, site)  # the activation fn between is elementwise: still one column
+                name, io = lm.arch.kn_site(site, l)  # the activation fn between is elementwise: still one column
                 stack.enter_context(Trace(lm.model, name, retain_output=False,
                                           **{"edit_input" if io == "input" else "edit_output": write}))
             stack.enter_context(Trace(lm.model, lm.arch.lm_head, retain_output=False, edit_input=prediction_only))
@@ -238,10 +224,11 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
 def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_STEPS, method: str = "ig",
               baseline: float = 0.0, layers: list[int] | None = None, site: str = "activation") -> Attribution:
     """The [n_layers, d_ff] attribution map of ``target`` (default: the model's top prediction), at the KN
-    ``site`` (``SITES``: knlab's, after the activation function, or the seed's, before it)."""
+    ``site`` (``knlab.core.arch.SITES``: knlab's, after the activation function, or the seed's, before it;
+    ``lm.arch.seed_site`` is the one behind the paper's figures)."""
     if method not in ("ig", "activation"):
         raise InputError(f"unknown attribution method {method!r} (ig, activation)")
-    site_hook(lm, 0, site)  # an unknown site is one clear message
+    lm.arch.kn_site(site, 0)  # an unknown site is one clear message
     steps = check_count(steps, "ig_steps", "steps")
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")

@@ -87,8 +87,12 @@ def test_localisation_on_a_causal_model(gpt, monkeypatch):
     first = neurons.localisation(gpt, 2)
     out = first.left_out
     assert len(out) == 6 and all(k.endswith("_2") and "comes before" in why for k, why in out.items())
-    assert sum(k.startswith("paradigm:") for k in first.items) == 10
-    assert [f.name for f in first.findings] == ["grammar: |KN| per paradigm", "grammar's R^2_1 less the facts'"]
+    # the seed's grouping at the seed's site: each paradigm's target types (2 each), a relation's templates
+    assert sum(k.startswith("pre-activation:paradigm:") for k in first.items) == 20
+    assert sum(k.startswith("pre-activation:relation:P101:") for k in first.items) == 4
+    names = [f.name for f in first.findings]
+    assert len(names) == 3 and all("site pre-activation" in x and "by target type" in x for x in names)
+    assert "per template" in names[1] and "each fact over its 4 paraphrases" in names[2]
     monkeypatch.setattr(neurons, "attribute", _never)
     monkeypatch.setattr(neurons, "_selections", lambda lm: {})  # not the memo: the items alone
     _same(first, neurons.localisation(gpt, 2, None, Items(done=first.items)))
