@@ -535,7 +535,8 @@ def kn_layers_claim(lm: LM, n: int, progress: Progress = None, items: Items | No
     top_f = sorted(np.argsort(share_f)[::-1][:2].tolist()) if facts.sum() else []
     paper_model = "BERT-base" if lm.masked else "GPT-2"
     variant = f"site {site}; " + BY_TARGET_TYPE + "; " + BY_FACT
-    found = [findings.share(f"grammar KNs in the fact KNs' two top layers {top_f} ({variant})",
+    rows.append({"item": "the two layers holding the most fact KNs", "live": str(top_f), "published": "-"})
+    found = [findings.share(f"grammar KNs in the fact KNs' two top layers ({variant})",
                             int(sum(grammar[l] for l in top_f)) if top_f else 0, int(grammar.sum()) if top_f else 0,
                             "above", MAJORITY, f"{paper_model}: {published.KN_LAYERS[paper_model]}")]
     figure = {"type": "bar", "title": "Where the KNs sit (share of KNs per layer)", "x": list(range(L)),
