@@ -428,20 +428,14 @@ def localisation(lm: LM, n: int, progress: Progress = None, items: Items | None 
     items = items if items is not None else Items()
     site = lm.arch.seed_site
     names, relations, made = localisation_paradigms(lm), localisation_relations(lm), _selections(lm)
-    rows, live = [], {}
+    rows, live, by_relation = [], {}, {}
     steps = len(names) + len(relations)
-    for k, name in enumerate(names):
-        try:
-            groups = _paradigm_groups(lm, name, n, items, made, progress, 1 / steps, k / steps, site)
-        except InputError as e:
-            items.leave_out(f"paradigm:{name}", str(e))
-            continue
-        live[name] = _mean_figures(list(groups.values()))
     facts: dict[str, list[dict]] = {}
     per_fact: dict[str, list[dict]] = {}
+    # the relations first: their per-fact items are the ones a smaller rerun shares with a larger record
     for k, relation in enumerate(relations):
         sels = _relation_groups(lm, relation, n, items, made, site)
-        tick(progress, (len(names) + k + 1) / steps, relation)
+        tick(progress, (k + 1) / steps, relation)
         if not sels:
             items.leave_out(f"relation:{relation}", f"{lm.spec} knows fewer than two of {relation}'s facts")
             rows.append({"item": f"{relation}: |KN| / tau / R^2_1", "live": "fewer than two known facts",
@@ -449,7 +443,16 @@ def localisation(lm: LM, n: int, progress: Progress = None, items: Items | None 
             continue
         facts[relation] = sels
         per_fact[relation] = _fact_selections(lm, relation, n, items, made, site)  # the same maps, by fact
-        live[relation] = _mean_figures(sels)
+        by_relation[relation] = _mean_figures(sels)
+    for k, name in enumerate(names):
+        try:
+            groups = _paradigm_groups(lm, name, n, items, made, progress, 1 / steps, (len(relations) + k) / steps,
+                                      site)
+        except InputError as e:
+            items.leave_out(f"paradigm:{name}", str(e))
+            continue
+        live[name] = _mean_figures(list(groups.values()))
+    live.update(by_relation)
     for item, vals in live.items():
         paper_figure = (f"BERT {published.localisation_row('BERT-base', item)}" if lm.masked else
                         " | ".join(f"{m} {published.localisation_row(m, item)}"
