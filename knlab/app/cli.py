@@ -12,6 +12,12 @@ from typing import Callable
 from knlab.core.dtype import CHOICES as DTYPES, ENV as DTYPE_ENV
 from knlab.core.errors import KnlabError
 
+# knlab.core.arch.SITES, intervene.KN_RULES and probes.SCORINGS, named here: those modules import torch (2 s
+# of every command's start, --help included); tests/app/test_cli.py checks they are the same
+KN_SITES = ("activation", "pre-activation")
+KN_RULES = ("dai", "ekn")
+SCORINGS = ("first-token", "token-accuracy")
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
@@ -150,8 +156,9 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--method", choices=["ig", "activation"], default="ig")
-    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
-                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
+    p.add_argument("--site", choices=KN_SITES, default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's for "
+                        "GPT-2 and LLaMA: c_fc / gate_proj output)")
     p.add_argument("--save", default=None, help="write the full [layers, width] map as .npy")
     p.add_argument("--json", action="store_true")
 
@@ -183,8 +190,9 @@ def _neurons_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--site", choices=["activation", "pre_activation"], default="activation",
-                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's, GPT-2)")
+    p.add_argument("--site", choices=KN_SITES, default="activation",
+                   help="where a neuron is read: after the MLP's activation (knlab) or before it (the seed's for "
+                        "GPT-2 and LLaMA: c_fc / gate_proj output)")
     p.add_argument("--json", action="store_true")
 
 
@@ -286,6 +294,12 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", type=int, default=None, help="ROME's edit layer (default: published / traced)")
     p.add_argument("--no-mom2", action="store_true",
                    help="ROME without the key covariance (u = k*/|k*|), as the paper's own configs")
+    p.add_argument("--rule", choices=KN_RULES, default="dai",
+                   help="the KN edit's rule: dai (1 x e(old) out, 8 x e(new) in) or ekn (2 and 2: EleutherAI's "
+                        "knowledge-neurons, EasyEdit's KN)")
+    p.add_argument("--scoring", choices=SCORINGS, default="first-token",
+                   help="first-token: p(new) > p(old) by first token (the paper); token-accuracy: teacher-forced "
+                        "accuracy of the whole expected string (the seed's, Yao et al.'s)")
     p.add_argument("--json", action="store_true")
 
 
@@ -293,15 +307,20 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
 def _edit(args: argparse.Namespace) -> int:
     from knlab.serve.worker import default_worker
     from knlab.studies.edit_report import edit
+    if args.method == "rome" and args.rule != "dai":
+        from knlab.core.errors import InputError
+        raise InputError("--rule is the KN edit's; ROME has none")
     rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer,
-                               mom2=not args.no_mom2)
+                               mom2=not args.no_mom2, rule=args.rule, scoring=args.scoring)
     if args.json:
         print(json.dumps(rep.to_json(), ensure_ascii=False))
         return 0
-    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
+    where = (f"layer {rep.layer}" if rep.layer is not None else
+             f"{len(rep.neurons or [])} neurons, rule {rep.rule}")
     print(f"{rep.model}: {rep.method} edit ({where}, {rep.seconds:.2f} s): {rep.prompt!r} {rep.old} -> {rep.new}")
     print(f"  p(new) {rep.before['p_new']:.4f} -> {rep.after['p_new']:.4f}   p(old) {rep.before['p_old']:.4f} -> "
           f"{rep.after['p_old']:.4f}")
+    print(f"  criteria, scored by {rep.scoring}:")
     for c, v in rep.criteria.items():
         print(f"  {c:13s} {'n/a' if v is None else f'{v:.0%}'}")
     print(f"  before: {rep.generation['before']}\n  after:  {rep.generation['after']}")

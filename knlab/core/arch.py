@@ -24,7 +24,7 @@ Family quirks live here, in the entry's fields, and nowhere else:
 - Phi-3 (``gate_up_proj``) and ModernBERT (``Wi``) fuse the MLP's two input projections into one
   (``mlp_in_fused``): the first half of its output is the pre-activation, the second the factor it
   multiplies. The knowledge-neuron activation (the down projection's input) needs nothing special; the
-  pre-activation site (``knlab.methods.attribute.site_hook``) reads and writes the first half only.
+  pre-activation site (``kn_site``; ``knlab.methods.attribute.site_hook``) reads and writes the first half only.
 - OPT's blocks flatten the batch to [batch x positions, d] before their MLP, and its MLP is two linears of
   the block itself (``fc1``, ``fc2``: ``mlp`` is ``fc2``). ``mlp_flat`` declares it; the one hook utility
   (``nethook.declare_flattened``, done when a model is wrapped: ``knlab.core.models.LM``) shows hooks the
@@ -36,6 +36,14 @@ Family quirks live here, in the entry's fields, and nowhere else:
 
 Families knlab refuses are in ``REFUSED`` with the reason: a mixture-of-experts MLP (qwen3_moe, mixtral)
 has no one FFN activation per layer for knowledge neurons or ROME's key, only one per expert.
+
+input is SiLU(gate) * up — one hook point for all families.
+
+Where integrated gradients reads a knowledge neuron is a site (``SITES``): knlab's ``activation`` (that
+input) or ``pre-activation``, the output of the MLP's first projection (GPT-2's ``c_fc``, LLaMA's
+``gate_proj``), before the activation function: the site of the paper's seed code (a fork of EleutherAI's
+knowledge-neurons) for GPT-2 and LLaMA. For BERT the seed reads the intermediate module's output, after
+GELU: knlab's own site. ``Arch.seed_site`` says which site produced the paper's figures for a family.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from dataclasses import dataclass
 
 import torch
 
-from knlab.core.errors import KnlabError
+from knlab.core.errors import InputError, KnlabError
 from knlab.core.nethook import declare_flattened, get_module, module_weight
 
 
@@ -70,6 +78,8 @@ class Arch:
     mlp_post_norm: bool = False
     # the block runs its MLP on the batch flattened to [batch x positions, d] (OPT; see the module docstring)
     mlp_flat: bool = False
+    # the KN site of the paper's seed code for this family (BERT: after GELU; GPT-2, LLaMA: before it)
+    seed_site: str = "pre-activation"
 
     def layer(self, i: int) -> str:
         return f"{self.layers}.{i}"
@@ -81,11 +91,25 @@ class Arch:
             return self.layer(i)
         return f"{self.layer(i)}.{getattr(self, kind)}"
 
+    def kn_site(self, site: str, i: int) -> tuple[str, str]:
+        """(module name, "input" | "output"): where a knowledge neuron's activation at ``site`` of layer i is
+        read and written. For a gated MLP the pre-activation is the gate's (SiLU(0) = 0: zeroing it zeroes
+        the neuron, as at the activation)."""
+        if site == "activation":
+            return self.module("mlp_out", i), "input"
+        if site == "pre-activation":
+            return self.module("mlp_in", i), "output"
+        raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
+
+
+SITES = ("activation", "pre-activation")
+
 
 _LLAMA_LIKE = dict(layers="model.layers", mlp="mlp", mlp_in="mlp.gate_proj", mlp_out="mlp.down_proj",
                    attn="self_attn", attn_out="self_attn.o_proj", embed="model.embed_tokens", lm_head="lm_head")
 _BERT_LIKE = dict(mlp="output.dense", mlp_in="intermediate.dense", mlp_out="output.dense", attn="attention",
-                  attn_out="attention.output.dense", masked=True, attn_adds_residual=True)
+                  attn_out="attention.output.dense", masked=True, attn_adds_residual=True,
+                  seed_site="activation")  # the seed reads BERT after GELU
 
 ARCHITECTURES: dict[str, Arch] = {
     "gpt2": Arch("gpt2", layers="transformer.h", mlp="mlp", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj",
@@ -117,10 +141,11 @@ ARCHITECTURES: dict[str, Arch] = {
                     lm_head="lm_head", **_BERT_LIKE),
     "distilbert": Arch("distilbert", layers="distilbert.transformer.layer", mlp="ffn", mlp_in="ffn.lin1",
                        mlp_out="ffn.lin2", attn="attention", attn_out="attention.out_lin",
-                       embed="distilbert.embeddings.word_embeddings", lm_head="vocab_transform", masked=True),
+                       embed="distilbert.embeddings.word_embeddings", lm_head="vocab_transform", masked=True,
+                       seed_site="activation"),
     "modernbert": Arch("modernbert", layers="model.layers", mlp="mlp", mlp_in="mlp.Wi", mlp_out="mlp.Wo",
                        attn="attn", attn_out="attn.Wo", embed="model.embeddings.tok_embeddings", lm_head="head",
-                       masked=True, mlp_in_fused=True),
+                       masked=True, mlp_in_fused=True, seed_site="activation"),
 }
 
 # Families refused with a reason of their own (any other unknown family: "knlab has no entry for it").

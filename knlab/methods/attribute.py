@@ -33,13 +33,6 @@ from knlab.core.tokens import spoken_ids
 from knlab.methods.predict import Encoded, encode
 
 IG_STEPS = 20
-# Where a knowledge neuron's activation is read (docs/paper.md, section 1). knlab's own: the input of the
-# MLP's output projection, after the activation function, in every family. The seed's, for GPT models:
-# the output of the MLP's first projection (GPT-2's c_fc), before the activation; zeroing a neuron is the
-# same either way (GELU(0) = 0), IG scores are not. For a gated MLP (LLaMA) "pre_activation" is the gate.
-SITES = ("activation", "pre_activation")
-
-
 @dataclass(frozen=True)
 class SiteHook:
     """Where a KN site's activation of one layer is read and written: a module's input or output, and, for a
@@ -70,12 +63,10 @@ class SiteHook:
 
 
 def site_hook(lm: LM, layer: int, site: str) -> SiteHook:
-    """Where ``site``'s activation of ``layer`` is read and written."""
-    if site == "activation":
-        return SiteHook(lm.arch.module("mlp_out", layer), "input")
-    if site == "pre_activation":
-        return SiteHook(lm.arch.module("mlp_in", layer), "output", lm.arch.mlp_in_fused)
-    raise InputError(f"unknown KN site {site!r} ({', '.join(SITES)})")
+    """Where ``site``'s activation of ``layer`` is read and written (``Arch.kn_site``; a fused gated projection's
+    pre-activation is the first half of its output)."""
+    name, io = lm.arch.kn_site(site, layer)
+    return SiteHook(name, io, site == "pre-activation" and lm.arch.mlp_in_fused)
 
 
 @dataclass
@@ -273,10 +264,11 @@ def _ig_one_token(lm: LM, enc, tid: int | None, steps: int, baseline: float, lay
 def attribute(lm: LM, prompt: str, target: str | None = None, steps: int = IG_STEPS, method: str = "ig",
               baseline: float = 0.0, layers: list[int] | None = None, site: str = "activation") -> Attribution:
     """The [n_layers, d_ff] attribution map of ``target`` (default: the model's top prediction), at the KN
-    ``site`` (``SITES``: knlab's, after the activation function, or the seed's, before it)."""
+    ``site`` (``knlab.core.arch.SITES``: knlab's, after the activation function, or the seed's, before it;
+    ``lm.arch.seed_site`` is the one behind the paper's figures)."""
     if method not in ("ig", "activation"):
         raise InputError(f"unknown attribution method {method!r} (ig, activation)")
-    site_hook(lm, 0, site)  # an unknown site is one clear message
+    lm.arch.kn_site(site, 0)  # an unknown site is one clear message
     steps = check_count(steps, "ig_steps", "steps")
     if not np.isfinite(baseline):
         raise InputError("the baseline must be a finite number")

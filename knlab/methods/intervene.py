@@ -118,19 +118,31 @@ def intervene(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...], mode: s
     return InterventionResult(before, after)
 
 
+# The KN edit's rule: (lambda_old, lambda_new) in v_i <- v_i - lambda_old x e(old) + lambda_new x e(new).
+# "dai": Dai et al. 2022, section 5.1, as knlab reads it (1 and 8; not restated in docs/paper.md). "ekn":
+# EleutherAI's knowledge-neurons ``modify_weights(mode="edit")`` (2 and 2), which EasyEdit's KN method
+# calls, and EasyEdit produced Yao et al.'s figures that the paper's Fig. 6c quotes.
+KN_RULES = {"dai": (1.0, 8.0), "ekn": (2.0, 2.0)}
+
+
+def check_rule(rule: str) -> tuple[float, float]:
+    if rule not in KN_RULES:
+        raise InputError(f"unknown KN edit rule {rule!r} ({', '.join(KN_RULES)})")
+    return KN_RULES[rule]
+
+
 @dataclass(frozen=True)
 class KnowledgeNeuronEdit:
-    """Dai et al.'s fact update as an edit spec: each knowledge neuron's value vector (its column of the
-    MLP output projection) moves from the old target's word embedding toward the new one's,
-    v_i <- v_i - lambda_old * e(old) + lambda_new * e(new). Weights change in place for one request;
-    the worker restores them bit for bit. The lambdas are parameters; the defaults (1 and 8) follow
-    Dai et al. 2022, section 5.1, as we read it (not restated in docs/paper.md: check before citing)."""
+    """A fact update through knowledge neurons as an edit spec: each neuron's value vector (its column of
+    the MLP output projection) moves from the old target's word embedding toward the new one's,
+    v_i <- v_i - lambda_old * e(old) + lambda_new * e(new), the lambdas the ``rule``'s (``KN_RULES``).
+    Weights change in place for one request; the worker restores them bit for bit. A word is its first
+    token's embedding (a BPE word: the piece it starts with; EKN's edit reads one token too)."""
 
     neurons: tuple[tuple[int, int], ...]
     old: str
     new: str
-    lambda_old: float = 1.0
-    lambda_new: float = 8.0
+    rule: str = "dai"
     label: str = ""
 
     def touched_parameters(self, lm: LM) -> list[str]:
@@ -138,6 +150,7 @@ class KnowledgeNeuronEdit:
 
     @contextlib.contextmanager
     def apply(self, lm: LM):
+        lambda_old, lambda_new = check_rule(self.rule)
         check_neurons(lm, self.neurons)
         emb = module_weight(get_module(lm.model, lm.arch.embed), lm.model, lm.arch.embed)
         old, new = first_token(lm, self.old), first_token(lm, self.new)  # a BPE word: the piece it starts with
@@ -147,5 +160,23 @@ class KnowledgeNeuronEdit:
         with torch.no_grad():
             for l, i in self.neurons:
                 W = weight_as_out_in(lm.model, lm.arch.module("mlp_out", l), writable=True)  # a view
-                W[:, i] += (self.lambda_new * e_new - self.lambda_old * e_old).to(W.dtype)
+                W[:, i] += (lambda_new * e_new - lambda_old * e_old).to(W.dtype)
         yield
+
+
+@torch.no_grad()
+def summed_activation(lm: LM, prompt: str, neurons: tuple[tuple[int, int], ...]) -> float:
+    """The neurons' activations at the prompt's prediction position, summed: what multiplies the direction
+    a KN edit adds to their value vectors. Where it is negative (a gated MLP's SiLU(gate) x up can be), the
+    edit pushes the output *away* from the new word's embedding."""
+    check_neurons(lm, neurons)
+    enc = encode(lm, prompt)
+    layers = sorted({l for l, _ in neurons})
+    traces = {l: Trace(lm.model, lm.arch.module("mlp_out", l), retain_input=True, retain_output=False)
+              for l in layers}
+    try:
+        lm.model(input_ids=enc.input_ids)
+    finally:
+        for t in traces.values():
+            t.close()
+    return float(sum(traces[l].input[0, enc.position, i].float() for l, i in neurons))

@@ -19,13 +19,14 @@ from knlab.core.models import LM
 from knlab.core.specs import applied
 from knlab.core.tokens import first_token
 from knlab.methods.attribute import IG_STEPS, attribute
-from knlab.methods.intervene import KnowledgeNeuronEdit
+from knlab.methods.intervene import KnowledgeNeuronEdit, check_rule
 from knlab.methods.neurons import select
 from knlab.methods.predict import check_prompt, encode, next_token_probs, top_token
 from knlab.methods.rome import default_layer, params_for, rome
 from knlab.studies.known_facts import find_fact
 from knlab.studies.localisation import fact_neurons
-from knlab.studies.probes import NEIGHBOURS, ProbeResult, build_probes, criteria, probe_probs, resolve, score
+from knlab.studies.probes import (NEIGHBOURS, ProbeResult, accuracy_criteria, build_probes, check_scoring, criteria,
+                                  probe_probs, resolve, score)
 from knlab.world import facts as F
 from knlab.world.covariance_texts import covariance_corpus
 
@@ -53,6 +54,8 @@ class EditReport:
     timing: dict = field(default_factory=dict)  # ROME: one-off templates / covariance seconds and the edit itself
     left_out: list[dict] = field(default_factory=list)  # probes the model cannot answer before the edit, and why
     dtype: str = "float32"  # the compute dtype of the edit's method (ROME's v*, the KN edit's IG)
+    rule: str | None = None  # the KN edit's rule (``intervene.KN_RULES``); None for ROME
+    scoring: str = "first-token"  # how ``criteria`` scored the probes (``probes.SCORINGS``)
     device: str = "cpu"  # where it ran
 
     def to_json(self) -> dict:
@@ -63,7 +66,7 @@ class EditReport:
                 "timing": {k: round(v, 4) for k, v in self.timing.items()},
                 "criteria": self.criteria, "relation": self.relation, "generation": self.generation,
                 "probes": [p.to_json() for p in self.probes], "left_out": self.left_out, "dtype": self.dtype,
-                "device": self.device}
+                "rule": self.rule, "scoring": self.scoring, "device": self.device}
 
 
 def generate(lm: LM, prompt: str, tokens: int = 8) -> str:
@@ -103,8 +106,11 @@ def check_new_target(lm: LM, target: str, old: str) -> int:
 
 def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str, layer: int | None = None,
               steps: int = IG_STEPS, progress: Callable[[float, str], None] | None = None,
-              mom2: bool | str = True) -> tuple[Any, dict]:
-    """The edit spec and what describes it (layer or neurons)."""
+              mom2: bool | str = True, rule: str = "dai",
+              neurons: list[tuple[int, int]] | None = None) -> tuple[Any, dict]:
+    """The edit spec and what describes it (layer or neurons). A KN edit moves ``neurons`` by ``rule``
+    (``intervene.KN_RULES``); without ``neurons``, the ones attribution finds (the fact's paraphrases'
+    shared KNs where the prompt states a fact of the world, else this prompt's)."""
     if method == "rome":
         params = params_for(lm, mom2=bool(mom2), mom2_corpus=mom2 if isinstance(mom2, str) else None)
         res = rome(lm, prompt, subject, new, layer if layer is not None else rome_layer(lm), params=params,
@@ -113,26 +119,35 @@ def make_spec(lm: LM, method: str, prompt: str, subject: str, old: str, new: str
     if method == "kn":
         if layer is not None:
             raise InputError("a KN edit has no layer: it edits the neurons attribution finds")
-        found = find_fact(lm, prompt, subject)
-        if found and first_token(lm, found[1].object) == first_token(lm, old):  # "Kab" of "Kabul" on BPE
-            sel = fact_neurons(lm, found[0].id, subject, steps)  # over the fact's paraphrases, as Dai et al.
-        else:
-            sel = select([attribute(lm, prompt, old, steps).scores])
-        if not sel.neurons:
+        check_rule(rule)
+        if neurons is None:
+            found = find_fact(lm, prompt, subject)
+            if found and first_token(lm, found[1].object) == first_token(lm, old):  # "Kab" of "Kabul" on BPE
+                sel = fact_neurons(lm, found[0].id, subject, steps)  # over the fact's paraphrases, as Dai et al.
+            else:
+                sel = select([attribute(lm, prompt, old, steps).scores])
+            neurons = sel.neurons
+        if not neurons:
             raise InputError(f"no knowledge neurons found for {old!r} at this prompt, so there is nothing to edit")
-        neurons = tuple((int(l), int(i)) for l, i in sel.neurons)
-        spec = KnowledgeNeuronEdit(neurons, old, new, label=f"KN ({len(neurons)} neurons): {prompt} -> {new}")
-        return spec, {"layer": None, "neurons": list(neurons)}
+        kns = tuple((int(l), int(i)) for l, i in neurons)
+        spec = KnowledgeNeuronEdit(kns, old, new, rule,
+                                   label=f"KN ({len(kns)} neurons, rule {rule}): {prompt} -> {new}")
+        return spec, {"layer": None, "neurons": list(kns)}
     raise InputError(f"unknown edit method {method!r} (rome, kn)")
 
 
 def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int | None = None,
          neighbours: int = NEIGHBOURS, progress: Callable[[float, str], None] | None = None,
-         generate_tokens: int = 8, mom2: bool | str = True) -> EditReport:
+         generate_tokens: int = 8, mom2: bool | str = True, rule: str = "dai", scoring: str = "first-token",
+         neurons: list[tuple[int, int]] | None = None) -> EditReport:
     """Make the edit on the model as this request sees it (earlier edits of the session applied), measure
-    the five criteria before and after, and leave the model as it was: the spec is what comes back."""
+    the five criteria before and after, and leave the model as it was: the spec is what comes back.
+    ``rule``: the KN edit's (``intervene.KN_RULES``); ``scoring``: the criteria's (``probes.SCORINGS``);
+    ``neurons``: the KNs to edit, instead of those attribution finds."""
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
+    check_scoring(scoring)
+    check_rule(rule)
     prompt = check_prompt(prompt)
     if not isinstance(subject, str) or not subject.strip() or subject.strip() not in prompt:
         raise InputError(f"the subject {subject!r} is not in the prompt {prompt!r}" if isinstance(subject, str)
@@ -148,19 +163,22 @@ def edit(lm: LM, method: str, prompt: str, subject: str, target: str, layer: int
     probes, before = [probes[k] for k in kept], before[kept]
     gen_before = generate(lm, prompt, generate_tokens)
     t0 = time.perf_counter()
-    spec, where = make_spec(lm, method, prompt, subject, old, new, layer, progress=progress, mom2=mom2)
+    spec, where = make_spec(lm, method, prompt, subject, old, new, layer, progress=progress, mom2=mom2, rule=rule,
+                            neurons=neurons)
     seconds = time.perf_counter() - t0
     with applied(lm, [spec]):
         after = probe_probs(lm, [p.prompt for p in probes])
         gen_after = generate(lm, prompt, generate_tokens)
         p_after = next_token_probs(lm, encode(lm, prompt))
-    results = score(lm, probes, before, after)
+        results = score(lm, probes, before, after)
+        scored = criteria(results) if scoring == "first-token" else accuracy_criteria(lm, results)
     return EditReport(method, lm.spec, prompt, subject, old, new, where["layer"], where["neurons"], seconds,
                       {"p_new": float(base[new_id]), "p_old": float(base[old_id])},
                       {"p_new": float(p_after[new_id]), "p_old": float(p_after[old_id])},
-                      criteria(results), results, {"before": gen_before, "after": gen_after},
+                      scored, results, {"before": gen_before, "after": gen_after},
                       info["relation"], spec, where.get("timing", {}), left_out,
-                      lm.compute_dtype("rome" if method == "rome" else "ig"), str(lm.device))
+                      lm.compute_dtype("rome" if method == "rome" else "ig"), rule if method == "kn" else None,
+                      scoring, str(lm.device))
 
 
 @dataclass
@@ -175,7 +193,8 @@ class Comparison:
 
 
 def compare(lm: LM, prompt: str, subject: str, target: str, layer: int | None = None,
-            progress: Callable[[float, str], None] | None = None, generate_tokens: int = 8) -> Comparison:
+            progress: Callable[[float, str], None] | None = None, generate_tokens: int = 8, rule: str = "dai",
+            scoring: str = "first-token") -> Comparison:
     """The same fact edited by Dai et al.'s KN edit and by ROME, each on the model as this request sees it
     and undone before the other is made, with the same probes: what each does and does not change."""
     if lm.masked:
@@ -186,7 +205,8 @@ def compare(lm: LM, prompt: str, subject: str, target: str, layer: int | None = 
         try:
             reports[method] = edit(lm, method, prompt, subject, target, layer if method == "rome" else None,
                                    progress=(lambda f, d="", k=k, m=method: progress(0.5 * (k + f), f"{m}: {d}"))
-                                   if progress else None, generate_tokens=generate_tokens)
+                                   if progress else None, generate_tokens=generate_tokens, rule=rule,
+                                   scoring=scoring)
         except InputError as e:
             if method == "rome" and not reports.get("kn"):
                 raise  # neither could be made: the input is the problem, say it once

@@ -92,11 +92,11 @@ CLAIMS = [
           "Fig. 5a, Table 8", "|KN| / tau / R^2_1. BERT: det_n_agr_1 3.94/.71/.56 ... _with_adj_irregular_2 2.60/.69/.58; "
           "P101 .167/.515/.399; P1303 10.46/.814/.684. GPT-2 (the four _1 paradigms): 0.06/.45/.15; 1.32/.58/.24; "
           "1.31/.62/.17; 0.12/.51/.15. LLaMA-2: 3.38/.44/.24; 4.93/.48/.46; 3.38/.44/.24; 4.55/.45/.48.",
-          ALL, neurons.localisation, size=8, real_size=2),
+          ALL, neurons.localisation, size=8, real_size=2, record_size=100),
     Claim("kn-layers", "Grammar's KNs and facts' KNs sit in the same layers",
           "Fig. 5b, 12", "; ".join(f"{m}: {t}" for m, t in published.KN_LAYERS.items()) + ".", ALL,
           neurons.kn_layers_claim,
-          size=8, real_size=2),
+          size=8, real_size=2, record_size=100),
     Claim("sv-agreement", "Subject-verb agreement's KNs: suppression moves verbs weakly",
           "Fig. 11",
           "GPT-2: " + published.SV_AGREEMENT["GPT-2"] + ". LLaMA-2: " + published.SV_AGREEMENT["LLaMA-2-7B"] + ".",

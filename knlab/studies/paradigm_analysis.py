@@ -84,6 +84,20 @@ def usable_pairs(lm: LM, name: str, n: int) -> tuple[list[paradigms.MinimalPair]
     return kept, [_prompt(lm, p) for p in kept]
 
 
+def usable_groups(lm: LM, name: str, n: int) -> dict[str, tuple[list[paradigms.MinimalPair], list[str]]]:
+    """The paradigm's usable pairs (``usable_pairs``) grouped as the paper's seed code groups them for its KN
+    search (``paradigms.target_type``: by the critical word's number, or gender), up to ``n`` pairs a group;
+    a group with fewer than two pairs is left out (R^2_1 compares prompts)."""
+    pairs, prompts = usable_pairs(lm, name, 4 * n)
+    groups: dict[str, tuple[list[paradigms.MinimalPair], list[str]]] = {}
+    for p, prompt in zip(pairs, prompts):
+        ps, qs = groups.setdefault(paradigms.target_type(p), ([], []))
+        if len(ps) < n:
+            ps.append(p)
+            qs.append(prompt)
+    return {k: v for k, v in sorted(groups.items()) if len(v[0]) >= 2}
+
+
 @dataclass
 class Suppression:
     """What suppressing a set of neurons does to a paradigm's prompts."""

@@ -36,6 +36,17 @@ from knlab.studies.known_facts import fact_prompt, find_fact
 from knlab.world import facts as F
 
 CRITERIA = ("reliability", "generality", "locality", "symmetry", "synonymy")
+# How a probe is scored. "first-token": the paper's p(expected) against p(old), each word by its first
+# token (a probe holds or not). "token-accuracy": the seed's ``evaluate_edit.py`` and, as far as it can be
+# read, Yao et al.'s (whose KN figures Fig. 6c quotes): teacher-forced accuracy over the whole expected
+# string, a share of its tokens; a criterion's figure is the mean over its probes.
+SCORINGS = ("first-token", "token-accuracy")
+
+
+def check_scoring(scoring: str) -> str:
+    if scoring not in SCORINGS:
+        raise InputError(f"unknown scoring {scoring!r} ({', '.join(SCORINGS)})")
+    return scoring
 NEIGHBOURS = 10  # locality probes per edit: half from the edited relation, half from the others
 
 
@@ -63,6 +74,7 @@ class ProbeResult:
     top_before: str
     top_after: str
     holds: bool
+    accuracy: float | None = None  # the token-accuracy scoring's figure (``SCORINGS``), when asked for
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -173,6 +185,21 @@ def criteria(results: Sequence[ProbeResult]) -> dict[str, float | None]:
     return out
 
 
+def accuracy_criteria(lm: LM, results: list[ProbeResult]) -> dict[str, float | None]:
+    """Each criterion's figure under the token-accuracy scoring, on the model as it is now (the edit
+    applied): every probe's ``accuracy`` filled in (teacher-forced accuracy of its expected string), the
+    mean per criterion. symmetry_old asks for a word *not* to be said, which token accuracy cannot score:
+    None."""
+    out: dict[str, float | None] = {}
+    for r in results:
+        if r.criterion != "symmetry_old":
+            r.accuracy = round(teacher_forced_accuracy(lm, r.prompt, r.expected), 6)
+    for c in CRITERIA + ("symmetry_old",):
+        accs = [r.accuracy for r in results if r.criterion == c and r.accuracy is not None]
+        out[c] = sum(accs) / len(accs) if accs else None
+    return out
+
+
 def probe_probs(lm: LM, prompts: list[str]) -> torch.Tensor:
     return torch.softmax(answer_logits(lm, prompts), -1)
 
@@ -181,9 +208,12 @@ def probe_probs(lm: LM, prompts: list[str]) -> torch.Tensor:
 def teacher_forced_accuracy(lm: LM, prompt: str, target: str) -> float:
     """The seed's ``evaluate_edit.py`` scoring: the prompt followed by the whole target string, and the
     share of the target's tokens that are the model's argmax at the position before each (teacher
-    forcing). A causal model's score; 1.0 when the model would say the whole target greedily."""
-    ids = lm.tokenizer(prompt)["input_ids"]
+    forcing); 1.0 when the model would say the whole target greedily. A masked model fills one [MASK]:
+    1.0 when its answer there is the target's (first) token, else 0.0."""
     tids = spoken_ids(lm, target, "target")
+    if lm.masked:
+        return float(int(answer_logits(lm, [prompt])[0].argmax()) == tids[0])
+    ids = lm.tokenizer(prompt)["input_ids"]
     x = torch.tensor([ids + tids], device=lm.device)
     logits = lm.model(input_ids=x).logits[0]
     guesses = logits[len(ids) - 1 : len(ids) - 1 + len(tids)].argmax(-1).tolist()

@@ -16,6 +16,7 @@ from knlab.core.limits import check_count, limits
 from knlab.core.models import LM
 from knlab.core.specs import applied
 from knlab.core.tokens import first_token
+from knlab.methods.intervene import summed_activation
 from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies.edit_report import METHODS, edit
 from knlab.studies.known_facts import known_subjects
@@ -86,8 +87,10 @@ def _no_measure(key: str, fn: Callable[[], dict]) -> dict:
 
 
 def edit_fact(lm: LM, method: str, rel: F.Relation, fact: F.Fact, prefer: set[str] | None, neighbours: int,
-              layer: int | None, mom2: bool | str, seed_scoring: bool) -> dict:
-    """One fact edited and scored: the plain-JSON row of it, or ``{"skipped": why}``."""
+              layer: int | None, mom2: bool | str, seed_scoring: bool, rule: str = "dai",
+              neurons: list[tuple[int, int]] | None = None) -> dict:
+    """One fact edited and scored: the plain-JSON row of it, or ``{"skipped": why}``. A KN edit's row
+    keeps its neurons and their summed activation at the prompt (``intervene.summed_activation``)."""
     prompt = F.prompt(rel.train_templates[0], fact.subject, lm.masked)
     top, answer = top_token(lm, next_token_probs(lm, encode(lm, prompt)))
     if top != first_token(lm, fact.object):  # the word itself, or a BPE model's first piece of it
@@ -95,11 +98,14 @@ def edit_fact(lm: LM, method: str, rel: F.Relation, fact: F.Fact, prefer: set[st
     new = counterfactual(rel, fact, {answer, fact.object}, prefer)
     try:
         rep = edit(lm, method, prompt, fact.subject, new, layer=layer, neighbours=neighbours, generate_tokens=0,
-                   mom2=mom2)
+                   mom2=mom2, rule=rule, neurons=neurons)
     except InputError as e:
         return {"skipped": str(e)}
     row: dict = {"subject": fact.subject, "old": rep.old, "new": new}
-    if seed_scoring and not lm.masked:
+    if method == "kn":
+        row["neurons"] = [list(n) for n in rep.neurons]
+        row["activation"] = round(summed_activation(lm, prompt, tuple(map(tuple, rep.neurons))), 6)
+    if seed_scoring:
         with applied(lm, [rep.spec]):
             scored = [(p.criterion, teacher_forced_accuracy(lm, p.prompt, p.expected)) for p in rep.probes
                       if p.criterion in ("reliability", "generality", "symmetry", "synonymy")]
@@ -117,7 +123,8 @@ def edit_fact(lm: LM, method: str, rel: F.Relation, fact: F.Fact, prefer: set[st
 def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = None, neighbours: int = NEIGHBOURS,
                       progress: Callable[[float, str], None] | None = None, layer: int | None = None,
                       mom2: bool | str = True, subjects: list[str] | None = None,
-                      seed_scoring: bool = False,
+                      seed_scoring: bool = False, rule: str = "dai",
+                      neurons: dict[str, list[tuple[int, int]]] | None = None,
                       measure: Callable[[str, Callable[[], dict]], dict] = _no_measure) -> Evaluation:
     """Edit each fact of ``relation`` independently (the model restored after each) and report, per
     criterion, the share of facts for which it held (for a fact with several probes of one criterion, the
@@ -125,7 +132,8 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     editing are skipped and listed; probes the model cannot answer before the edit are left out
     (``studies.probes``), and the new object is one whose own reverse fact the model states where there is
     one. ``seed_scoring``: also the seed's ``evaluate_edit.py`` scoring (teacher-forced accuracy of each
-    probe's expected string, causal models). ``measure(key, fn)``: how each fact's row is obtained (a
+    probe's expected string). ``rule``: the KN edit's (``intervene.KN_RULES``); ``neurons``: subject -> the
+    KNs to edit (another rule's, to compare rules on the same neurons). ``measure(key, fn)``: how each fact's row is obtained (a
     record passes its checkpoint: a fact measured before is read back, a new one kept the moment it exists)."""
     if method not in METHODS:
         raise InputError(f"unknown edit method {method!r} (rome, kn)")
@@ -141,8 +149,9 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     counts = {c: [0, 0] for c in CRITERIA}
     per_fact, skipped = [], []
     for k, fact in enumerate(facts):
-        row = measure(f"{method}:{relation}:{fact.subject}",
-                      lambda fact=fact: edit_fact(lm, method, rel, fact, prefer, neighbours, layer, mom2, seed_scoring))
+        key = f"{method}:{relation}:{fact.subject}" if method == "rome" else f"kn@{rule}:{relation}:{fact.subject}"
+        row = measure(key, lambda fact=fact: edit_fact(lm, method, rel, fact, prefer, neighbours, layer, mom2,
+                                                       seed_scoring, rule, (neurons or {}).get(fact.subject)))
         if "skipped" in row:
             skipped.append({"subject": fact.subject, "reason": row["skipped"]})
         else:
@@ -156,7 +165,7 @@ def evaluate_relation(lm: LM, method: str, relation: str, limit: int | None = No
     rates = {c: (float(np.mean([r[c] for r in per_fact if r[c] is not None]))
                  if any(r[c] is not None for r in per_fact) else None) for c in CRITERIA}
     seed_rates = None
-    if seed_scoring and not lm.masked:
+    if seed_scoring:
         seed_rates = {c: float(np.mean([r["seed"][c] for r in per_fact if c in r.get("seed", {})]))
                       for c in ("reliability", "generality", "symmetry", "synonymy")
                       if any(c in r.get("seed", {}) for r in per_fact)}

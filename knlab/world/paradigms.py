@@ -151,6 +151,33 @@ PARADIGMS = {
 TRAINED_PARADIGMS = tuple(list(PARADIGMS)[:11])
 
 
+@lru_cache(maxsize=1)
+def _numbers() -> dict[str, str]:
+    """Every critical word of the world's paradigms -> "sg" or "pl"."""
+    lex = lexicon()
+    out = {"is": "sg", "was": "sg", "are": "pl", "were": "pl",
+           "himself": "sg", "herself": "sg", "themselves": "pl"}
+    for sg, pl in lex["regular_nouns"] + lex["irregular_nouns"] + lex["people_nouns"]:
+        out[sg], out[pl] = "sg", "pl"
+    for group, number in (("singular", "sg"), ("plural", "pl")):
+        for w in lex["modifiers"][group]:
+            out[w] = number
+    return out
+
+
+def target_type(pair: MinimalPair) -> str:
+    """The class of the pair's critical (grammatical) word, as the paper's seed code groups a paradigm's
+    prompts for its KN search (``TARGET_FUNC`` in kn_code/blimp.py): "sg" or "pl" by the word's number,
+    "f" or "m" by its gender in anaphor gender agreement. The seed searches a paradigm's KNs, and measures
+    |KN|, tau and R^2_1, over the prompts of one class at a time (``search_kns(paradigm, "sg")``)."""
+    if pair.paradigm == "anaphor_gender_agreement":
+        return {"herself": "f", "himself": "m"}[pair.good_token]
+    try:
+        return _numbers()[pair.good_token]
+    except KeyError:
+        raise InputError(f"{pair.good_token!r} ({pair.paradigm}) has no number in the world's lexicon") from None
+
+
 def paradigm_names() -> list[str]:
     return list(PARADIGMS)
 

@@ -173,6 +173,29 @@ def test_edit_bad_input(args, needle):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_the_cli_names_the_methods_parameters_as_the_methods_do():
+    """The CLI names sites, KN rules and scorings without importing torch; they are the methods' own."""
+    from knlab.app import cli
+    from knlab.core.arch import SITES
+    from knlab.methods.intervene import KN_RULES
+    from knlab.studies.probes import SCORINGS
+    assert cli.KN_SITES == SITES and cli.KN_RULES == tuple(KN_RULES) and cli.SCORINGS == SCORINGS
+
+
+def test_kn_edit_takes_the_rule_and_the_scoring():
+    """``knlab edit kn ... --rule ekn --scoring token-accuracy``: EKN's rule, criteria as token accuracies."""
+    r = run_cli_here("edit", "kn", "The capital of Canada is", "--subject", "Canada", "--target", "Rome",
+                     "--rule", "ekn", "--scoring", "token-accuracy", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["rule"] == "ekn" and out["scoring"] == "token-accuracy" and out["neurons"]
+    acc = [p["accuracy"] for p in out["probes"] if p["criterion"] == "reliability"]
+    assert acc and out["criteria"]["reliability"] == sum(acc) / len(acc)
+    r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome",
+                     "--rule", "ekn")
+    assert r.returncode != 0 and "ROME has none" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_edit_without_the_covariance():
     r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
                  "--json")

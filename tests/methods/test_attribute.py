@@ -114,14 +114,30 @@ def test_staged_batch_in_chunks_with_one_step_or_some_layers_equals_the_referenc
     assert np.abs(mine - single).max() <= 1e-4 * max(np.abs(single).max(), 1e-12)
 
 
-def test_the_seeds_site_before_the_activation_equals_its_reference_on_every_family(tiny_lm):
-    """``site="pre_activation"`` (the seed's c_fc output) runs through the same staged batch: equal to the
-    straightforward loop at that site, and different from knlab's own site (the activation between)."""
+@pytest.mark.parametrize("tiny_lm", ["gpt2", "llama"], indirect=True)
+def test_the_seeds_site_before_the_activation_equals_its_reference(tiny_lm):
+    """``site="pre-activation"`` runs through the same staged batch: equal to the straightforward loop
+    hooked on the seed's own module (GPT-2's ``c_fc``, LLaMA's ``gate_proj`` output, named in
+    ``tests/reference/``). (On a random model the two sites give nearly equal maps: its activations are
+    small, where GELU and SiLU are close to linear; the trained model's test below tells them apart.)"""
+    from reference.ig import ig_straightforward
+    lm = tiny_lm
+    prompt = "The capital of Canada is"
+    tid = lm.tokenizer.convert_tokens_to_ids("Ottawa")
+    fast = attribute(lm, prompt, "Ottawa", steps=5, site="pre-activation").scores
+    ref = ig_straightforward(lm, prompt, tid, 5, site="pre-activation")
+    assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12
+    assert lm.arch.seed_site == "pre-activation"
+
+
+def test_every_family_reads_the_pre_activation_site(tiny_lm):
+    """Every family's pre-activation site (the first projection's output) runs through the staged batch as
+    the straightforward loop at the same module does; an unknown site is one clear message."""
     from reference.ig import ig_straightforward
     prompt = "The capital of Canada is [MASK] ." if tiny_lm.masked else "The capital of Canada is"
     tid = tiny_lm.tokenizer.convert_tokens_to_ids("Ottawa")
-    fast = attribute(tiny_lm, prompt, "Ottawa", steps=5, site="pre_activation").scores
-    ref = ig_straightforward(tiny_lm, prompt, tid, 5, site="pre_activation")
+    fast = attribute(tiny_lm, prompt, "Ottawa", steps=5, site="pre-activation").scores
+    ref = ig_straightforward(tiny_lm, prompt, tid, 5, site="pre-activation", module="mlp_in")
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-12
     with pytest.raises(InputError, match="unknown KN site"):
         attribute(tiny_lm, prompt, "Ottawa", steps=2, site="c_fc")
@@ -131,7 +147,7 @@ def test_the_two_sites_agree_on_the_neurons_not_on_the_scores(gpt):
     """On a trained model the sites differ (GELU is far from linear there; on a random model's small
     activations GELU(x) ~ x/2 makes them nearly equal), yet find the same top neurons (docs/paper.md 1)."""
     own = attribute(gpt, "The capital of Canada is", "Ottawa")
-    seed = attribute(gpt, "The capital of Canada is", "Ottawa", site="pre_activation")
+    seed = attribute(gpt, "The capital of Canada is", "Ottawa", site="pre-activation")
     assert np.abs(own.scores - seed.scores).max() > 0.01 * np.abs(own.scores).max()
     assert np.corrcoef(own.scores.ravel(), seed.scores.ravel())[0, 1] > 0.9
     assert {(l, i) for l, i, _ in own.top(5)} & {(l, i) for l, i, _ in seed.top(5)}

@@ -87,8 +87,12 @@ def test_localisation_on_a_causal_model(gpt, monkeypatch):
     first = neurons.localisation(gpt, 2)
     out = first.left_out
     assert len(out) == 6 and all(k.endswith("_2") and "comes before" in why for k, why in out.items())
-    assert sum(k.startswith("paradigm:") for k in first.items) == 10
-    assert [f.name for f in first.findings] == ["grammar: |KN| per paradigm", "grammar's R^2_1 less the facts'"]
+    # the seed's grouping at the seed's site: each paradigm's target types (2 each), a relation's templates
+    assert sum(k.startswith("pre-activation:paradigm:") for k in first.items) == 20
+    assert sum(k.startswith("pre-activation:relation:P101:") for k in first.items) == 4
+    names = [f.name for f in first.findings]
+    assert len(names) == 3 and all("site pre-activation" in x and "by target type" in x for x in names)
+    assert "per template" in names[1] and "each fact over its 4 paraphrases" in names[2]
     monkeypatch.setattr(neurons, "attribute", _never)
     monkeypatch.setattr(neurons, "_selections", lambda lm: {})  # not the memo: the items alone
     _same(first, neurons.localisation(gpt, 2, None, Items(done=first.items)))
@@ -97,3 +101,35 @@ def test_localisation_on_a_causal_model(gpt, monkeypatch):
 def test_a_claim_that_cannot_run_says_why(gpt):
     with pytest.raises(InputError, match="comes after the critical one"):
         tracing._prompts(gpt, "determiner_noun_agreement_2", 2)
+
+
+def test_a_paradigms_groups_are_the_seeds_and_their_r2_1_is_the_straightforward_one(gpt):
+    """The seed's ``search_kns(paradigm, "sg")``: the pairs of one target type, their IG maps at the seed's
+    site, R^2_1 = (s_1^2 - 1) / (n - 1) of the row-normalised stack (``cosine_sim_n``, written out here
+    with torch's SVD as the seed does), |KN| and tau from the tau search; the paradigm's figure the mean
+    over its groups."""
+    import numpy as np
+    import torch
+    from knlab.methods.attribute import attribute
+    from knlab.methods.neurons import select
+    from knlab.studies.paradigm_analysis import usable_groups
+    from knlab.world.paradigms import target_type
+    name, n = "regular_plural_subject_verb_agreement_1", 3
+    groups = usable_groups(gpt, name, n)
+    assert set(groups) == {"sg", "pl"}
+    items = Items()
+    got = neurons._paradigm_groups(gpt, name, n, items, {}, None, 1.0, 0.0, "pre-activation")
+    for kind, (pairs, prompts) in groups.items():
+        assert len(pairs) == n and {target_type(p) for p in pairs} == {kind}
+        assert {p.good_token for p in pairs} <= ({"is", "was"} if kind == "sg" else {"are", "were"})
+        maps = [attribute(gpt, q, p.good_token, site="pre-activation").scores for p, q in zip(pairs, prompts)]
+        Y = torch.tensor(np.stack([m.ravel() for m in maps]))
+        y = Y / Y.norm(dim=1).unsqueeze(1)
+        s = torch.linalg.svdvals(y)
+        seed_r2 = float((s[0] ** 2 - 1) / (Y.shape[0] - 1))
+        assert got[kind]["r2_1"] == pytest.approx(seed_r2, abs=1e-6)
+        sel = select(maps)
+        assert got[kind]["neurons"] == [list(x) for x in sel.neurons] and got[kind]["tau"] == round(sel.tau, 6)
+    figures = neurons._mean_figures(list(got.values()))
+    assert figures[2] == pytest.approx(np.mean([g["r2_1"] for g in got.values()]))
+    assert figures[0] == np.mean([len(g["neurons"]) for g in got.values()])

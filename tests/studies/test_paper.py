@@ -87,15 +87,16 @@ def check_both_scorings(run):
 
 # Each finding's outcome on the organisms at size 3 (first word: agrees / departs / undecided). Three items
 # decide little: most are undecided; world-bert's p(this) falls and p(scattered) rises when its plural KNs
-# are suppressed, against BERT's, and world-gpt's singular subject-verb KNs lower singular verbs as GPT-2's do.
+# are suppressed, against BERT's, and world-gpt's singular subject-verb KNs lower singular verbs as GPT-2's do
+# (at the seed's site and at knlab's alike), while its plural KNs, at the seed's site, act less strongly.
 U, A, D = "undecided", "agrees", "departs"
 PINNED = {("kn-sharing", "world-bert"): [U, U, U, U],
           ("det-agreement", "world-bert"): [D, U, U, U, U, U, D],
           ("overturn", "world-bert"): [U, U, U, U],
-          ("kn-layers", "world-gpt"): [U], ("kn-layers", "world-bert"): [U],
-          ("sv-agreement", "world-gpt"): [A, A, U],
+          ("kn-layers", "world-gpt"): [D], ("kn-layers", "world-bert"): [U],
+          ("sv-agreement", "world-gpt"): [A, A, D, A],
           ("trace-syntax", "world-gpt"): [U, U, U],
-          ("localisation", "world-gpt"): [A, D], ("localisation", "world-bert"): [A, D]}
+          ("localisation", "world-gpt"): [A, D, D], ("localisation", "world-bert"): [A, D, D]}
 
 
 @pytest.mark.parametrize("cid", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW_ON_ORGANISMS else i

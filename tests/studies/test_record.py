@@ -96,3 +96,51 @@ def test_a_record_is_parsed_once_per_version_of_its_file(tmp_path, monkeypatch):
     again = R.load_record("world-gpt", tmp_path)
     assert again["claims"]["rome-syntax"]["items"] == {"a": 1, "b": 2}
     assert first["claims"]["rome-syntax"]["items"] == {"a": 1}  # the writer changed its own copy
+
+
+def test_the_committed_record_measures_each_claim_with_the_variant_behind_the_published_figure():
+    """The record's kn-edit, localisation, kn-layers and sv-agreement were measured as the paper's figures
+    were (docs/paper.md, sections 1-3): each finding names its variant; kn-edit's items hold both rules on
+    the same neurons, each scored both ways; the neuron claims' items of a causal model are at the seed's
+    KN site (pre-activation), a masked model's at its own (after GELU), and a paradigm's selections are per
+    target type. The organisms' rerun (tests/studies/test_paper.py) compares these items one by one."""
+    from knlab.core.arch import ARCHITECTURES
+    seed_site = {"smollm2-135m": ARCHITECTURES["llama"].seed_site, "world-gpt": ARCHITECTURES["gpt2"].seed_site,
+                 "world-bert": ARCHITECTURES["bert"].seed_site}
+    assert seed_site == {"smollm2-135m": "pre-activation", "world-gpt": "pre-activation", "world-bert": "activation"}
+    checked = 0
+    for model in ("world-gpt", "world-bert", "smollm2-135m"):
+        claims = R.load_record(model)["claims"]
+        edit = claims.get("kn-edit", {})
+        if edit.get("complete"):
+            checked += 1
+            names = [f["name"] for f in edit["run"]["findings"]]
+            assert any("rule ekn" in n and "token-accuracy" in n for n in names), names
+            assert any("rule dai" in n and "first-token" in n for n in names), names
+            by_rule = {r: {k.split(":", 2)[2]: v for k, v in edit["items"].items() if k.startswith(f"kn@{r}:P36:")}
+                       for r in ("ekn", "dai")}
+            edited = {s: v for s, v in by_rule["ekn"].items() if "skipped" not in v}
+            assert edited and set(edited) <= set(by_rule["dai"])
+            for s, row in edited.items():
+                assert by_rule["dai"][s]["neurons"] == row["neurons"]  # the same neurons, two rules
+                assert "reliability" in row["seed"] and row["reliability"] in (0.0, 1.0)  # both scorings
+                assert isinstance(row["activation"], float)
+        for cid in ("localisation", "kn-layers", "sv-agreement"):
+            entry = claims.get(cid, {})
+            if not entry.get("complete"):
+                continue
+            checked += 1
+            site = seed_site[model]
+            assert all(f"site {site}" in f["name"] for f in entry["run"]["findings"]
+                       if "knlab's" not in f["name"]), (model, cid)
+            keys = [k for k in entry["items"] if not k.startswith("suppress:")]
+            at_seed = [k for k in keys if k.startswith("pre-activation:")]
+            if site == "activation":
+                assert keys and not at_seed, (model, cid)
+            elif cid == "sv-agreement":  # each pair at the seed's site, and again at knlab's for one finding
+                assert len(at_seed) * 2 == len(keys), (model, cid)
+            else:
+                assert keys and at_seed == keys, (model, cid)
+            paradigms = [k for k in keys if "paradigm:" in k]
+            assert all(k.rsplit(":", 1)[1].split("@")[0] in ("sg", "pl", "f", "m") for k in paradigms), paradigms
+    assert checked >= 4  # both organisms' records at least

@@ -2,6 +2,7 @@
 
 import pytest
 
+from knlab.core.errors import InputError
 from knlab.world import training_corpus as C
 from knlab.world import facts as F
 from knlab.world import paradigms
@@ -79,3 +80,21 @@ def test_paradigm_pairs_differ_in_one_word():
             assert p.masked_prompt.count("[MASK]") == 1
     used = {m for ms in paradigms.modifiers().values() for m in ms}
     assert len(used) == 24
+
+
+def test_target_type_is_the_seeds_class_of_the_critical_word():
+    """The seed's TARGET_FUNC (kn_code/blimp.py): sg / pl by the critical word's number (determiners, nouns,
+    verbs, reflexives), f / m in anaphor gender agreement; every paradigm's pairs have both classes."""
+    from knlab.world import paradigms as P
+    from knlab.world.training_corpus import evaluation_pairs
+    for name in P.paradigm_names():
+        pairs = evaluation_pairs(name, 60)
+        kinds = {P.target_type(p) for p in pairs}
+        assert kinds == ({"f", "m"} if name == "anaphor_gender_agreement" else {"sg", "pl"}), name
+    one = P.MinimalPair("determiner_noun_agreement_2", "", "", "", "these", "this")
+    assert P.target_type(one) == "pl"
+    assert P.target_type(P.MinimalPair("regular_plural_subject_verb_agreement_1", "", "", "", "was", "were")) == "sg"
+    assert P.target_type(P.MinimalPair("determiner_noun_agreement_irregular_1", "", "", "", "mice", "mouse")) == "pl"
+    assert P.target_type(P.MinimalPair("anaphor_gender_agreement", "", "", "", "herself", "himself")) == "f"
+    with pytest.raises(InputError, match="no number"):
+        P.target_type(P.MinimalPair("determiner_noun_agreement_2", "", "", "", "zebra", "zebras"))

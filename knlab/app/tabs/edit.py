@@ -14,9 +14,11 @@ from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure, sweep_figure
 from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
 from knlab.core.limits import limits
+from knlab.methods.intervene import KN_RULES
 from knlab.serve.hosting import check_model
 from knlab.serve.worker import INTERACTIVE
 from knlab.studies.edit_report import EditReport, compare, describe, edit
+from knlab.studies.probes import SCORINGS
 from knlab.studies.relation_evaluation import counterfactual
 from knlab.studies.sweep import edit_at, every, finish, prepare
 from knlab.world import facts as F
@@ -57,8 +59,9 @@ def report_views(rep: EditReport) -> tuple[str, list[list], list[list], list[lis
     """An edit report as the tab shows it: a summary (where, how long, p(new) and p(old) before and after,
     the greedy generations), the criteria table, the probes table (PROBE_HEADER's columns) and the probes
     left out, unscored, because the model cannot answer them before the edit (LEFT_OUT_HEADER's columns)."""
-    where = f"layer {rep.layer}" if rep.layer is not None else f"{len(rep.neurons or [])} neurons"
-    summary = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
+    where = (f"layer {rep.layer}" if rep.layer is not None else
+             f"{len(rep.neurons or [])} neurons, rule {rep.rule}")
+    summary = (f"**{rep.method.upper()}** ({where}, {rep.seconds:.2f} s; criteria scored by {rep.scoring}): *{rep.prompt}* **{rep.old} → {rep.new}**  \n"
                f"p({rep.new}) {rep.before['p_new']:.4f} → **{rep.after['p_new']:.4f}**; "
                f"p({rep.old}) {rep.before['p_old']:.4f} → **{rep.after['p_old']:.4f}**  \n"
                f"before: *{rep.generation['before']}*  \nafter: *{rep.generation['after']}*")
@@ -87,6 +90,8 @@ class EditForm:
     prompt: gr.Textbox
     subject: gr.Textbox
     target: gr.Textbox
+    rule: gr.Radio
+    scoring: gr.Radio
 
 
 def _edit_form(ctx: Context) -> EditForm:
@@ -98,6 +103,13 @@ def _edit_form(ctx: Context) -> EditForm:
         method = gr.Radio(list(start.edit_methods), value=start.edit_method, label="Method", scale=1,
                           info=start.note or None, elem_id="edit-method")
         layer = gr.Textbox(value="", label="ROME layer (empty: published / traced default)", scale=1)
+    with gr.Row():
+        rule = gr.Radio(list(KN_RULES), value="dai", label="KN edit rule", elem_id="edit-rule",
+                        info="dai: 1 x e(old) out, 8 x e(new) in (Dai et al.); ekn: 2 and 2 (EleutherAI's "
+                             "knowledge-neurons, EasyEdit's KN, behind the figures the paper quotes)")
+        scoring = gr.Radio(list(SCORINGS), value="first-token", label="Scoring", elem_id="edit-scoring",
+                           info="first-token: p(new) > p(old) (the paper); token-accuracy: teacher-forced "
+                                "accuracy of the whole expected string (the seed's, Yao et al.'s)")
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value=start.prompt, scale=3, elem_id="edit-prompt")
         subject = gr.Textbox(label="Subject (as in the prompt)", value=start.subject, scale=2, elem_id="edit-subject")
@@ -120,7 +132,7 @@ def _edit_form(ctx: Context) -> EditForm:
     ctx.show_tokens(tokens, prompt, subject)
     ctx.fields["Edit"] = {"method": method, "prompt": prompt, "subject": subject, "target": target}
     ctx.on_model_choice(edit_defaults, [method, prompt, subject, target])
-    return EditForm(method, layer, prompt, subject, target)
+    return EditForm(method, layer, prompt, subject, target, rule, scoring)
 
 
 def _apply_and_history(ctx: Context, form: EditForm) -> None:
@@ -139,24 +151,28 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
     raw = gr.JSON(visible=False)
     files, code = takeaway_panel("edit")
 
-    def apply(model, method, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+    def apply(model, method, prompt, subject, target, layer, rule, scoring, request: gr.Request,
+              progress=gr.Progress()):
         cap = limits().edits_per_session
         if len(ctx.edits(request) or []) >= cap:
             raise gr.Error(f"this session already keeps {cap} edits (the limit); undo or reset first",
                            print_exception=False)
         progress(0.05, desc=f"computing the {method} edit")
         args = (method, prompt, subject, target, rome_layer_choice(layer))
-        rep = ctx.serve(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8))
-        taken = ctx.takeaway("edit", rep, edit, model, request, *args)  # made on the edits before this one
+        kwargs = {"rule": rule, "scoring": scoring} if method == "kn" else {"scoring": scoring}
+        rep = ctx.serve(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8),
+                        **kwargs)
+        taken = ctx.takeaway("edit", rep, edit, model, request, *args, **kwargs)  # on the edits before this one
         edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
-                                       "call": Call(edit, args)}]
+                                       "call": Call(edit, args, kwargs)}]
         ctx.set_edits(request, edits)
         summary, criteria, probes, left_out = report_views(rep)
         out = rep.to_json()
         out["history"] = [e["label"] for e in edits]
         return summary, _history(edits), criteria, edit_figure(rep), probes, left_out, out, *taken
 
-    apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer],
+    apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer, form.rule,
+                            form.scoring],
                     [status, history, criteria_table, plot, probes_table, left_table, raw, files, code],
                     api_name="edit")
 
@@ -182,7 +198,7 @@ def _compare(ctx: Context, form: EditForm) -> None:
         cmp_btn = gr.Button("Compare KN and ROME", elem_id="compare-button")
         columns = {}
         with gr.Row():
-            for m, title in (("kn", "KN edit (Dai et al.)"), ("rome", "ROME")):
+            for m, title in (("kn", "KN edit (the rule chosen above)"), ("rome", "ROME")):
                 with gr.Column():
                     gr.Markdown(f"#### {title}")
                     columns[m] = (gr.Markdown(elem_id=f"compare-{m}-status"),
@@ -194,16 +210,19 @@ def _compare(ctx: Context, form: EditForm) -> None:
         cmp_json = gr.JSON(visible=False)
         cmp_files, cmp_code = takeaway_panel("compare")
 
-        def run_compare(model, prompt, subject, target, layer, request: gr.Request, progress=gr.Progress()):
+        def run_compare(model, prompt, subject, target, layer, rule, scoring, request: gr.Request,
+                        progress=gr.Progress()):
             args = (prompt, subject, target, rome_layer_choice(layer))
-            res = ctx.serve(compare, model, request, *args, progress=Progress(progress))
+            kwargs = {"rule": rule, "scoring": scoring}
+            res = ctx.serve(compare, model, request, *args, progress=Progress(progress), **kwargs)
             out: list = []
             for m in ("kn", "rome"):
                 rep = res.reports[m]
                 out += report_views(rep) if rep is not None else (f"⚠ {res.errors[m]}", [], [], [])
-            return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args))
+            return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args, **kwargs))
 
-        cmp_btn.click(run_compare, [ctx.model, form.prompt, form.subject, form.target, form.layer],
+        cmp_btn.click(run_compare, [ctx.model, form.prompt, form.subject, form.target, form.layer, form.rule,
+                                    form.scoring],
                       [*columns["kn"], *columns["rome"], cmp_json, cmp_files, cmp_code], api_name="compare")
 
 
@@ -245,8 +264,8 @@ def _sweep(ctx: Context, form: EditForm) -> None:
 def build_edit_tab(ctx: Context) -> None:
     with gr.Tab("Edit", id="edit"):
         gr.Markdown("Change one fact with **ROME** (a rank-one update of one MLP layer at the subject's last token) "
-                    "or a **KN edit** (Dai et al.: shift the knowledge neurons' value vectors from the old answer's "
-                    "embedding to the new one's), then see what changed: reliability (the prompt), generality "
+                    "or a **KN edit** (shift the knowledge neurons' value vectors from the old answer's embedding to "
+                    "the new one's: Dai et al.'s rule, or EleutherAI's that EasyEdit uses), then see what changed: reliability (the prompt), generality "
                     "(held-out paraphrases), locality (other facts), and the paper's symmetry and synonymy tests. "
                     "Your edits stay yours: every tab then answers with them applied, and nobody else sees them.")
         form = _edit_form(ctx)

@@ -26,7 +26,7 @@ from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.studies import published
 from knlab.studies.claims.common import Items, ModelRun, Progress, pct, tick, timed
 from knlab.studies.edit_report import generate, make_spec
-from knlab.studies.findings import share, share_bar
+from knlab.studies.findings import mean, share, share_bar
 from knlab.studies.known_facts import iter_known_subjects, known_subjects
 from knlab.studies.relation_evaluation import answerable_objects, counterfactual, evaluate_relation
 from knlab.world import facts as F
@@ -79,29 +79,82 @@ def _leave_out_skipped(items: Items, ev) -> None:
         items.leave_out(f"{ev.relation}:{s['subject']}", s["reason"])
 
 
+def _kn_sides(facts: list[dict], score) -> dict[str, tuple[int, int]]:
+    """(facts where ``score(row)`` holds, facts) among those whose KNs' summed activation at the prompt is
+    negative, and among the rest."""
+    out = {}
+    for side, on in (("negative", True), ("non-negative", False)):
+        rows = [r for r in facts if (r["activation"] < 0) == on and r.get("reliability") is not None]
+        out[side] = (sum(bool(score(r)) for r in rows), len(rows))
+    return out
+
+
 @timed
 def kn_edit(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
-    """Fig. 6c: Dai et al.'s KN edit (erase the old object's neurons' output direction, write the new one's)
-    on facts the model knows, scored as ROME's edits are."""
-    ev = evaluate_relation(lm, "kn", "P36", progress=progress, subjects=_known(lm, "P36", n), measure=items.measure)
-    _leave_out_skipped(items, ev)
+    """Fig. 6c: the KN edit on facts the model knows, with each fact's KNs found once (over its
+    paraphrases, as Dai et al.) and edited by both rules (``intervene.KN_RULES``), each scored both ways
+    (``probes.SCORINGS``). The finding against the published figure is measured as the figure was: EKN's
+    rule, which EasyEdit's KN calls, scored by teacher-forced token accuracy of the whole new object (the
+    seed's and Yao et al.'s scoring); Dai's rule with knlab's first-token scoring is a finding beside it,
+    and so is the sign of the KNs' summed activation, which turns the added direction around."""
+    subjects = _known(lm, "P36", n)
+    ekn = evaluate_relation(lm, "kn", "P36", progress=(lambda f, d: progress(0.5 * f, f"rule ekn: {d}"))
+                            if progress else None, subjects=subjects, seed_scoring=True, rule="ekn",
+                            measure=items.measure)
+    _leave_out_skipped(items, ekn)
+    neurons = {r["subject"]: [tuple(x) for x in r["neurons"]] for r in ekn.facts}
+    dai = evaluate_relation(lm, "kn", "P36", progress=(lambda f, d: progress(0.5 + 0.5 * f, f"rule dai: {d}"))
+                            if progress else None, subjects=[s for s in subjects if s in neurons],
+                            seed_scoring=True, rule="dai", neurons=neurons, measure=items.measure)
     pub = published.KN_EDIT_RELIABILITY
-    k, m = _count(ev.facts, "reliability")
-    findings = [share("KN edit reliability on P36", k, m, "below", KN_RELIABLE,
-                      f"{min(pub.values())}-{max(pub.values())}%, Yao et al.")]
-    rows = [{"item": "KN edit reliability on P36 (%)", "live": pct(ev.rates["reliability"]),
+    paper = f"{min(pub.values())}-{max(pub.values())}%, Yao et al."
+
+    def token_accuracy(ev) -> list[float]:
+        return [r["seed"]["reliability"] for r in ev.facts if "reliability" in r.get("seed", {})]
+
+    k, m = _count(dai.facts, "reliability")
+    variant_seed = "rule ekn, EasyEdit's; scoring token-accuracy, the seed's"
+    variant_dai = "rule dai; scoring first-token, knlab's"
+    findings = [mean(f"KN edit reliability on P36 ({variant_seed})", token_accuracy(ekn), "below", KN_RELIABLE,
+                     paper, "token accuracy"),
+                share(f"KN edit reliability on P36 ({variant_dai})", k, m, "below", KN_RELIABLE, paper)]
+    # Dai's rule adds lambda_new x a x e(new) to the layer's output, a the KNs' summed activation: where a < 0
+    # (SiLU(gate) x up can be), the edit pushes away from the new object. Reliability on each side.
+    sides = _kn_sides(dai.facts, lambda r: r["reliability"] == 1.0)
+    negative = sum(r["activation"] < 0 for r in dai.facts)
+    findings.append(share(f"facts whose KNs' summed activation is negative ({variant_dai})", negative,
+                          len(dai.facts), "below", MOST, "not stated: the paper's GPT-2 / LLaMA edits assume a "
+                          "positive activation carries the added direction"))
+    for side, (kk, mm) in sides.items():
+        if mm == 0:  # no fact on this side (the organisms' GELU keeps most sums positive): nothing to decide
+            continue
+        findings.append(share(f"KN edit reliability on P36, KNs' summed activation {side} ({variant_dai})", kk, mm,
+                              "below", KN_RELIABLE, paper))
+    variants = {"rule ekn, token-accuracy": token_accuracy(ekn),
+                "rule ekn, first-token": [r["reliability"] for r in ekn.facts if r["reliability"] is not None],
+                "rule dai, token-accuracy": token_accuracy(dai),
+                "rule dai, first-token": [r["reliability"] for r in dai.facts if r["reliability"] is not None]}
+    rows = [{"item": f"KN edit reliability on P36, {name} (%)", "live": pct(float(np.mean(v))) if v else None,
              "published": f"CounterFact GPT-J {pub[('CounterFact', 'GPT-J')]}, T5-XL {pub[('CounterFact', 'T5-XL')]}; "
-                          f"ZsRE GPT-J {pub[('ZsRE', 'GPT-J')]}, T5-XL {pub[('ZsRE', 'T5-XL')]} (Yao et al.)"},
-            {"item": "KN edit generality (%)", "live": pct(ev.rates["generality"]), "published": "-"},
-            {"item": "KN edit locality (%)", "live": pct(ev.rates["locality"]), "published": "-"},
-            {"item": "facts edited / skipped", "live": f"{ev.n} / {len(ev.skipped)}", "published": "-"}]
-    crits = ["reliability", "generality", "locality"]
-    figure = {"type": "bar", "title": "KN edit on P36: share of facts for which each criterion holds (%)", "x": crits,
-              "ylabel": "%", "series": {"live": [pct(ev.rates[c]) for c in crits],
-                                        "CounterFact GPT-J (Yao et al.)": [pub[("CounterFact", "GPT-J")], None, None],
-                                        "CounterFact T5-XL (Yao et al.)": [pub[("CounterFact", "T5-XL")], None, None]},
-              "intervals": {"live": [share_bar(findings[0].k, findings[0].n), None, None]}}
-    return ModelRun(lm.spec, rows, findings, figure, detail={"evaluation": ev.to_json()})
+                          f"ZsRE GPT-J {pub[('ZsRE', 'GPT-J')]}, T5-XL {pub[('ZsRE', 'T5-XL')]} (Yao et al.: EasyEdit's "
+                          "KN, token accuracy)"} for name, v in variants.items()]
+    rows += [{"item": f"rule dai: facts with the KNs' summed activation {side}: reliability (first-token)",
+              "live": f"{kk} of {mm}", "published": "-"} for side, (kk, mm) in sides.items()]
+    rows += [{"item": "KN edit generality, locality (rule ekn / dai, first-token) (%)",
+              "live": f"{pct(ekn.rates['generality'])}, {pct(ekn.rates['locality'])} / "
+                      f"{pct(dai.rates['generality'])}, {pct(dai.rates['locality'])}", "published": "-"},
+             {"item": "facts edited / skipped", "live": f"{ekn.n} / {len(ekn.skipped)}", "published": "-"},
+             {"item": "KNs per fact (median)", "live": float(np.median([len(v) for v in neurons.values()]))
+              if neurons else None, "published": "-"}]
+    names = list(variants)
+    figure = {"type": "bar", "title": "KN edit reliability on P36 by rule and scoring (%)", "x": names,
+              "ylabel": "%", "series": {"live": [pct(float(np.mean(v))) if v else None for v in variants.values()],
+                                        "CounterFact GPT-J (Yao et al.)": [pub[("CounterFact", "GPT-J")]] + [None] * 3,
+                                        "CounterFact T5-XL (Yao et al.)": [pub[("CounterFact", "T5-XL")]] + [None] * 3},
+              "intervals": {"live": [None, None, None, share_bar(k, m)]}}
+    return ModelRun(lm.spec, rows, findings, figure,
+                    detail={"ekn": ekn.to_json(), "dai": dai.to_json(), "rules": {"dai": "1 x e(old) out, 8 x e(new) in",
+                                                                                  "ekn": "2 x e(old) out, 2 x e(new) in"}})
 
 
 def _new_object(lm: LM, rel: F.Relation, fact: F.Fact, old_answer: str, prefer: set[str] | None,

@@ -33,7 +33,7 @@ from knlab.methods.predict import answer_logits
 from knlab.studies import findings, published
 from knlab.studies.claims.common import Items, ModelRun, Progress, kn_layers, pct, shares_text, tick, timed
 from knlab.studies.known_facts import known_subjects
-from knlab.studies.paradigm_analysis import TokenChange, usable_pairs
+from knlab.studies.paradigm_analysis import TokenChange, usable_groups, usable_pairs
 from knlab.world import facts as F
 from knlab.world import paradigms
 
@@ -74,19 +74,25 @@ def _sig(x: float) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _map(lm: LM, items: Items, p: paradigms.MinimalPair, prompt: str) -> np.ndarray:
-    """The IG map of the pair's critical (grammatical) word, a heavy intermediate."""
-    return items.array(f"ig:{_key(p)}", lambda: attribute(lm, prompt, p.good_token).scores)
+def _sited(key: str, site: str) -> str:
+    """An item's key at a KN site: knlab's own site keeps the plain key (the records before sites were a
+    parameter read back unchanged), another site is named in front."""
+    return key if site == "activation" else f"{site}:{key}"
+
+
+def _map(lm: LM, items: Items, p: paradigms.MinimalPair, prompt: str, site: str) -> np.ndarray:
+    """The IG map of the pair's critical (grammatical) word at the KN ``site``, a heavy intermediate."""
+    return items.array(_sited(f"ig:{_key(p)}", site), lambda: attribute(lm, prompt, p.good_token, site=site).scores)
 
 
 def _attributed(lm: LM, items: Items, pairs, prompts, progress: Progress, share: float = 1.0,
-                start: float = 0.0) -> list[dict]:
+                start: float = 0.0, site: str = "activation") -> list[dict]:
     """Each pair's item: its critical word and its coarse neurons (score > 0.2 x the map's maximum)."""
     out = []
     for k, (p, prompt) in enumerate(zip(pairs, prompts)):
-        out.append(items.measure(_key(p), lambda p=p, prompt=prompt: {
+        out.append(items.measure(_sited(_key(p), site), lambda p=p, prompt=prompt: {
             "target": p.good_token,
-            "coarse": sorted([int(l), int(i)] for l, i in coarse_neurons(_map(lm, items, p, prompt)))}))
+            "coarse": sorted([int(l), int(i)] for l, i in coarse_neurons(_map(lm, items, p, prompt, site)))}))
         tick(progress, start + share * (k + 1) / len(pairs), f"attributing prompt {k + 1}/{len(pairs)}")
     return out
 
@@ -154,7 +160,7 @@ def kn_sharing(lm: LM, n: int, progress: Progress = None, items: Items | None = 
     singular-specific and the most plural-specific neuron."""
     items = items if items is not None else Items()
     pairs, prompts = both_numbers(lm, "determiner_noun_agreement_2", n, PLURAL_DETS)
-    results = _attributed(lm, items, pairs, prompts, progress)
+    results = _attributed(lm, items, pairs, prompts, progress, site=lm.arch.seed_site)
     coarse = [_coarse(r) for r in results]
     by_det = {d: [c for c, r in zip(coarse, results) if r["target"] == d] for d in DETERMINERS}
     neurons = sorted(set().union(*coarse))
@@ -211,7 +217,7 @@ def det_agreement(lm: LM, n: int, progress: Progress = None, items: Items | None
     modifiers' relative probability change; Fig. 4: does the number-neutral "scattered" move with them?"""
     items = items if items is not None else Items()
     pairs, prompts = both_numbers(lm, "determiner_noun_agreement_2", n, PLURAL_DETS)
-    results = _attributed(lm, items, pairs, prompts, progress, share=0.8)
+    results = _attributed(lm, items, pairs, prompts, progress, share=0.8, site=lm.arch.seed_site)
     kns = {"plural_kns": _kns([r for r in results if r["target"] in PLURAL_DETS]),
            "singular_kns": _kns([r for r in results if r["target"] in SINGULAR_DETS])}
     vocab = [(tok, g) for g, toks in paradigms.modifiers().items() for tok in toks if single_token(lm, tok) is not None]
@@ -272,7 +278,7 @@ def overturn(lm: LM, n: int, progress: Progress = None, items: Items | None = No
     m = len(OVERTURN_PARADIGMS)
     for k, name in enumerate(OVERTURN_PARADIGMS):
         pairs, prompts = usable_pairs(lm, name, n)
-        kns = {"kns": _kns(_attributed(lm, items, pairs, prompts, progress, 0.9 / m, k / m))}
+        kns = {"kns": _kns(_attributed(lm, items, pairs, prompts, progress, 0.9 / m, k / m, lm.arch.seed_site))}
         sup = [_suppressed(lm, items, p, prompt, [p.good_token, p.bad_token], kns) for p, prompt in zip(pairs, prompts)]
         tick(progress, (k + 1) / m, f"{name} suppressed")
         ok_b, ok_a, over = _overturned(sup, pairs, "kns")
@@ -321,38 +327,80 @@ def _selection(key: str, n: int, items: Items, made: dict, fn) -> dict:
     return result
 
 
-def _paradigm_selection(lm: LM, name: str, n: int, items: Items, made: dict, progress: Progress, share: float,
-                        start: float) -> dict:
-    """The paradigm's KNs over ``n`` prompts (their maps: R^2_1 needs them), one item
-    ``paradigm:<name>``; ``usable_pairs``'s InputError when the model cannot be asked the paradigm."""
-    def select_now():
-        pairs, prompts = usable_pairs(lm, name, n)
-        maps = []
-        for k, (p, prompt) in enumerate(zip(pairs, prompts)):
-            maps.append(_map(lm, items, p, prompt))
-            tick(progress, start + share * (k + 1) / len(pairs), f"{name}: attributing prompt {k + 1}/{len(pairs)}")
-        neurons, tau = select_coarse([coarse_neurons(m) for m in maps])
-        return {"neurons": [list(x) for x in neurons], "tau": round(tau, 6), "r2_1": round(r2_1(maps), 6),
-                "n_prompts": len(maps)}
-    return _selection(f"paradigm:{name}@{n}", n, items, made, select_now)  # the selection depends on n
+def _selected(maps: list[np.ndarray]) -> dict:
+    """The seed's figures of one group of prompts: its KNs (the tau search), the final tau and R^2_1 over its
+    raw maps (``cosine_sim_n``)."""
+    neurons, tau = select_coarse([coarse_neurons(m) for m in maps])
+    return {"neurons": [list(x) for x in neurons], "tau": round(tau, 6), "r2_1": round(r2_1(maps), 6),
+            "n_prompts": len(maps)}
 
 
-def _fact_selections(lm: LM, relation: str, n: int, items: Items, made: dict) -> list[dict]:
-    """The KNs of each of the first ``n`` known facts over its paraphrases, one item ``fact:<rel>:<subject>``."""
-    rel = F.relation(relation)
-    out = []
-    for subject in known_subjects(lm, relation, n):
-        fact = rel.fact(subject)
+# How each figure groups its prompts, named in the findings
+BY_TARGET_TYPE = "grouping: a paradigm's prompts by target type, the seed's"
+BY_TEMPLATE = "facts: a relation's facts per template"
+BY_FACT = "facts: each fact over its 4 paraphrases"
 
-        def select_now(fact=fact):
-            maps = [items.array(f"ig:{relation}:{fact.subject}:{t}",
-                                lambda t=t: attribute(lm, F.prompt(t, fact.subject, lm.masked), fact.object).scores)
-                    for t in rel.train_templates]
-            neurons, tau = select_coarse([coarse_neurons(m) for m in maps])
-            return {"neurons": [list(x) for x in neurons], "tau": round(tau, 6), "r2_1": round(r2_1(maps), 6),
-                    "n_prompts": len(maps)}
-        out.append(_selection(f"fact:{relation}:{subject}", n, items, made, select_now))
+
+def _paradigm_groups(lm: LM, name: str, n: int, items: Items, made: dict, progress: Progress, share: float,
+                     start: float, site: str) -> dict[str, dict]:
+    """The paradigm's KNs as the seed's ``search_kns`` finds them: per target type (``usable_groups``: the
+    critical word's number, or gender), over up to ``n`` prompts of that type, at the KN ``site``; one
+    item ``paradigm:<name>:<type>@<n>`` per group (``{"neurons", "tau", "r2_1", "n_prompts"}``).
+    ``usable_pairs``'s InputError when the model cannot be asked the paradigm."""
+    groups = usable_groups(lm, name, n)
+    if not groups:
+        raise InputError(f"{name}: no target type has two usable pairs on {lm.spec}")
+    out, total, done = {}, sum(len(g[0]) for g in groups.values()), 0
+    for kind, (pairs, prompts) in groups.items():
+        def select_now(pairs=pairs, prompts=prompts, before=done):
+            maps = []
+            for k, (p, prompt) in enumerate(zip(pairs, prompts)):
+                maps.append(_map(lm, items, p, prompt, site))
+                tick(progress, start + share * (before + k + 1) / total,
+                     f"{name} ({kind}): attributing prompt {k + 1}/{len(pairs)}")
+            return _selected(maps)
+        out[kind] = _selection(_sited(f"paradigm:{name}:{kind}@{n}", site), n, items, made, select_now)
+        done += len(pairs)
     return out
+
+
+def _fact_maps(lm: LM, relation: str, subject: str, items: Items, site: str) -> list[np.ndarray]:
+    """The IG maps of one fact's object at each of its relation's training templates."""
+    rel = F.relation(relation)
+    fact = rel.fact(subject)
+    return [items.array(_sited(f"ig:{relation}:{fact.subject}:{t}", site),
+                        lambda t=t: attribute(lm, F.prompt(t, fact.subject, lm.masked), fact.object, site=site).scores)
+            for t in rel.train_templates]
+
+
+def _fact_selections(lm: LM, relation: str, n: int, items: Items, made: dict, site: str) -> list[dict]:
+    """The KNs of each of the first ``n`` known facts over its paraphrases (Dai et al.'s per-fact search),
+    one item ``fact:<rel>:<subject>``."""
+    return [_selection(_sited(f"fact:{relation}:{subject}", site), n, items, made,
+                       lambda subject=subject: _selected(_fact_maps(lm, relation, subject, items, site)))
+            for subject in known_subjects(lm, relation, n)]
+
+
+def _relation_groups(lm: LM, relation: str, n: int, items: Items, made: dict, site: str) -> list[dict]:
+    """A relation's KNs as the paper's relation rows are read here (docs/paper.md, section 2): per training
+    template, over the prompts of up to ``n`` known facts of the relation (a ParaRel relation's prompts
+    pooled across its facts, as a paradigm's across its items); one item ``relation:<rel>:<k>@<n>`` per
+    template. Empty when the model knows fewer than two of its facts."""
+    subjects = known_subjects(lm, relation, n)
+    if len(subjects) < 2:
+        return []
+    out = []
+    for k in range(len(F.relation(relation).train_templates)):
+        def select_now(k=k):
+            return _selected([_fact_maps(lm, relation, s, items, site)[k] for s in subjects])
+        out.append(_selection(_sited(f"relation:{relation}:{k}@{n}", site), n, items, made, select_now))
+    return out
+
+
+def _mean_figures(sels: list[dict]) -> list[float]:
+    """[|KN|, tau, R^2_1], each the mean over the groups (the paper's per-paradigm figure)."""
+    return [float(np.mean([len(s["neurons"]) for s in sels])), float(np.mean([s["tau"] for s in sels])),
+            float(np.mean([s["r2_1"] for s in sels]))]
 
 
 def localisation_paradigms(lm: LM) -> tuple[str, ...]:
@@ -373,31 +421,38 @@ def _range(model: str, names) -> str:
 
 @timed
 def localisation(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
-    """Fig. 5a / Table 8: |KN|, tau and R^2_1 of every paradigm the model can be asked (over ``n`` prompts)
-    and of the relations (per fact, over its paraphrases), beside the paper's rows."""
+    """Fig. 5a / Table 8: |KN|, tau and R^2_1 of every paradigm the model can be asked and of the relations,
+    beside the paper's rows, measured as the seed measures them: a paradigm's figures are the mean over its
+    target types (sg / pl), each over up to ``n`` prompts (``_paradigm_groups``); a relation's the mean over
+    its templates, each over up to ``n`` known facts (``_relation_groups``); at the family's seed site."""
     items = items if items is not None else Items()
+    site = lm.arch.seed_site
     names, relations, made = localisation_paradigms(lm), localisation_relations(lm), _selections(lm)
-    rows, live = [], {}
+    rows, live, by_relation = [], {}, {}
     steps = len(names) + len(relations)
+    facts: dict[str, list[dict]] = {}
+    per_fact: dict[str, list[dict]] = {}
+    # the relations first: their per-fact items are the ones a smaller rerun shares with a larger record
+    for k, relation in enumerate(relations):
+        sels = _relation_groups(lm, relation, n, items, made, site)
+        tick(progress, (k + 1) / steps, relation)
+        if not sels:
+            items.leave_out(f"relation:{relation}", f"{lm.spec} knows fewer than two of {relation}'s facts")
+            rows.append({"item": f"{relation}: |KN| / tau / R^2_1", "live": "fewer than two known facts",
+                         "published": published.localisation_row("BERT-base", relation)})
+            continue
+        facts[relation] = sels
+        per_fact[relation] = _fact_selections(lm, relation, n, items, made, site)  # the same maps, by fact
+        by_relation[relation] = _mean_figures(sels)
     for k, name in enumerate(names):
         try:
-            s = _paradigm_selection(lm, name, n, items, made, progress, 1 / steps, k / steps)
+            groups = _paradigm_groups(lm, name, n, items, made, progress, 1 / steps, (len(relations) + k) / steps,
+                                      site)
         except InputError as e:
             items.leave_out(f"paradigm:{name}", str(e))
             continue
-        live[name] = [float(len(s["neurons"])), s["tau"], s["r2_1"]]
-    facts: dict[str, list[dict]] = {}
-    for k, relation in enumerate(relations):
-        sels = _fact_selections(lm, relation, max(1, n // 3), items, made)
-        tick(progress, (len(names) + k + 1) / steps, relation)
-        if not sels:
-            items.leave_out(f"fact:{relation}", f"{lm.spec} knows none of {relation}'s first facts")
-            rows.append({"item": f"{relation}: |KN| / tau / R^2_1", "live": "no known facts", "published":
-                         published.localisation_row("BERT-base", relation)})
-            continue
-        facts[relation] = sels
-        live[relation] = [float(np.mean([len(s["neurons"]) for s in sels])), float(np.mean([s["tau"] for s in sels])),
-                          float(np.mean([s["r2_1"] for s in sels]))]
+        live[name] = _mean_figures(list(groups.values()))
+    live.update(by_relation)
     for item, vals in live.items():
         paper_figure = (f"BERT {published.localisation_row('BERT-base', item)}" if lm.masked else
                         " | ".join(f"{m} {published.localisation_row(m, item)}"
@@ -405,46 +460,64 @@ def localisation(lm: LM, n: int, progress: Progress = None, items: Items | None 
                                    if published.localisation_row(m, item) != "-")) or "-"
         rows.append({"item": f"{item}: |KN| / tau / R^2_1", "live": " / ".join(f"{v:.3g}" for v in vals),
                      "published": paper_figure})
+    for relation, sels in per_fact.items():
+        rows.append({"item": f"{relation}, each fact over its 4 paraphrases (knlab's earlier grouping): "
+                             "|KN| / tau / R^2_1", "live": " / ".join(f"{v:.3g}" for v in _mean_figures(sels)),
+                     "published": "-"})
     grammar = {i: v for i, v in live.items() if not i.startswith("P")}
+    variant = f"site {site}; " + BY_TARGET_TYPE
     # The thesis: grammar localises to KNs as facts do. |KN| >= 1 on average, the paper's BERT paradigms
     # having 1.86-9.79 (GPT-2's four fewer: 0.06-1.32). The tau search lowers tau until it keeps 2 neurons
     # or more, so this finding is nearly bound to agree: the R^2_1 one is the test.
     det = [x for x in published.LOCALISATION["BERT-base"] if not x.startswith("P")]
-    found = [findings.mean("grammar: |KN| per paradigm", [v[0] for v in grammar.values()], "above", 1,
+    found = [findings.mean(f"grammar: |KN| per paradigm ({variant})", [v[0] for v in grammar.values()], "above", 1,
                            f"BERT {_range('BERT-base', det)} per paradigm; GPT-2 {_range('GPT-2', det)}, "
                            f"LLaMA-2 {_range('LLaMA-2-7B', det)}", "KNs")]
     # R^2_1 (how much a paradigm's prompts agree on their map) per paradigm, less the facts' mean: the
     # paper's BERT paradigms (.55-.67) sit about as high as its facts (P101 .399, P1303 .684). "About as
-    # well": no more than 0.1 below the facts (the facts' own mean is taken as exact here).
-    fact_r2 = [s["r2_1"] for sels in facts.values() for s in sels]
-    if fact_r2 and grammar:
+    # well": no more than 0.1 below the facts (the facts' own mean is taken as exact here). The facts' side
+    # as the relation rows are read (per template across a relation's facts), and beside it knlab's earlier
+    # per-fact grouping, whose four paraphrases are near-identical sentences in the organisms' world.
+    if grammar:
         pub_g = np.mean([published.LOCALISATION["BERT-base"][x][2] for x in det])
         pub_f = np.mean([published.LOCALISATION["BERT-base"][x][2] for x in published.LOCALISATION["BERT-base"]
                          if x.startswith("P")])
-        f_mean = float(np.mean(fact_r2))
-        found.append(findings.mean("grammar's R^2_1 less the facts'", [round(v[2] - f_mean, 6) for v in grammar.values()],
-                                   "above", -0.1, f"BERT: paradigms {pub_g:.2f} vs relations {pub_f:.2f}, "
-                                   f"{pub_g - pub_f:+.2f}", "R^2_1"))
+        paper = f"BERT: paradigms {pub_g:.2f} vs relations {pub_f:.2f}, {pub_g - pub_f:+.2f}"
+        for sides, fact_label, note in (
+                (facts, BY_TEMPLATE, "; the world's 4 templates are near-identical sentences, "
+                 "ParaRel's paraphrases are not: a relation is pooled across its facts per template"),
+                (per_fact, BY_FACT, "; knlab's earlier facts' side, not the paper's")):
+            fact_r2 = [s["r2_1"] for sels in sides.values() for s in sels]
+            if not fact_r2:
+                continue
+            f_mean = float(np.mean(fact_r2))
+            found.append(findings.mean(f"grammar's R^2_1 less the facts' ({variant}; {fact_label})",
+                                       [round(v[2] - f_mean, 6) for v in grammar.values()], "above", -0.1,
+                                       paper + note, "R^2_1"))
     figure = {"type": "bar", "title": "|KN| per paradigm / relation", "x": list(live), "ylabel": "|KN|",
               "series": {"live": [v[0] for v in live.values()],
                          **{f"{m} (paper)": [published.LOCALISATION[m].get(i, (None,))[0] for i in live]
                             for m in (("BERT-base",) if lm.masked else ("GPT-2", "LLaMA-2-7B"))}}}
-    return ModelRun(lm.spec, rows, found, figure, detail={"live": live})
+    return ModelRun(lm.spec, rows, found, figure, detail={"live": live, "site": site, "group_size": n})
 
 
 @timed
 def kn_layers_claim(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
-    """Fig. 5b / 12: the layers the KNs of grammar and of facts sit in."""
+    """Fig. 5b / 12: the layers the KNs of grammar (per target type, as ``localisation``) and of facts (each
+    P101 fact over its paraphrases) sit in, at the family's seed site."""
     items = items if items is not None else Items()
+    site = lm.arch.seed_site
     paradigms_ = (("determiner_noun_agreement_1", "determiner_noun_agreement_2") if lm.masked else
                   tuple(published.LOCALISATION["GPT-2"])[:2])
     L, made = lm.n_layers, _selections(lm)
     grammar = np.zeros(L)
     for k, name in enumerate(paradigms_):
-        s = _paradigm_selection(lm, name, n, items, made, progress, 0.6 / len(paradigms_), 0.6 * k / len(paradigms_))
-        grammar += kn_layers([tuple(x) for x in s["neurons"]], L)
+        groups = _paradigm_groups(lm, name, n, items, made, progress, 0.6 / len(paradigms_),
+                                  0.6 * k / len(paradigms_), site)
+        for s in groups.values():
+            grammar += kn_layers([tuple(x) for x in s["neurons"]], L)
     facts = np.zeros(L)
-    for s in _fact_selections(lm, "P101", max(1, n // 3), items, made):
+    for s in _fact_selections(lm, "P101", max(1, n // 3), items, made, site):
         facts += kn_layers([tuple(x) for x in s["neurons"]], L)
     tick(progress, 1.0, "facts")
     share_g = grammar / max(1, grammar.sum())
@@ -464,12 +537,14 @@ def kn_layers_claim(lm: LM, n: int, progress: Progress = None, items: Items | No
     # two layers holding most fact KNs; k = grammar KNs there, n = grammar KNs (no fact KN: nothing to ask)
     top_f = sorted(np.argsort(share_f)[::-1][:2].tolist()) if facts.sum() else []
     paper_model = "BERT-base" if lm.masked else "GPT-2"
-    found = [findings.share(f"grammar KNs in the fact KNs' two top layers {top_f}",
+    variant = f"site {site}; " + BY_TARGET_TYPE + "; " + BY_FACT
+    rows.append({"item": "the two layers holding the most fact KNs", "live": str(top_f), "published": "-"})
+    found = [findings.share(f"grammar KNs in the fact KNs' two top layers ({variant})",
                             int(sum(grammar[l] for l in top_f)) if top_f else 0, int(grammar.sum()) if top_f else 0,
                             "above", MAJORITY, f"{paper_model}: {published.KN_LAYERS[paper_model]}")]
     figure = {"type": "bar", "title": "Where the KNs sit (share of KNs per layer)", "x": list(range(L)),
               "xlabel": "layer", "ylabel": "share of KNs", "series": {"grammar": share_g.tolist(), "facts (P101)": share_f.tolist()}}
-    return ModelRun(lm.spec, rows, found, figure, detail={"fact_top_layers": top_f})
+    return ModelRun(lm.spec, rows, found, figure, detail={"fact_top_layers": top_f, "site": site})
 
 
 SV_PARADIGM = "regular_plural_subject_verb_agreement_1"
@@ -478,12 +553,19 @@ SV_PARADIGM = "regular_plural_subject_verb_agreement_1"
 @timed
 def sv_agreement(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
     """Fig. 11: the singular and the plural KNs of subject-verb agreement, each suppressed, and the change of
-    p(verb) for the paper's verb pairs."""
+    p(verb) for the paper's verb pairs. The KNs of each number are searched over that number's pairs (the
+    seed's grouping) at the family's seed site; knlab's own site (after the activation function) gives one
+    finding beside them, to show whether an outcome changes with the site."""
     items = items if items is not None else Items()
     pairs, prompts = both_numbers(lm, SV_PARADIGM, n, ("are", "were"))
-    results = _attributed(lm, items, pairs, prompts, progress, 0.8)
-    kns = {"singular_kns": _kns([r for r in results if r["target"] in ("is", "was")]),
-           "plural_kns": _kns([r for r in results if r["target"] in ("are", "were")])}
+    site, own = lm.arch.seed_site, "activation"
+    sites = (site,) if site == own else (site, own)
+    kns = {}
+    for j, at in enumerate(sites):
+        results = _attributed(lm, items, pairs, prompts, progress, 0.8 / len(sites), 0.8 * j / len(sites), at)
+        tag = "" if at == site else f"@{at}"
+        kns[f"singular_kns{tag}"] = _kns([r for r in results if r["target"] in ("is", "was")])
+        kns[f"plural_kns{tag}"] = _kns([r for r in results if r["target"] in ("are", "were")])
     groups = {"plural verbs": [pl for pl, _ in published.SV_VERBS], "singular verbs": [sg for _, sg in published.SV_VERBS]}
     vocab = [(v, g) for g, vs in groups.items() for v in vs if single_token(lm, v) is not None]
     words = sorted({v for v, _ in vocab} | {w for p in pairs for w in (p.good_token, p.bad_token)})
@@ -491,7 +573,7 @@ def sv_agreement(lm: LM, n: int, progress: Progress = None, items: Items | None 
     for k, (p, prompt) in enumerate(zip(pairs, prompts)):
         sup.append(_suppressed(lm, items, p, prompt, words, kns))
         tick(progress, 0.8 + 0.2 * (k + 1) / len(pairs), f"suppressing at prompt {k + 1}/{len(pairs)}")
-    by = {after: _chart(sup, after, vocab) for after in kns}
+    by = {after: _chart(sup, after, vocab) for after in ("singular_kns", "plural_kns")}
 
     def mean_change(after, group):
         vals = [t.rel_change for t in by[after] if t.group == group]
@@ -508,16 +590,24 @@ def sv_agreement(lm: LM, n: int, progress: Progress = None, items: Items | None 
     gpt2 = f"GPT-2: {published.SV_AGREEMENT['GPT-2']}"
     sg_sg, sg_pl = per_pair("singular_kns", "singular verbs"), per_pair("singular_kns", "plural verbs")
     found = []
+    variant = f"site {site}; grouping: by number, the seed's"
     if vocab:  # each statement is one clause of the paper's GPT-2 sentence
-        found.append(findings.mean("singular verbs, singular KNs suppressed", [round(x, 6) for x in sg_sg],
+        found.append(findings.mean(f"singular verbs, singular KNs suppressed ({variant})", [round(x, 6) for x in sg_sg],
                                    "below", 0, gpt2, "% relative change per pair"))
-        found.append(findings.mean("singular verbs' change less plural verbs', singular KNs suppressed",
+        found.append(findings.mean(f"singular verbs' change less plural verbs', singular KNs suppressed ({variant})",
                                    [round(a - b, 6) for a, b in zip(sg_sg, sg_pl)], "below", 0, gpt2,
                                    "% relative change per pair"))
-        found.append(findings.mean("|change| of all verbs, plural KNs less singular KNs",
+        found.append(findings.mean(f"|change| of all verbs, plural KNs less singular KNs ({variant})",
                                    [round(a - b, 6) for a, b in zip(per_pair("plural_kns", "all verbs", True),
                                                                     per_pair("singular_kns", "all verbs", True))],
                                    "above", 0, gpt2, "% relative change per pair"))
+        if site != own:  # the same clause at knlab's own site: does the outcome change with the site?
+            own_sg, own_pl = (per_pair(f"singular_kns@{own}", "singular verbs"),
+                              per_pair(f"singular_kns@{own}", "plural verbs"))
+            found.append(findings.mean(f"singular verbs' change less plural verbs', singular KNs suppressed "
+                                       f"(site {own}, knlab's; grouping: by number, the seed's)",
+                                       [round(a - b, 6) for a, b in zip(own_sg, own_pl)], "below", 0, gpt2,
+                                       "% relative change per pair"))
     rows = []
     for label, after in (("singular", "singular_kns"), ("plural", "plural_kns")):
         rows.append({"item": f"{label} KNs {kns[after]} suppressed: mean rel. change of singular / plural verbs (%)",
@@ -533,5 +623,4 @@ def sv_agreement(lm: LM, n: int, progress: Progress = None, items: Items | None 
               "series": {"singular KNs suppressed": [t.rel_change for t in by["singular_kns"]],
                          "plural KNs suppressed": [t.rel_change for t in by["plural_kns"]]}}
     return ModelRun(lm.spec, rows, found, figure,
-                    detail={"singular_kns": [list(x) for x in kns["singular_kns"]],
-                            "plural_kns": [list(x) for x in kns["plural_kns"]]})
+                    detail={"site": site, **{k: [list(x) for x in v] for k, v in kns.items()}})
