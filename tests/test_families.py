@@ -146,7 +146,7 @@ def test_ig_scores_sum_to_the_probability_the_layer_carries(family):
     tid = first_token(lm, target)
     # the seed's site too where it is more than another module's output: a fused projection's half, and
     # GPT-2 as the unfused control
-    sites = ["activation"] + (["pre_activation"] if lm.arch.mlp_in_fused or lm.arch.family == "gpt2" else [])
+    sites = ["activation"] + (["pre-activation"] if lm.arch.mlp_in_fused or lm.arch.family == "gpt2" else [])
     for site in sites:
         _check_ig_sum(lm, prompt, target, tid, attribute(lm, prompt, target, steps=100, site=site))
 

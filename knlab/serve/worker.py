@@ -148,9 +148,7 @@ class ModelWorker:
         self._registry = threading.Lock()  # guards the dicts above; never held while loading or running
         self.base_checksums: dict[str, str] = {}  # spec -> checksum of all weights when loaded
         self.remote = False  # requests run in other processes (ZeroGPU): never read the weights here
-        if self.name in _WORKERS:
-            raise KnlabError(f"a model worker named {self.name!r} exists already in this process")
-        _WORKERS[self.name] = self
+        _WORKERS[self.name] = self  # a later worker of the same name (a new default) takes the name over
 
     @property
     def requests_served(self) -> int:

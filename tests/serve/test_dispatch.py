@@ -64,22 +64,24 @@ def _top(app, who, prompt="The capital of Canada is"):
 
 def test_the_tabs_requests_pickle_through_spaces_queue_and_sessions_stay_apart(app):
     assert _top(app, "alice") == "Ottawa"
-    assert _call(app, "trace", "alice", "world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0,
-                 True)[3]["answer"] == "Ottawa"
+    traced = _call(app, "trace", "alice", "world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0,
+                   True, "noise", "", "prob")
+    assert next(o for o in traced if isinstance(o, dict) and "answer" in o)["answer"] == "Ottawa"
     assert _call(app, "attribute", "alice", "world-gpt", "The capital of Canada is", "", 3, "ig")[6]["target"] == "Ottawa"
-    rome = _call(app, "edit", "alice", "world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None)
+    rome = _call(app, "edit", "alice", "world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, "dai", "first-token")
     assert rome[6]["criteria"]["reliability"] == 1.0
     assert _top(app, "alice") == "Rome" and _top(app, "bob") == "Ottawa"  # her edit crossed with her requests only
     assert _call(app, "undo", "alice")[1] == [] and _top(app, "alice") == "Ottawa"
     assert {r.kind for r in app.crossed} == {"predict", "long"}
-    assert {r.fn.__name__ for r in app.crossed} == {"predict", "patch_estimate", "trace", "attribute", "edit"}
+    assert {r.fn.__name__ for r in app.crossed} == {"predict", "patch_estimate", "trace_prompt", "knockout",
+                                                    "attribute", "edit"}
     status = app.knlab_context.worker.status()
     assert status["in_gpu_processes"] and status["models"]["world-gpt"]["unchanged"]
 
 
 @pytest.mark.slow  # a KN edit, a paraphrase search and a claim: minutes on 2 busy cores
 def test_kn_edits_paraphrases_and_claims_pickle_through_spaces_queue(app):
-    kn = _call(app, "edit", "bob", "world-gpt", "kn", "The capital of France is", "France", "Berlin", None)
+    kn = _call(app, "edit", "bob", "world-gpt", "kn", "The capital of France is", "France", "Berlin", None, "dai", "first-token")
     assert kn[6]["method"] == "kn" and kn[6]["neurons"]
     assert _top(app, "alice", "The capital of France is") == "Paris" and _top(app, "bob", "The capital of France is") != "Paris"
     assert _call(app, "reset", "bob")[1] == [] and _top(app, "bob", "The capital of France is") == "Paris"
@@ -108,7 +110,7 @@ def test_every_lesson_step_and_claim_pickles_by_reference():
 
 def test_errors_cross_as_their_one_line(app):
     with pytest.raises(gr.Error, match="not in the prompt"):
-        _call(app, "edit", "dan", "world-gpt", "rome", "The capital of Canada is", "Canda", "Rome", None)
+        _call(app, "edit", "dan", "world-gpt", "rome", "The capital of Canada is", "Canda", "Rome", None, "dai", "first-token")
     with pytest.raises(gr.Error) as info:
         dispatch.answer(dispatch.ModelRequest(app.knlab_context.worker.name, "world-gpt", (), _divide_by_zero))
     assert str(info.value.message) == "internal error (ZeroDivisionError); the model is unchanged"

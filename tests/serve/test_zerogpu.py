@@ -59,18 +59,21 @@ def test_every_tab_answers_through_zerogpus_wrapper_and_sessions_stay_apart(tmp_
         def top(client, prompt="The capital of Canada is"):
             return client.predict("world-gpt", prompt, 3, api_name="/predict")[1]["top"][0]["token"]
         assert top(alice) == "Ottawa"
-        trace = alice.predict("world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0, True,
-                              api_name="/trace")
-        assert trace[3]["answer"] == "Ottawa" and trace[3]["clean"] > trace[3]["corrupted"]
+        traced = alice.predict("world-gpt", "The capital of Canada is", "Canada", "", 3, 3, "3sd", 0, True, "noise", "",
+                               "prob", api_name="/trace")
+        trace = next(o for o in traced if isinstance(o, dict) and "answer" in o)
+        assert trace["answer"] == "Ottawa" and trace["clean"] > trace["corrupted"]
         attribution = alice.predict("world-gpt", "The capital of Canada is", "", 3, "ig", api_name="/attribute")
         assert next(o for o in attribution if isinstance(o, dict) and "target" in o)["target"] == "Ottawa"
-        rome = alice.predict("world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, api_name="/edit")
+        rome = alice.predict("world-gpt", "rome", "The capital of Canada is", "Canada", "Rome", None, "dai", "first-token",
+                             api_name="/edit")
         assert rome[6]["criteria"]["reliability"] == 1.0
         assert top(alice) == "Rome" and top(bob) == "Ottawa"
-        kn = bob.predict("world-gpt", "kn", "The capital of France is", "France", "Berlin", None, api_name="/edit")
+        kn = bob.predict("world-gpt", "kn", "The capital of France is", "France", "Berlin", None, "dai", "first-token", api_name="/edit")
         assert kn[6]["method"] == "kn" and top(alice, "The capital of France is") == "Paris"
         with pytest.raises(Exception) as info:  # knlab's one line, not ZeroGPU's class name
-            alice.predict("world-gpt", "rome", "The capital of Canada is", "Canda", "Rome", None, api_name="/edit")
+            alice.predict("world-gpt", "rome", "The capital of Canada is", "Canda", "Rome", None, "dai", "first-token",
+                          api_name="/edit")
         assert "not in the prompt" in str(info.value) and "Traceback" not in str(info.value)
         assert alice.predict(api_name="/undo")[1] == [] and top(alice) == "Ottawa"
         assert bob.predict(api_name="/reset")[1] == []
