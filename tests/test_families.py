@@ -12,10 +12,10 @@ table addressed the wrong module, a family quirk were missed, or a hook leaked:
   and restoring clean states where they decide the answer recovers the clean probability;
 - the KN suppression zeroes the neurons, the KN edit changes the answer and its weights come back;
 - ROME's v* loss falls and the edited layer maps the prompt's key to v*; the weights come back bit for bit;
+- attention knockout with no edge cut is the plain forward pass, and a cut changes p(answer);
 - the evaluation's probes score a whole edit report (and RoBERTa's <mask> reads the world's [MASK]).
 
-A new family is one entry in ``ARCHITECTURES`` and one tiny config; this module then checks it. Attention
-knockout is not here yet: it is being written under issue 31 (add its property when it lands).
+A new family is one entry in ``ARCHITECTURES`` and one tiny config; this module then checks it.
 Each family's model is built once for the module; the suite takes seconds per family.
 """
 
@@ -36,6 +36,7 @@ from knlab.core.tokens import first_token, spoken_ids
 from knlab.methods.attribute import attribute
 from knlab.methods.corruption import NOISE_SDS, noise_level
 from knlab.methods.intervene import KnowledgeNeuronEdit, NeuronIntervention, intervene
+from knlab.methods.knockout import knocked_probs
 from knlab.methods.predict import encode, predict
 from knlab.methods.rome import RomeParams, rome
 from knlab.methods.rome.compute_v import build_problem, compute_v
@@ -249,6 +250,21 @@ def test_rome_edit_takes_and_the_weights_come_back(family):
         mapped = get_module(lm.model, lm.arch.module("mlp_out", layer))(torch.as_tensor(res.key)).numpy()
     assert np.abs(mapped - res.v_star).max() <= 1e-5 * np.abs(res.v_star).max()  # the prompt's key -> v*
     assert weights_checksum(lm.model) == base
+
+
+def test_knockout_with_nothing_cut_is_the_plain_forward_and_a_cut_changes_it(family):
+    """Attention knockout (knlab.methods.knockout) edits every family's attention mask through one hook: with no
+    edge cut it is the plain forward pass; cutting the prediction position off every earlier position in every
+    layer changes p(answer)."""
+    lm, twin = family
+    enc = encode(lm, _prompt(lm))
+    with torch.no_grad():
+        plain = torch.softmax(twin(input_ids=enc.input_ids).logits[0, enc.position].float(), -1)
+    aid = int(plain.argmax())
+    alone = {l: list(range(enc.position)) for l in range(lm.n_layers)}  # it sees only itself
+    p = knocked_probs(lm, enc.input_ids, enc.position, aid, [{}, alone])
+    assert p[0] == pytest.approx(float(plain[aid]), abs=1e-6)
+    assert abs(p[1] - p[0]) > 1e-6
 
 
 def test_the_evaluations_probes_score_an_edit(family):
