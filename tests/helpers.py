@@ -75,6 +75,14 @@ def same_result(live, recorded, tol: float = 1e-4, where: str = "") -> None:
         assert live == recorded, (where, live, recorded)
 
 
+# Claims whose items come out of ROME's v* optimisation, early-stopped: another CPU's float32 kernels (an AMD AVX2
+# machine made most of the record; an Intel AVX-512 one measured 0.9363 against the record's 0.9368 for
+# rome-syntax's p(is), 0.8885 against 0.8849 for an edit-layers rewrite score) move their numbers in the third
+# decimal. Their numbers are compared to 1e-2; their discrete outcomes (which token, which layer) exactly.
+ROME_CLAIMS = {"rome-table-1", "rome-examples", "rome-syntax", "edit-layers"}
+ROME_TOLERANCE = 1e-2
+
+
 def check_reproduces_the_record(claim_id: str, run) -> int:
     """The items a run measured that the committed record (assets/records/) holds too, compared one by one;
     how many were compared (0 where the record has no entry for the claim on this model)."""
@@ -86,6 +94,7 @@ def check_reproduces_the_record(claim_id: str, run) -> int:
         return 0
     recorded_items = entry.get("items", {})
     common = [k for k in run.items if k in recorded_items]
+    tol = ROME_TOLERANCE if claim_id in ROME_CLAIMS else 1e-4
     for k in common:
-        same_result(json.loads(json.dumps(run.items[k])), recorded_items[k], where=f"{run.model} {k}")
+        same_result(json.loads(json.dumps(run.items[k])), recorded_items[k], tol, where=f"{run.model} {k}")
     return len(common)

@@ -367,6 +367,14 @@ def from_model(model: torch.nn.Module, tokenizer: object, spec: str = "custom", 
     return LM(spec, model, tokenizer, arch, dtype_choice=compute)
 
 
+def kernels(device: torch.device | str) -> str:
+    """The float32 kernels that compute on ``device``: on a CPU, the instruction set torch dispatches to
+    (AVX2, AVX512, ...; ``ATEN_CPU_CAPABILITY`` caps it), whose sums differ in the last bits from another's.
+    Part of the key of anything cached from a model's numbers (ROME's covariance, its context templates)."""
+    device = torch.device(device)
+    return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+
+
 def tensor_checksum(t: torch.Tensor) -> str:
     # hashed from the tensor's own buffer: no copy of its bytes (half the time of .tobytes() on the real model)
     return hashlib.blake2b(t.detach().contiguous().cpu().view(torch.uint8).numpy(), digest_size=16).hexdigest()

@@ -172,7 +172,8 @@ def test_compare_shows_kn_and_rome_side_by_side_and_keeps_neither(client):
     out = client.predict("world-gpt", "The capital of Canada is", "Canada", "Rome", None, api_name="/compare")
     (kn_status, kn_criteria, _kn_probes, _kn_left, rome_status, rome_criteria, _rome_probes, rome_left, data, files,
      code) = out
-    assert "compare(lm, 'The capital of Canada is', subject='Canada', target='Rome', layer=None)" in code
+    assert ("compare(lm, 'The capital of Canada is', subject='Canada', target='Rome', layer=None, rule='dai', "
+            "scoring='first-token')") in code
     probes = list(csv.reader(open(files[1])))
     assert Path(files[1]).name == "compare-probes.csv" and {r[0] for r in probes[1:]} <= {"kn", "rome"}
     assert "rome" in {r[0] for r in probes[1:]}

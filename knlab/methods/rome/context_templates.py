@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from knlab.core.models import LM, weights_checksum
+from knlab.core.models import LM, kernels, weights_checksum
 from knlab.core.nethook import per_model
 from knlab.core.packaged import cache_root
 
@@ -45,7 +45,7 @@ def generate_prefixes(lm: LM, starts: tuple[str, ...] = STARTS, lengths=LENGTHS,
 
 def cache_path(lm: LM, seed: int) -> Path:
     key = hashlib.blake2b(digest_size=8)
-    key.update(f"{lm.spec}|{lm.device.type}|{seed}|{STARTS}|{LENGTHS}|top_k=5|torch {torch.__version__}|"
+    key.update(f"{lm.spec}|{lm.device.type}|{kernels(lm.device)}|{seed}|{STARTS}|{LENGTHS}|top_k=5|torch {torch.__version__}|"
                f"transformers {transformers.__version__}|{weights_checksum(lm.model)}".encode())
     return cache_root() / "context" / lm.spec.replace("/", "--") / f"seed{seed}-{key.hexdigest()}.json"
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from knlab.core.errors import InputError
-from knlab.core.models import LM, tensor_checksum
+from knlab.core.models import LM, kernels, tensor_checksum
 from knlab.core.nethook import TraceDict, get_module, module_weight
 from knlab.core.packaged import cache_root  # the one place that knows where knlab's cache is
 from knlab.methods.rome.repr_tools import right_padded
@@ -54,7 +54,7 @@ def _key(lm: LM, layer: int, corpus_name: str, n: int) -> str:
     only ever touch MLP output projections, so those of the layers below stand in for "the model as it is"
     (an earlier edit of this session at a lower layer gives a different key, never a stale file)."""
     h = hashlib.blake2b(digest_size=8)
-    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}|right-padded".encode())  # not older files
+    h.update(f"{lm.spec}|{layer}|{corpus_name}|{n}|{lm.arch.family}|right-padded|{kernels(lm.device)}".encode())
     for l in range(layer):
         h.update(tensor_checksum(_weight(lm, lm.arch.module("mlp_out", l))).encode())
     h.update(tensor_checksum(_weight(lm, lm.arch.module("mlp_in", layer))).encode())
