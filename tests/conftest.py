@@ -11,6 +11,8 @@ from helpers import REPO, free_port
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# results kept on disk by an earlier run must never answer a test (tests of the disk cache give it a folder)
+os.environ.setdefault("KNLAB_CACHE_DISK_MB", "0")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 

@@ -18,6 +18,7 @@ from knlab.core.limits import hosted
 from knlab.methods.tokenization import tokenization
 from knlab.serve.dispatch import ModelRequest, send, ui_error
 from knlab.serve.hosting import Sessions, allowed_models, check_model
+from knlab.serve.result_cache import Served
 from knlab.serve.worker import INTERACTIVE, LONG, ModelWorker
 
 log = logging.getLogger("knlab.app")
@@ -90,12 +91,19 @@ class Context:
 
     def serve(self, fn: Callable[..., Any], model: str, request: gr.Request | None, *args: Any,
               base: bool = False, lane: str = LONG, **kwargs: Any) -> Any:
+        """``ask``'s result alone, for a handler that does not say how it was served."""
+        return self.ask(fn, model, request, *args, base=base, lane=lane, **kwargs).value
+
+    def ask(self, fn: Callable[..., Any], model: str, request: gr.Request | None, *args: Any,
+            base: bool = False, lane: str = LONG, **kwargs: Any) -> Served:
         """Run ``fn(lm, ...)`` with this session's edits *of this model* applied (edits are kept per model:
         switching the model never applies one model's edit to another); ``base=True``: on the base model.
         ``lane``: the worker's interactive lane for a request well under a second, else the long one (the
         worker's docstring says why); a request whose browser tab closed before it ran is dropped. ``fn``
         and the arguments must pickle (a module-level function; ``progress=Progress(...)``): on ZeroGPU the
-        request runs in another process (``knlab.serve.dispatch``)."""
+        request runs in another process (``knlab.serve.dispatch``). The answer comes from the worker's result
+        cache when the same model, edits, function and arguments were answered before (``Served.note`` says
+        so where the result shows)."""
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
@@ -125,7 +133,7 @@ class Context:
 
             def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
                 return send(ModelRequest(self.worker.name, check_model(spec), (), fn, a, k, LONG, "study",
-                                         "the models are unchanged"), wanted=wanted)
+                                         "the models are unchanged"), wanted=wanted).value
             return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
 
 
@@ -138,6 +146,23 @@ def _shown_to_user(unchanged: str):
         yield
     except Exception as e:
         raise ui_error(e, unchanged) from None
+
+
+def cache_note(*served: Served) -> str:
+    """Where results show, how they were served: ``Served.note`` when every one came from the cache (or from an
+    identical request's computation), a line saying which did when only some did, else nothing."""
+    notes = [s.note() for s in served]
+    if all(notes):
+        return notes[0]
+    if any(notes):
+        return f"*{sum(map(bool, notes))} of the {len(notes)} results here were served from the cache*"
+    return ""
+
+
+def with_note(text: str, *served: Served) -> str:
+    """``text`` with ``cache_note`` as its last line (when there is one)."""
+    note = cache_note(*served)
+    return f"{text}  \n{note}" if note else text
 
 
 def takeaway_panel(name: str) -> tuple[gr.File, gr.Code]:

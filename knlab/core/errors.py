@@ -7,3 +7,8 @@ class KnlabError(ValueError):
 
 class InputError(KnlabError):
     """The request itself is wrong (empty prompt, no [MASK] for a masked model, unknown token, ...)."""
+
+
+class RequestDropped(KnlabError):
+    """Its client went away while the request waited (for the model, or for an identical request's result): it
+    was never run for it."""

@@ -28,8 +28,9 @@ import logging
 import os
 from typing import Any, Callable
 
-from knlab.core.errors import InputError, KnlabError
-from knlab.serve.worker import LONG, RequestDropped, named_worker
+from knlab.core.errors import InputError, KnlabError, RequestDropped
+from knlab.serve.result_cache import Served
+from knlab.serve.worker import LONG, named_worker
 
 log = logging.getLogger("knlab.serve")
 
@@ -58,7 +59,9 @@ def durations() -> dict[str, int]:
 class ModelRequest:
     """One request to a model, as plain data that pickles: ``fn(lm, *args, **kwargs)`` on ``model`` with
     ``edits`` applied, on the worker named ``worker``, in ``lane``. ``kind`` (a key of ``DURATIONS``) says
-    how long it may hold a GPU; ``unchanged`` what a failure leaves alone, for its message."""
+    how long it may hold a GPU; ``unchanged`` what a failure leaves alone, for its message; ``cached`` False for
+    a request whose answer must be computed anew (every method in knlab is deterministic, so none of knlab's
+    own needs it)."""
 
     worker: str
     model: str
@@ -69,6 +72,7 @@ class ModelRequest:
     lane: str = LONG
     kind: str = "long"
     unchanged: str = "the model is unchanged"
+    cached: bool = True  # served from the worker's result cache when it holds the answer (``serve.result_cache``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,13 +136,26 @@ def _on_gpu() -> Callable[[ModelRequest], Answered]:
 on_gpu: Callable[[ModelRequest], Answered] = _on_gpu()
 
 
-def send(request: ModelRequest, wanted: Callable[[], bool] | None = None) -> Any:
-    """``request``'s result, run where the model runs; its lane's checksum noted on the worker here when it
-    ran elsewhere. Errors arrive as ``gr.Error`` with their one line (``ui_error``)."""
-    if on_gpu is answer:
-        return answer(request, wanted).value
-    if wanted is not None and not wanted():
-        raise ui_error(RequestDropped("the request was cancelled before it ran"), request.unchanged)
-    answered = on_gpu(request)
-    named_worker(request.worker).note_verified(request.model, request.lane, answered.verified)
-    return answered.value
+def send(request: ModelRequest, wanted: Callable[[], bool] | None = None) -> Served:
+    """``request``'s result, run where the model runs, as a ``Served``: from the worker's result cache when an
+    identical request was answered before (``request.cached``), else computed there (its lane's checksum noted
+    on the worker here when it ran elsewhere). The cache lives in this process, so a request served from it never
+    waits for a GPU. Errors arrive as ``gr.Error`` with their one line (``ui_error``)."""
+    worker = named_worker(request.worker)
+
+    def compute() -> Any:
+        if on_gpu is answer:
+            return answer(request, wanted).value
+        if wanted is not None and not wanted():
+            raise ui_error(RequestDropped("the request was cancelled before it ran"), request.unchanged)
+        answered = on_gpu(request)
+        worker.note_verified(request.model, request.lane, answered.verified)
+        return answered.value
+
+    if not request.cached:
+        return Served(compute())
+    try:
+        return worker.ask(request.model, request.edits, request.fn, *request.args, compute=compute, wanted=wanted,
+                          **request.kwargs)
+    except Exception as e:  # the model's identity (its first load) or the wait for an identical request
+        raise ui_error(e, request.unchanged) from None

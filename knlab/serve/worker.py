@@ -73,20 +73,18 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 
-from knlab.core.errors import KnlabError
-from knlab.core.models import LM, load_model, load_tokenizer, place_checked, weights_checksum
+from knlab.core.errors import KnlabError, RequestDropped
+from knlab.core.dtype import ENV as DTYPE_ENV
+from knlab.core.models import LM, kernels, load_model, load_tokenizer, place_checked, weights_checksum
 from knlab.core.packaged import cache_root
 from knlab.core.specs import EditSpec, WeightsCorrupted, applied  # noqa: F401  (re-exported)
+from knlab.serve.result_cache import ResultCache, Served, request_key
 
 T = TypeVar("T")
 
 INTERACTIVE = "interactive"
 LONG = "long"
 LANES = (INTERACTIVE, LONG)
-
-
-class RequestDropped(KnlabError):
-    """Its client went away while the request waited for the model: it was never run."""
 
 
 @dataclasses.dataclass
@@ -136,11 +134,14 @@ def second_copy_wanted(device: str, model_bytes: int, choice: str | None = None)
 class ModelWorker:
     """``device``: where models are placed (default: CUDA where there is one). ``second_copy``: whether each
     model's interactive lane gets its own copy (default: ``second_copy_wanted``); without one, both lanes share
-    one copy and its lock. ``name``: how a request from another process finds this worker (``named_worker``)."""
+    one copy and its lock. ``name``: how a request from another process finds this worker (``named_worker``).
+    ``cache``: where ``ask`` keeps deterministic results (None: every request computes; ``serve.result_cache``)."""
 
-    def __init__(self, device: str | None = None, second_copy: bool | None = None, name: str | None = None):
+    def __init__(self, device: str | None = None, second_copy: bool | None = None, name: str | None = None,
+                 cache: ResultCache | None = None):
         self.device = device
         self.second_copy = second_copy
+        self.cache = cache
         self.name = name or f"worker-{next(_NAMES)}"
         self._lanes: dict[tuple[str, str], Lane] = {}  # (spec, lane) -> its copy
         self._tokenizers: dict[str, tuple[LM, threading.Lock]] = {}  # spec -> weightless LM, its lock
@@ -262,7 +263,7 @@ class ModelWorker:
             m["checksum"] = next((s for s in sums if s != m["base"]), m["base"])  # a differing one, if any
         copies = {id(lane): lane for lane in lanes.values()}.values()  # a shared copy once
         return {"requests_served": sum(lane.served for lane in copies), "models": models,
-                "in_gpu_processes": self.remote}
+                "in_gpu_processes": self.remote, "cache": self.cache.report() if self.cache is not None else None}
 
     def verified(self, spec: str, lane: str) -> dict:
         """What a request leaves for ``status`` in the process that sent it: its lane's checksum as last taken."""
@@ -286,6 +287,29 @@ class ModelWorker:
         for lane in {id(lane): lane for lane in self._lanes.values()}.values():
             lane.lock = threading.Lock()
             lane.check_first = lane.lm is not None
+
+    def identity(self, spec: str) -> dict:
+        """What a result computed on ``spec`` here depends on besides the request: its base weights (checksum at
+        load), where and with which float kernels and dtypes it computes. Part of every result's cache key."""
+        self._ensure_loaded(spec)
+        with self._registry:
+            lm = self._lanes[(spec, LONG)].lm
+            base = self.base_checksums[spec]
+        device = str(lm.device) if lm is not None else str(self.device)
+        return {"spec": spec, "weights": base, "device": device, "kernels": kernels(device),
+                "weights_dtype": str(lm.model.dtype) if lm is not None else "", "dtype": os.environ.get(DTYPE_ENV, "")}
+
+    def ask(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
+            wanted: Callable[[], bool] | None = None, compute: Callable[[], T] | None = None, **kwargs: Any) -> Served:
+        """``run``'s result as a ``Served``: from the cache when this model, these edits, this function, these
+        arguments and this code computed it before, else computed (once for every identical request arriving
+        meanwhile) and kept. ``compute``: how to compute it when it must be (default: ``run`` here; the app on
+        ZeroGPU sends it to a GPU process). Without a cache, always computed."""
+        edits = list(edits)
+        compute = compute or (lambda: self.run(spec, edits, fn, *args, lane=lane, wanted=wanted, **kwargs))
+        if self.cache is None:
+            return Served(compute())
+        return self.cache.served(request_key(self.identity(spec), edits, fn, args, kwargs), compute, wanted)
 
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> T:
@@ -339,7 +363,7 @@ _DEFAULT: ModelWorker | None = None
 def default_worker() -> ModelWorker:
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = ModelWorker(name="default")
+        _DEFAULT = ModelWorker(name="default", cache=ResultCache.from_env())
     return _DEFAULT
 
 

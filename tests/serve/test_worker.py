@@ -4,10 +4,11 @@ import threading
 
 import pytest
 
+from knlab.core.errors import RequestDropped
 from knlab.core.models import weights_checksum
 from knlab.core.nethook import Trace, get_parameter
 from knlab.methods.predict import predict
-from knlab.serve.worker import INTERACTIVE, LANES, LONG, ModelWorker, RequestDropped, WeightsCorrupted
+from knlab.serve.worker import INTERACTIVE, LANES, LONG, ModelWorker, WeightsCorrupted
 
 
 class AddToWeight:

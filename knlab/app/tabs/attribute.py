@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from knlab.app.context import Context, Progress, takeaway_panel, whole
+from knlab.app.context import Context, Progress, cache_note, takeaway_panel, whole, with_note
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import attribution_overview, layer_figure, paradigm_figure
 from knlab.core.limits import limits
@@ -51,6 +51,7 @@ class AttributeWidgets:
     raw: gr.JSON
     files: gr.File
     code: gr.Code
+    served: gr.Markdown  # says when the attribution shown was served from the cache
 
 
 def build_attribute_tab(ctx: Context) -> None:
@@ -74,6 +75,7 @@ def attribute_widgets(ctx: Context) -> AttributeWidgets:
         method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
     tokens = gr.Markdown(elem_id="attr-tokens")
     go = gr.Button("Attribute", variant="primary", elem_id="attr-button")
+    served = gr.Markdown(elem_id="attr-served")
     overview = gr.Plot(label="All layers", elem_id="attr-overview")
     layer = gr.Slider(0, 5, value=0, step=1, label="Layer shown at full resolution", elem_id="attr-layer")
     detail = gr.Plot(label="One layer")
@@ -87,7 +89,7 @@ def attribute_widgets(ctx: Context) -> AttributeWidgets:
     raw = gr.JSON(visible=False)
     files, code = takeaway_panel("attribute")
     return AttributeWidgets(prompt, target, steps, method, tokens, go, overview, layer, detail, table, chosen,
-                            buttons, effect, scores, raw, files, code)
+                            buttons, effect, scores, raw, files, code, served)
 
 
 def attribution_figures(res: Attribution) -> tuple:
@@ -106,11 +108,13 @@ def wire_attribution(ctx: Context, w: AttributeWidgets) -> None:
     def run(model, prompt, target, steps, method, request: gr.Request, progress=gr.Progress()):
         progress(0.1, desc="integrated gradients over every layer")
         args = (prompt, target or None, whole(steps, 'steps'), method)
-        res = ctx.serve(attribute, model, request, *args)
-        return (*attribution_figures(res), *ctx.takeaway("attribute", res, attribute, model, request, *args))
+        asked = ctx.ask(attribute, model, request, *args)
+        res = asked.value
+        return (*attribution_figures(res), *ctx.takeaway("attribute", res, attribute, model, request, *args),
+                cache_note(asked))
 
     w.go.click(run, [ctx.model, w.prompt, w.target, w.steps, w.method],
-               [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code],
+               [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code, w.served],
                api_name="attribute")
 
     def show_layer(scores, l):
@@ -126,11 +130,13 @@ def intervention_handler(ctx: Context, mode: str):
     """The click of one intervention button: p(target) and the top tokens before and after."""
     def fn(model, prompt, target, neurons, request: gr.Request):
         args = (prompt, parse_neurons((neurons or "").split()), mode, target or None)
-        res = ctx.serve(intervene, model, request, *args)
+        asked = ctx.ask(intervene, model, request, *args)
+        res = asked.value
         b, a = res.before, res.after
         fmt = lambda st: ", ".join(f"{t['token']} {t['prob']:.3f}" for t in st["top"])  # noqa: E731
-        return (f"**{mode}**: p(target) {b['target_prob']:.4f} -> **{a['target_prob']:.4f}**  \n"
-                f"before: {fmt(b)}  \nafter: {fmt(a)}", *ctx.takeaway(mode, res, intervene, model, request, *args))
+        return (with_note(f"**{mode}**: p(target) {b['target_prob']:.4f} -> **{a['target_prob']:.4f}**  \n"
+                          f"before: {fmt(b)}  \nafter: {fmt(a)}", asked),
+                *ctx.takeaway(mode, res, intervene, model, request, *args))
     return fn
 
 
@@ -158,14 +164,17 @@ def paradigm_chart(ctx: Context, w: AttributeWidgets) -> None:
             go = gr.Button("Analyse paradigm", elem_id="paradigm-button")
         plot = gr.Plot(elem_id="paradigm-plot")
         raw = gr.JSON(visible=False)
+        served = gr.Markdown(elem_id="paradigm-served")
         files, code = takeaway_panel("paradigm")
 
         def run_paradigm(model, name, n, steps, request: gr.Request, progress=gr.Progress()):
             args = (name, whole(n, 'prompts'), whole(steps, 'steps'))
-            res = ctx.serve(analyse, model, request, *args, progress=Progress(progress))
-            return paradigm_figure(res), res.to_json(), *ctx.takeaway("paradigm", res, analyse, model, request, *args)
+            asked = ctx.ask(analyse, model, request, *args, progress=Progress(progress))
+            res = asked.value
+            return (paradigm_figure(res), res.to_json(), *ctx.takeaway("paradigm", res, analyse, model, request, *args),
+                    cache_note(asked))
 
-        go.click(run_paradigm, [ctx.model, name, n, w.steps], [plot, raw, files, code], api_name="paradigm")
+        go.click(run_paradigm, [ctx.model, name, n, w.steps], [plot, raw, files, code, served], api_name="paradigm")
         ctx.fields["Attribute"] = {"prompt": w.prompt, "target": w.target}
         ctx.on_model_choice(attribute_defaults, [w.prompt, w.target, name, n])
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole
+from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole, with_note
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure, sweep_figure
 from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
@@ -160,8 +160,8 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
         progress(0.05, desc=f"computing the {method} edit")
         args = (method, prompt, subject, target, rome_layer_choice(layer))
         kwargs = {"rule": rule, "scoring": scoring} if method == "kn" else {"scoring": scoring}
-        rep = ctx.serve(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8),
-                        **kwargs)
+        asked = ctx.ask(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8), **kwargs)
+        rep = asked.value
         taken = ctx.takeaway("edit", rep, edit, model, request, *args, **kwargs)  # on the edits before this one
         edits = ctx.edits(request) + [{"model": model, "spec": rep.spec, "label": describe(rep.spec),
                                        "call": Call(edit, args, kwargs)}]
@@ -169,7 +169,7 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
         summary, criteria, probes, left_out = report_views(rep)
         out = rep.to_json()
         out["history"] = [e["label"] for e in edits]
-        return summary, _history(edits), criteria, edit_figure(rep), probes, left_out, out, *taken
+        return with_note(summary, asked), _history(edits), criteria, edit_figure(rep), probes, left_out, out, *taken
 
     apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer, form.rule,
                             form.scoring],
@@ -214,11 +214,16 @@ def _compare(ctx: Context, form: EditForm) -> None:
                         progress=gr.Progress()):
             args = (prompt, subject, target, rome_layer_choice(layer))
             kwargs = {"rule": rule, "scoring": scoring}
-            res = ctx.serve(compare, model, request, *args, progress=Progress(progress), **kwargs)
+            asked = ctx.ask(compare, model, request, *args, progress=Progress(progress), **kwargs)
+            res = asked.value
             out: list = []
             for m in ("kn", "rome"):
                 rep = res.reports[m]
-                out += report_views(rep) if rep is not None else (f"⚠ {res.errors[m]}", [], [], [])
+                if rep is None:
+                    out += (f"⚠ {res.errors[m]}", [], [], [])
+                    continue
+                summary, *tables = report_views(rep)
+                out += (with_note(summary, asked), *tables)
             return (*out, res.to_json(), *ctx.takeaway("compare", res, compare, model, request, *args, **kwargs))
 
         cmp_btn.click(run_compare, [ctx.model, form.prompt, form.subject, form.target, form.layer, form.rule,
@@ -243,17 +248,20 @@ def _sweep(ctx: Context, form: EditForm) -> None:
 
         def run_sweep(model, prompt, subject, target, k, request: gr.Request, progress=gr.Progress()):
             lm_layers = ctx.serve(every, model, request, whole(k, "step"), lane=INTERACTIVE)
-            plan = ctx.serve(prepare, model, request, prompt, subject, target, lm_layers,
-                             progress=lambda f, d="": progress(0.1 * f, desc=d))
-            after, t0 = [], time.perf_counter()
+            planned = ctx.ask(prepare, model, request, prompt, subject, target, lm_layers,
+                              progress=Progress(progress, 0.0, 0.1))
+            plan = planned.value
+            after, t0, served = [], time.perf_counter(), [planned]
             for j, layer in enumerate(plan.layers):
                 progress(0.1 + 0.9 * j / len(plan.layers), desc=f"ROME at layer {layer} ({j + 1}/{len(plan.layers)})")
                 yield f"ROME at layer {layer} ({j + 1} of {len(plan.layers)})...", gr.update(), gr.update()
-                after.append(ctx.serve(edit_at, model, request, plan, layer))
+                served.append(ctx.ask(edit_at, model, request, plan, layer))
+                after.append(served[-1].value)
             res = finish(model, plan, after, time.perf_counter() - t0)
-            yield (f"Trace peak: layer **{res.trace_peak}**; best edit: layer **{res.best_layer}** (rewrite score "
+            yield (with_note(f"Trace peak: layer **{res.trace_peak}**; best edit: layer **{res.best_layer}** (rewrite score "
                    f"{res.rewrite.max():.2f}). Did the trace tell you where to edit? "
                    f"{'Yes, here' if abs(res.trace_peak - res.best_layer) <= max(1, whole(k, 'step')) else 'Not here'}.",
+                             *served),
                    sweep_figure(res), res.to_json())
 
         event = sweep_btn.click(run_sweep, [ctx.model, form.prompt, form.subject, form.target, step],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole
+from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole, with_note
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import evaluation_figure
 from knlab.core.limits import limits
@@ -46,8 +46,8 @@ def build_evaluate_tab(ctx: Context) -> None:
         def run(model, method, relation, limit, request: gr.Request, progress=gr.Progress()):
             progress(0.02, desc="editing facts one at a time")
             args = (method, relation, whole(limit, 'facts'))
-            res = ctx.serve(evaluate_relation, model, request, *args, base=True,
-                            progress=Progress(progress))
+            asked = ctx.ask(evaluate_relation, model, request, *args, base=True, progress=Progress(progress))
+            res = asked.value
             data = res.to_json()
             pub = data["published"]
             rows = []
@@ -60,7 +60,7 @@ def build_evaluate_tab(ctx: Context) -> None:
             note = f"  \n{pub['note']}" if "note" in pub else ""
             msg = (f"**{res.method.upper()} on {res.relation}**: {res.n} facts edited ({len(res.skipped)} skipped: "
                    f"the model got them wrong before editing) in {res.seconds:.0f} s.{note}")
-            return (msg, rows, evaluation_figure(res), data,
+            return (with_note(msg, asked), rows, evaluation_figure(res), data,
                     *ctx.takeaway("evaluate", res, evaluate_relation, model, request, *args, base=True))
 
         go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw, files, code],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, takeaway_panel
+from knlab.app.context import Context, takeaway_panel, with_note
 from knlab.app.plots import (attribution_overview, edit_figure, prediction_figure, runs_figure, sweep_figure,
                              trace_figure)
 from knlab.studies.lesson import STEPS, lesson_model
@@ -88,8 +88,10 @@ def build_lesson_tab(ctx: Context) -> None:
 
                 def run(request: gr.Request, progress=gr.Progress(), s=s):
                     progress(0.05, desc=f"step {s.number} on {model}")
-                    res = ctx.serve(s.run, model, request, base=True)
-                    return (f"**Live ({res.model}):** {res.summary}  \n{verdict(res)}", figure(res), res.to_json(),
+                    asked = ctx.ask(s.run, model, request, base=True)
+                    res = asked.value
+                    return (with_note(f"**Live ({res.model}):** {res.summary}  \n{verdict(res)}", asked), figure(res),
+                            res.to_json(),
                             *ctx.takeaway(api_name(s.number), res, s.run, model, request, base=True))
 
                 btn.click(run, None, [status, plot, raw, files, code], api_name=api_name(s.number))

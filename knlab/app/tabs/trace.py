@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, Progress, takeaway_panel, whole
+from knlab.app.context import Context, Progress, takeaway_panel, whole, with_note
 from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.app.plots import category_figure, knockout_figure, trace_figure
 from knlab.core.limits import limits
@@ -74,10 +74,12 @@ def build_trace_tab(ctx: Context) -> None:
                        f"*Exact trace running...*", trace_figure(est), gr.update(), gr.update(), est.to_json(),
                        gr.update(), gr.update())
             progress(0.05, desc="tracing (clean run, then all corrupted runs in batches)")
-            res = ctx.serve(trace_prompt, model, request, *args, **choices,
-                            progress=Progress(progress, 0.05, 0.85, "restoring clean states"))
+            traced = ctx.ask(trace_prompt, model, request, *args, **choices,
+                             progress=Progress(progress, 0.05, 0.85, "restoring clean states"))
+            res = traced.value
             progress(0.9, desc="attention knockout")
-            knocked = ctx.serve(knockout, model, request, prompt, subject, answer or None, res.window)
+            knocked_asked = ctx.ask(knockout, model, request, prompt, subject, answer or None, res.window)
+            knocked = knocked_asked.value
             what = f"logit({res.answer}) - logit({res.foil})" if res.metric == "logit_diff" else f"p({res.answer})"
             how = (f"subject replaced by *{res.replacement}*" if res.corruption == "replace"
                    else f"noise std {res.noise:.3g}, {res.samples} samples")
@@ -86,7 +88,7 @@ def build_trace_tab(ctx: Context) -> None:
                    f"**{res.grids['hidden'].max():.3f}** at token *{res.tokens[int(res.grids['hidden'].max(1).argmax())].strip()}*. "
                    f"Knockout: cutting last -> subject drops p({knocked.answer}) most around layer "
                    f"**{knocked.strongest()[0]}** ({100 * knocked.strongest()[1]:+.0f}%).")
-            yield (msg, trace_figure(res), category_figure(summarize([res], "this prompt")), knockout_figure(knocked),
+            yield (with_note(msg, traced, knocked_asked), trace_figure(res), category_figure(summarize([res], "this prompt")), knockout_figure(knocked),
                    res.to_json(), *ctx.takeaway("trace", res, trace, model, request, *args, **chosen(res)))
 
         preview = gr.Checkbox(value=True, label="Draw a first-order preview first (attribution patching)",
