@@ -22,7 +22,7 @@ if os.environ.get("SPACE_ID") or os.environ.get("KNLAB_FETCH_MODELS") == "1":
 
 from knlab.app.ui import build_app  # noqa: E402  (after the fetch: the model list depends on it)
 
-demo = build_app()
+demo = build_app(warm=None)  # its examples computed into the result cache in the background (KNLAB_WARM)
 
 if __name__ == "__main__":
     demo.queue(default_concurrency_limit=8).launch(

@@ -43,7 +43,8 @@ def app_url(tmp_path_factory):
     # the page opens on world-gpt so the browser tests stay fast; the real model is the default otherwise
     # (tests/test_ui.py) and is driven through the API (tests/test_app.py) and the browser explicitly
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "KNLAB_DEFAULT_MODEL": "world-gpt"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "KNLAB_DEFAULT_MODEL": "world-gpt",
+           "KNLAB_WARM": "0"}  # the examples' warm-up is tested on its own (tests/app/test_prefill.py)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

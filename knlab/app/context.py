@@ -5,8 +5,13 @@ value checks."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import inspect
 import logging
 import math
+import threading
+import types
 from typing import Any, Callable
 
 import gradio as gr
@@ -22,6 +27,14 @@ from knlab.serve.result_cache import Served
 from knlab.serve.worker import INTERACTIVE, LONG, ModelWorker
 
 log = logging.getLogger("knlab.app")
+
+# Set while a page opens (``Context.opened``): requests are answered from the result cache only, never computed
+_CACHE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("knlab_cache_only", default=False)
+WARMING_SESSION = "knlab-warming"  # the session the background warm-up runs as: no edits, dropped when done
+
+
+class NotCached(Exception):
+    """A page opening asked for a result the cache does not hold yet: its outputs stay as they are."""
 
 
 class Context:
@@ -40,6 +53,10 @@ class Context:
         self.tabs: gr.Tabs | None = None
         self.after_build: list[Callable[[], None]] = []  # wiring that needs every tab built (build_app runs it)
         self.model_defaults: list[tuple[Callable[[str], Any], list]] = []  # (fn(model), outputs) of each tab
+        # (handler, inputs, outputs): a tab's default example, shown from the cache as the page opens and computed
+        # into it by ``warm`` (``prefill``)
+        self.examples: list[tuple[Callable[..., Any], list, list]] = []
+        self._warming: threading.Thread | None = None
 
     def on_model_choice(self, fn: Callable[[str], Any], outputs: list) -> None:
         """When the user picks a model, ``fn(model)`` fills ``outputs`` with inputs that model answers. Only a
@@ -104,6 +121,12 @@ class Context:
         request runs in another process (``knlab.serve.dispatch``). The answer comes from the worker's result
         cache when the same model, edits, function and arguments were answered before (``Served.note`` says
         so where the result shows)."""
+        if _CACHE_ONLY.get():  # a page opening: the example's result if the cache holds it, else nothing
+            specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
+            served = self.worker.peek(model, specs, fn, *args, **kwargs)
+            if served is None:
+                raise NotCached(fn)
+            return served
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
@@ -111,6 +134,55 @@ class Context:
             kind = "predict" if lane == INTERACTIVE else "long"
             return send(ModelRequest(self.worker.name, model, tuple(specs), fn, args, kwargs, lane, kind),
                         wanted=client_waiting())
+
+    def prefill(self, handler: Callable[..., Any], inputs: list, outputs: list) -> None:
+        """``handler`` (a button's, with these ``inputs`` and ``outputs``) shows its result for the inputs' initial
+        values (the tab's default example) as soon as a page opens, when the result cache holds it (``opened``);
+        ``warm`` puts it there in the background after the app starts. A handler given here must not change the
+        session (the Edit tab registers an example that shows an edit without keeping it)."""
+        self.examples.append((handler, list(inputs), list(outputs)))
+
+    @staticmethod
+    def opened(handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` as a page-open event: every request it makes is answered from the cache only; when one is
+        not there, every output is left as it is (the page opens as before, the button computes)."""
+        @functools.wraps(handler)
+        def on_open(*args: Any, **kwargs: Any) -> Any:
+            token = _CACHE_ONLY.set(True)
+            try:
+                return _last(handler(*args, **kwargs))
+            except NotCached:
+                return _unchanged()
+            except Exception:  # noqa: BLE001 - opening the page never fails for an example
+                log.exception("showing an example from the cache failed")
+                return _unchanged()
+            finally:
+                _CACHE_ONLY.reset(token)
+        return on_open
+
+    def warm(self) -> None:
+        """Compute every registered example into the result cache (``prefill``), one after the other, as a session
+        of its own with no edits; failures are logged, never raised. Run in a background thread after start."""
+        request = types.SimpleNamespace(session_hash=WARMING_SESSION)
+        try:
+            for handler, inputs, _outputs in self.examples:
+                values = [getattr(c, "value", None) for c in inputs]
+                try:
+                    kwargs = {"request": request} if "request" in inspect.signature(handler).parameters else {}
+                    _last(handler(*values, **kwargs))
+                except Exception:  # noqa: BLE001
+                    log.warning("warming %s failed", getattr(handler, "__qualname__", handler), exc_info=True)
+        finally:
+            self.sessions.drop(WARMING_SESSION)
+
+    def warm_in_background(self) -> threading.Thread:
+        self._warming = threading.Thread(target=self.warm, name="knlab-warm", daemon=True)
+        self._warming.start()
+        return self._warming
+
+    def warming(self) -> bool:
+        """Whether the background warm-up (``warm_in_background``) is still computing examples (/status says)."""
+        return self._warming is not None and self._warming.is_alive()
 
     def takeaway(self, name: str, result: Any, fn: Callable[..., Any], model: str | None, request: gr.Request | None,
                  *args: Any, base: bool = False, **kwargs: Any) -> tuple[list[str], str]:
@@ -146,6 +218,21 @@ def _shown_to_user(unchanged: str):
         yield
     except Exception as e:
         raise ui_error(e, unchanged) from None
+
+
+def _last(result: Any) -> Any:
+    """A handler's result; for a generator (a handler that shows a preview first), its last."""
+    if inspect.isgenerator(result):
+        last = None
+        for last in result:
+            pass
+        return last
+    return result
+
+
+def _unchanged() -> Any:
+    """A NotCached page-open's answer: ``gr.skip()``, which Gradio applies to every output (leaves them as they are)."""
+    return gr.skip()
 
 
 def cache_note(*served: Served) -> str:

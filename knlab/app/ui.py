@@ -42,7 +42,21 @@ TABS: list[Callable[[Context], None]] = [build_lesson_tab, build_predict_tab, bu
                                          build_evaluate_tab, build_paper_tab]
 
 
-def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
+WARM_ENV = "KNLAB_WARM"
+
+
+def warm_wanted(choice: bool | None = None) -> bool:
+    """Whether the app computes its examples into the result cache after it starts: ``choice``, else
+    ``KNLAB_WARM`` (default on), never on ZeroGPU (each GPU call spends a visitor's quota) or without a cache."""
+    if choice is None:
+        choice = os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return choice and not zero_gpu()
+
+
+def build_app(worker: ModelWorker | None = None, warm: bool | None = False) -> gr.Blocks:
+    """The app on ``worker`` (default: the default worker, with its result cache). ``warm``: compute every tab's
+    and the Lesson's default examples into the cache in a background thread, so that pages open with their
+    results shown (None: ``warm_wanted``; ``python app.py`` passes None)."""
     worker = worker or default_worker()
     if zero_gpu():  # load every model now, in the main thread, so that ZeroGPU packs their weights
         worker.second_copy = False  # concurrent requests run in separate GPU processes (serve.worker)
@@ -72,7 +86,11 @@ def build_app(worker: ModelWorker | None = None) -> gr.Blocks:
             wire()
         for fn, inputs, outputs in ctx.on_load:
             app.load(fn, inputs, outputs, api_visibility="private")
+        for handler, inputs, outputs in ctx.examples:  # each example's result, if the cache holds it already
+            app.load(ctx.opened(handler), inputs, outputs, api_visibility="private", show_progress="hidden")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
-        status_btn.click(lambda: worker.status(), None, status_out, api_name="status")
+        status_btn.click(lambda: {**worker.status(), "warming": ctx.warming()}, None, status_out, api_name="status")
     app.knlab_context = ctx  # the tabs' shared state, for tests and for code that extends the app
+    if worker.cache is not None and warm_wanted(warm):
+        ctx.warm_in_background()  # after the page is built: it never delays one
     return app

@@ -72,6 +72,12 @@ class Sessions:
         with self._lock:
             return list(self._edits.get(session, []))
 
+    def drop(self, session: str) -> None:
+        """Forget ``session`` and its edits now (the app's own background session, when it is done)."""
+        with self._lock:
+            self._seen.pop(session, None)
+            self._edits.pop(session, None)
+
     def set_edits(self, session: str, edits: list) -> None:
         with self._lock:
             self._edits[session] = list(edits)

@@ -145,6 +145,7 @@ class Served:
     computed_at: float = 0.0  # seconds since the epoch, when its computation ended
     seconds: float = 0.0  # how long that computation took
     key: str | None = None
+    on: str = ""  # the model and device it was computed on (``ModelWorker.ask``)
 
     def note(self) -> str:
         """One line for where the result shows: empty when it was computed for this request."""
@@ -152,7 +153,8 @@ class Served:
             return ""
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.computed_at))
         how = "an identical request computed it at the same time" if self.coalesced else "served from the cache"
-        return f"*{how}: computed {when} in {self.seconds:.1f} s (same model, edits, inputs and code)*"
+        on = f" on {self.on}" if self.on else ""
+        return f"*{how}: computed{on} {when} in {self.seconds:.1f} s (same model, edits, inputs and code)*"
 
 
 @dataclasses.dataclass

@@ -299,6 +299,18 @@ class ModelWorker:
         return {"spec": spec, "weights": base, "device": device, "kernels": kernels(device),
                 "weights_dtype": str(lm.model.dtype) if lm is not None else "", "dtype": os.environ.get(DTYPE_ENV, "")}
 
+    def peek(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, **kwargs: Any) -> Served | None:
+        """What ``ask`` would serve from the cache, or None (also when ``spec`` is not loaded yet): never computes,
+        never loads a model, never waits. A page opening shows its examples' results this way."""
+        with self._registry:
+            loaded = (spec, LONG) in self._lanes
+        if self.cache is None or not loaded:
+            return None
+        identity = self.identity(spec)
+        key = request_key(identity, list(edits), fn, args, kwargs)
+        served = self.cache.lookup(key) if key is not None else None
+        return dataclasses.replace(served, on=f"{spec} ({identity['device']})") if served is not None else None
+
     def ask(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, compute: Callable[[], T] | None = None, **kwargs: Any) -> Served:
         """``run``'s result as a ``Served``: from the cache when this model, these edits, this function, these
@@ -309,7 +321,9 @@ class ModelWorker:
         compute = compute or (lambda: self.run(spec, edits, fn, *args, lane=lane, wanted=wanted, **kwargs))
         if self.cache is None:
             return Served(compute())
-        return self.cache.served(request_key(self.identity(spec), edits, fn, args, kwargs), compute, wanted)
+        identity = self.identity(spec)
+        served = self.cache.served(request_key(identity, edits, fn, args, kwargs), compute, wanted)
+        return dataclasses.replace(served, on=f"{spec} ({identity['device']})")
 
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> T:

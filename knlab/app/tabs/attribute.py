@@ -113,9 +113,9 @@ def wire_attribution(ctx: Context, w: AttributeWidgets) -> None:
         return (*attribution_figures(res), *ctx.takeaway("attribute", res, attribute, model, request, *args),
                 cache_note(asked))
 
-    w.go.click(run, [ctx.model, w.prompt, w.target, w.steps, w.method],
-               [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code, w.served],
-               api_name="attribute")
+    outputs = [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code, w.served]
+    w.go.click(run, [ctx.model, w.prompt, w.target, w.steps, w.method], outputs, api_name="attribute")
+    ctx.prefill(run, [ctx.model, w.prompt, w.target, w.steps, w.method], outputs)
 
     def show_layer(scores, l):
         if scores is None:

@@ -171,10 +171,24 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
         out["history"] = [e["label"] for e in edits]
         return with_note(summary, asked), _history(edits), criteria, edit_figure(rep), probes, left_out, out, *taken
 
-    apply_btn.click(apply, [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer, form.rule,
-                            form.scoring],
-                    [status, history, criteria_table, plot, probes_table, left_table, raw, files, code],
-                    api_name="edit")
+    inputs = [ctx.model, form.method, form.prompt, form.subject, form.target, form.layer, form.rule, form.scoring]
+    outputs = [status, history, criteria_table, plot, probes_table, left_table, raw, files, code]
+    apply_btn.click(apply, inputs, outputs, api_name="edit")
+
+    def example(model, method, prompt, subject, target, layer, rule, scoring, request: gr.Request,
+                progress=gr.Progress()):
+        """The default edit's report, shown as the page opens and never kept in the session: the same request as
+        ``apply``'s, so that pressing Apply edit then serves it from the cache and keeps it."""
+        args = (method, prompt, subject, target, rome_layer_choice(layer))
+        kwargs = {"rule": rule, "scoring": scoring} if method == "kn" else {"scoring": scoring}
+        asked = ctx.ask(edit, model, request, *args, progress=Progress(progress, 0.05, 0.8), **kwargs)
+        rep = asked.value
+        summary, criteria, probes, left_out = report_views(rep)
+        summary = ("*An example, not applied: press **Apply edit** to keep it in your session.*  \n"
+                   + with_note(summary, asked))
+        return summary, gr.skip(), criteria, edit_figure(rep), probes, left_out, rep.to_json(), gr.skip(), gr.skip()
+
+    ctx.prefill(example, inputs, outputs)
 
     def undo(request: gr.Request):
         edits = ctx.edits(request)[:-1]

@@ -65,4 +65,5 @@ def build_evaluate_tab(ctx: Context) -> None:
 
         go_btn.click(run, [ctx.model, method, relation, limit], [status, table, plot, raw, files, code],
                      api_name="evaluate")
+        ctx.prefill(run, [ctx.model, method, relation, limit], [status, table, plot, raw, files, code])
         ctx.on_model_choice(evaluate_defaults, [method, limit])

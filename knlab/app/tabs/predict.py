@@ -32,6 +32,7 @@ def build_predict_tab(ctx: Context) -> None:
                     *ctx.takeaway("predict", pred, predict, model, request, *args), cache_note(asked))
 
         go_btn.click(run, [ctx.model, prompt, top], [plot, raw, files, code, served], api_name="predict")
+        ctx.prefill(run, [ctx.model, prompt, top], [plot, raw, files, code, served])
         prompt.submit(run, [ctx.model, prompt, top], [plot, raw, files, code, served], api_visibility="private")
         ctx.on_model_choice(lambda m: defaults_for(m).prompt if m in DEFAULTS else gr.update(), [prompt])
         ctx.fields["Predict"] = {"prompt": prompt}

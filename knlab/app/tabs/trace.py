@@ -96,6 +96,7 @@ def build_trace_tab(ctx: Context) -> None:
         inputs = [ctx.model, prompt, subject, answer, samples, window, noise, seed, preview, corruption, replacement,
                   metric]
         go_btn.click(run, inputs, [status, plot, cats, knock, raw, files, code], api_name="trace")
+        ctx.prefill(run, inputs, [status, plot, cats, knock, raw, files, code])
         prompt.blur(lambda p: guess_subject(p), prompt, subject, api_visibility="private")
         ctx.show_tokens(tokens, prompt, subject)
         ctx.fields["Trace"] = {"prompt": prompt, "subject": subject, "answer": answer}

@@ -1,0 +1,287 @@
+"""A class of 30 on one CPU Space: the students follow the Lesson while a few others edit the real model.
+
+The app starts as a Space starts it (``python app.py``, hosted mode, the real model the default), and warms its
+result cache in the background (``KNLAB_WARM``); the class arrives once /status says the warm-up is done
+(``--no-wait-warm``: at once, the first students then compute and the others coalesce behind them).
+
+* ``--students`` (30) clients, one Gradio session each, open the Lesson within a few seconds of each other and
+  press its steps' buttons in order (``/lesson_1`` ... ``/lesson_N``, exactly as the browser sends them over
+  HTTP), with ``--pause`` (2-5) seconds between clicks. Every student must get the same answer for a step as every
+  other student (the base model, no edits: anything else is an isolation violation).
+* At the same time ``--editors`` (4) others each make their own ROME edits of smollm2-135m (``/edit``), one after
+  the other, ``--edits-each`` (2) unique edits each, resetting between them; after each edit a ``/predict`` of
+  their own fact must answer their new target or the old answer (ROME does not always take) and never another
+  editor's target.
+* At the end, /status: the base weights of every model unchanged, the cache's memory and hit rate.
+
+The straightforward way, measured in the same run: each step's answer computed for its request. The cache says
+how long each step took to compute when it was computed (``Served.note``, in the step's status line), so the
+ratio of that to the served p95 is the cache's worth, from the same server on the same machine.
+
+    python benchmarks/bench_class.py [--students 30] [--editors 4] [--edits-each 2] [--url URL]
+                                     [--markdown docs/benchmarks.md]
+
+Targets (issue 32): p95 of every lesson step <= 2 s; 0 errors; 0 isolation violations; base weights unchanged.
+Exit status 1 when any is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import sections  # noqa: E402
+from bench_load import SMOL_PAIRS, _ms, percentile, start_app, stop_app  # noqa: E402
+
+MODEL = "smollm2-135m"
+PROMPT = "The capital of {} is"
+STEP_TARGET = 2.0  # seconds, p95 of every lesson step
+COMPUTED = re.compile(r"computed on .*? in ([0-9.]+) s")
+
+
+@dataclass
+class Class:
+    latency: dict[str, list[float]] = field(default_factory=dict)
+    computed: dict[str, float] = field(default_factory=dict)  # step -> seconds its answer took to compute
+    answers: dict[str, str] = field(default_factory=dict)  # step -> the first answer given (every student's must equal it)
+    errors: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ok(self, what: str, seconds: float) -> None:
+        with self.lock:
+            self.latency.setdefault(what, []).append(seconds)
+
+    def error(self, msg: str) -> None:
+        with self.lock:
+            self.errors.append(msg)
+
+    def violation(self, msg: str) -> None:
+        with self.lock:
+            self.violations.append(msg)
+
+    def same_answer(self, step: str, answer: str, who: str) -> None:
+        with self.lock:
+            first = self.answers.setdefault(step, answer)
+        if answer != first:
+            self.violation(f"{who}: {step} answered differently from the first student's")
+
+
+def call(stats: Class, client, what: str, endpoint: str, *args):
+    t0 = time.perf_counter()
+    try:
+        out = client.predict(*args, api_name=endpoint)
+    except Exception as e:
+        stats.error(f"{what} {endpoint}: {type(e).__name__}: {str(e)[:300]}")
+        return None
+    stats.ok(what, time.perf_counter() - t0)
+    return out
+
+
+def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, float], arrive: float) -> None:
+    from gradio_client import Client
+    rng = random.Random(i)
+    try:
+        client = Client(url, verbose=False)
+    except Exception as e:
+        stats.error(f"student {i}: connect: {type(e).__name__}: {e}")
+        return
+    time.sleep(rng.uniform(0, arrive))
+    for n in range(1, steps + 1):
+        step = f"lesson step {n}"
+        out = call(stats, client, step, f"/lesson_{n}")
+        if out is not None:
+            status, _plot, raw = out[0], out[1], out[2]
+            if raw.get("step") != n:
+                stats.violation(f"student {i}: /lesson_{n} answered step {raw.get('step')}")
+            stats.same_answer(step, f"{raw.get('summary')}|{raw.get('agrees')}", f"student {i}")
+            found = COMPUTED.search(status or "")
+            if found:
+                with stats.lock:
+                    stats.computed.setdefault(step, float(found.group(1)))
+        time.sleep(rng.uniform(*pause))
+
+
+def editor(i: int, url: str, edits: list[tuple[str, str, str]], targets: dict[str, int], stats: Class) -> None:
+    """``edits``: (country, true capital, new capital) made one after the other, reset between them."""
+    from gradio_client import Client
+    try:
+        client = Client(url, verbose=False)
+    except Exception as e:
+        stats.error(f"editor {i}: connect: {type(e).__name__}: {e}")
+        return
+    for country, true, target in edits:
+        prompt = PROMPT.format(country)
+        out = call(stats, client, "/edit (unique edits)", "/edit", MODEL, "rome", prompt, country, target, None,
+                   "dai", "first-token")
+        if out is None:
+            continue
+        report = out[6]
+        if report.get("new") != target or len(report.get("history", [])) != 1:
+            stats.violation(f"editor {i}: /edit answered new={report.get('new')!r} history={report.get('history')!r}")
+        got = call(stats, client, "/predict (editors)", "/predict", MODEL, prompt, 3)
+        if got is not None:
+            top = got[1]["top"][0]["token"].strip()
+            if top in targets and targets[top] != i:
+                stats.violation(f"editor {i}: {prompt!r} -> {top!r}, editor {targets[top]}'s new capital (leak)")
+            elif top not in (target, true):
+                stats.violation(f"editor {i}: {prompt!r} -> {top!r} after its edit (expected {target!r} or {true!r})")
+        if call(stats, client, "/reset", "/reset") is None:
+            stats.violation(f"editor {i}: /reset failed")
+
+
+def editor_plans(editors: int, each: int) -> tuple[list[list[tuple[str, str, str]]], dict[str, int]]:
+    """Each editor's own country and ``each`` new capitals no other editor uses."""
+    from knlab.world import facts as F
+    rel = F.relation("P36")
+    pool = [t for _, t in SMOL_PAIRS]
+    plans, targets = [], {}
+    for i in range(editors):
+        country = SMOL_PAIRS[i][0]
+        mine = [pool[(i + k * editors) % len(pool)] for k in range(each)]
+        plans.append([(country, rel.fact(country).object, t) for t in mine])
+        targets.update({t: i for t in mine})
+    return plans, targets
+
+
+def wait_for_warm(url: str, timeout: float) -> float:
+    from gradio_client import Client
+    t0 = time.time()
+    client = Client(url, verbose=False)
+    while time.time() - t0 < timeout:
+        if not client.predict(api_name="/status").get("warming"):
+            return time.time() - t0
+        time.sleep(2)
+    raise RuntimeError(f"the app was still warming after {timeout:.0f} s")
+
+
+def run_class(url: str, students: int, editors: int, edits_each: int, pause: tuple[float, float],
+              arrive: float) -> dict:
+    from gradio_client import Client
+
+    from knlab.studies.lesson import STEPS
+    stats = Class()
+    plans, targets = editor_plans(editors, edits_each)
+    threads = [threading.Thread(target=student, args=(i, url, len(STEPS), stats, pause, arrive), daemon=True)
+               for i in range(students)]
+    threads += [threading.Thread(target=editor, args=(i, url, plans[i], targets, stats), daemon=True)
+                for i in range(editors)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(3600)
+    wall = time.time() - t0
+    status = Client(url, verbose=False).predict(api_name="/status")
+    return {"url": url, "students": students, "editors": editors, "edits_each": edits_each, "steps": len(STEPS),
+            "wall": wall, "errors": stats.errors, "violations": stats.violations,
+            "latency": {w: {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "max": max(v)}
+                        for w, v in sorted(stats.latency.items())},
+            "computed": stats.computed, "cache": status.get("cache") or {},
+            "unchanged": bool(status["models"]) and all(m["unchanged"] for m in status["models"].values()),
+            "stuck": [t.name for t in threads if t.is_alive()]}
+
+
+def steps_ok(res: dict) -> bool:
+    return all(l["p95"] <= STEP_TARGET for w, l in res["latency"].items() if w.startswith("lesson"))
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return "unknown"
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
+
+
+def rows(res: dict) -> list[list]:
+    out = []
+    for w, l in res["latency"].items():
+        computed = res["computed"].get(w)
+        ratio = f"{computed / l['p95']:.0f}x" if computed else "-"
+        out.append([w, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"]),
+                    f"{computed:.1f} s" if computed else "-", ratio])
+    return out
+
+
+HEADER = ["request", "n", "p50", "p95", "max", "computed once in", "computed / served p95"]
+
+
+def report(res: dict) -> str:
+    c = res["cache"]
+    lines = [f"{res['students']} students x {res['steps']} lesson steps, {res['editors']} editors x {res['edits_each']} "
+             f"ROME edits of {MODEL}, against {res['url']}: wall {res['wall']:.0f} s (os.cpu_count() "
+             f"{os.cpu_count()}; CPU flags: {cpu_flags()})",
+             f"errors: {len(res['errors'])}"] + [f"  {e}" for e in res["errors"][:5]]
+    lines += [f"isolation violations: {len(res['violations'])}"] + [f"  {v}" for v in res["violations"][:5]]
+    lines.append("  ".join(f"{h:>14}" for h in HEADER))
+    lines += ["  ".join(f"{str(x):>14}" for x in r) for r in rows(res)]
+    lines.append(f"cache: {c.get('entries')} entries, {c.get('memory_bytes', 0) / 2**20:.1f} MB in memory, hit rate "
+                 f"{100 * c.get('hit_rate', 0):.1f}% ({c.get('hits')} hits, {c.get('coalesced')} coalesced, "
+                 f"{c.get('misses')} computed)")
+    lines.append(f"base weights {'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 "
+                 f"<= {STEP_TARGET:g} s: {steps_ok(res)}")
+    return "\n".join(lines)
+
+
+def markdown(res: dict, warm: float | None) -> str:
+    c = res["cache"]
+    warmed = f"the app's background warm-up took {warm:.0f} s after start; " if warm is not None else ""
+    return (f"{res['students']} students follow the Lesson ({res['steps']} steps, 2-5 s between clicks) while "
+            f"{res['editors']} others make {res['editors'] * res['edits_each']} unique ROME edits of {MODEL}, over "
+            f"HTTP against `python app.py` in hosted mode ({warmed}CPU flags: {cpu_flags()}, {os.cpu_count()} "
+            f"cores): **{len(res['errors'])} errors, {len(res['violations'])} isolation violations**, base weights "
+            f"{'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 <= "
+            f"{STEP_TARGET:g} s: **{steps_ok(res)}**. Cache: {c.get('entries')} entries, "
+            f"{c.get('memory_bytes', 0) / 2**20:.1f} MB in memory, hit rate {100 * c.get('hit_rate', 0):.1f}%.\n\n"
+            + sections.table(HEADER, rows(res)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", type=int, default=30)
+    ap.add_argument("--editors", type=int, default=4)
+    ap.add_argument("--edits-each", type=int, default=2)
+    ap.add_argument("--pause", type=float, nargs=2, default=(2.0, 5.0), help="seconds between a student's clicks")
+    ap.add_argument("--arrive", type=float, default=3.0, help="students open the Lesson within this many seconds")
+    ap.add_argument("--url", default=None, help="an already-running app (default: start python app.py, hosted)")
+    ap.add_argument("--no-wait-warm", action="store_true", help="start the class without waiting for the warm-up")
+    ap.add_argument("--warm-timeout", type=float, default=1800)
+    sections.add_argument(ap)
+    args = ap.parse_args(argv)
+    proc, url, warm = None, args.url, None
+    if url is None:
+        os.environ.update({"KNLAB_HOSTED": "1", "KNLAB_DEFAULT_MODEL": MODEL})
+        log = os.path.join(tempfile.mkdtemp(prefix="knlab-class-"), "app.log")
+        proc, url = start_app(log)
+        print(f"app started (log {log})", flush=True)
+    try:
+        if not args.no_wait_warm:
+            warm = wait_for_warm(url, args.warm_timeout)
+            print(f"warm after {warm:.0f} s", flush=True)
+        res = run_class(url, args.students, args.editors, args.edits_each, tuple(args.pause), args.arrive)
+        print(report(res), flush=True)
+    finally:
+        if proc is not None:
+            stop_app(proc)
+    if args.markdown:
+        sections.write_section(args.markdown, sections.section_name(__file__), markdown(res, warm),
+                               command=sections.command_line(None if argv is None else [__file__, *argv]))
+    ok = not res["errors"] and not res["violations"] and res["unchanged"] and steps_ok(res) and not res["stuck"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
