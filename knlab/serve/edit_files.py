@@ -76,7 +76,8 @@ class EditRecord:
 
 def record(entry: Any) -> EditRecord:
     """An ``EditRecord`` of what a caller holds: a record, an ``EditReport`` (``edit``'s result), a bare spec,
-    or a session's entry (a dict with its ``spec`` and the ``call`` that made it: fn, args, kwargs)."""
+    or a session's entry (a dict with its ``spec`` and the ``call`` that made it: fn, args, kwargs; or the
+    ``record`` it was restored from)."""
     if isinstance(entry, EditRecord):
         return entry
     if isinstance(entry, EditReport):
@@ -85,19 +86,27 @@ def record(entry: Any) -> EditRecord:
                           {k: v for k, v in settings.items() if v is not None})
     if isinstance(entry, (RomeEdit, KnowledgeNeuronEdit)):
         return EditRecord(entry)
+    if isinstance(entry, dict) and isinstance(entry.get("record"), EditRecord):  # restored from a file
+        return entry["record"]
     if isinstance(entry, dict) and isinstance(entry.get("spec"), (RomeEdit, KnowledgeNeuronEdit)):
         call = entry.get("call")
         if getattr(call, "fn", None) is not edit:
             return EditRecord(entry["spec"])
-        bound = inspect.signature(edit).bind(None, *call.args, **call.kwargs)
-        bound.apply_defaults()
-        named = {k: v for k, v in bound.arguments.items() if k not in ("lm", "progress")}
-        prompt, subject, target = (named.pop(k) for k in ("prompt", "subject", "target"))
-        named.pop("method")
-        return EditRecord(entry["spec"], prompt, subject, target, _plain(named),
-                          _plain({"args": list(call.args), "kwargs": dict(call.kwargs)}))
+        return from_call(entry["spec"], call.args, call.kwargs)
     raise InputError(f"cannot save {type(entry).__name__} as an edit (an EditReport, a ROME or KN edit spec, "
                      "or an EditRecord)")
+
+
+def from_call(spec: RomeEdit | KnowledgeNeuronEdit, args: tuple, kwargs: dict) -> EditRecord:
+    """The record of ``spec`` made by ``studies.edit_report.edit(lm, *args, **kwargs)``: its prompt, subject
+    and target, and every other argument (defaults included) as its settings."""
+    bound = inspect.signature(edit).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    named = {k: v for k, v in bound.arguments.items() if k not in ("lm", "progress")}
+    prompt, subject, target = (named.pop(k) for k in ("prompt", "subject", "target"))
+    named.pop("method")
+    return EditRecord(spec, prompt, subject, target, _plain(named),
+                      _plain({"args": list(args), "kwargs": dict(kwargs)}))
 
 
 def _plain(value: Any) -> Any:
@@ -172,7 +181,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
     except Exception:  # noqa: BLE001 - whatever safetensors says of a broken file, the user hears one line
         raise _Damaged("it is not a safetensors file, or it is cut short") from None
     return header, tensors
