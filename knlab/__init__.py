@@ -11,10 +11,10 @@ The package is built in layers, each importing only those below it (``tests/test
     world      the data: facts, paradigms, corpora, prompts (never a method)
     methods    predict, causal tracing, attribution patching, IG attribution, neuron selection,
                interventions, ROME
-    studies    what the paper does with the methods: edit reports, criteria, batch evaluation,
+    studies    what the paper does with the methods: edit reports, edit files, criteria, batch evaluation,
                localisation, paradigm analysis, trace summaries, the claims, the published figures
     organisms  the shipped models' making and measuring: tokenizer, training, model cards
-    serve      the model worker, sessions' limits, hosting, edit files
+    serve      the model worker, sessions' limits, hosting
     app        the CLI, the plots and the Gradio app
 """
 
@@ -35,8 +35,8 @@ _API = {
     "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
     "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
-    "EditRecord": "knlab.serve.edit_files", "save_edits": "knlab.serve.edit_files",
-    "load_edits": "knlab.serve.edit_files",
+    "EditRecord": "knlab.studies.edit_files", "save_edits": "knlab.studies.edit_files",
+    "load_edits": "knlab.studies.edit_files",
 }
 __all__ = sorted(_API)
 

@@ -33,11 +33,11 @@ def command(name: str, help: str):
 
 def _edits(args: argparse.Namespace) -> list:
     """The edit specs every request of the command runs with: those of ``--edits FILE`` (made on this very
-    model: ``knlab.serve.edit_files``), checked on the model before any is applied; none without it."""
+    model: ``knlab.studies.edit_files``), checked on the model before any is applied; none without it."""
     path = getattr(args, "edits", None)
     if not path:
         return []
-    from knlab.serve.edit_files import check_fits, load_edits
+    from knlab.studies.edit_files import check_fits, load_edits
     from knlab.serve.worker import default_worker
     worker = default_worker()
     worker.preload([args.model])
@@ -338,7 +338,7 @@ def _edit(args: argparse.Namespace) -> int:
     earlier = _edits(args)
     rep = default_worker().run(args.model, earlier, edit, *call[0], **call[1])
     if args.save is not None:
-        from knlab.serve.edit_files import from_call, load_edits, save_edits
+        from knlab.studies.edit_files import from_call, load_edits, save_edits
         checksum = default_worker().base_checksums[args.model]
         records = load_edits(args.edits, checksum, args.model) if args.edits else []
         save_edits(args.save, checksum, [*records, from_call(rep.spec, *call)], args.model)

@@ -327,7 +327,7 @@ def test_trace_replacement_and_logit_difference():
 
 def test_edit_save_then_edits_round_trip(tmp_path):
     """edit --save writes the edit; --edits runs any command with it; a second --save carries the file on."""
-    from knlab.serve.edit_files import load_edits
+    from knlab.studies.edit_files import load_edits
     from knlab.serve.worker import default_worker
     saved = tmp_path / "mine.safetensors"
     r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
@@ -351,7 +351,7 @@ def test_edit_save_then_edits_round_trip(tmp_path):
 
 def test_an_edits_file_of_another_model_is_one_line(tmp_path):
     from knlab.methods.rome import RomeEdit
-    from knlab.serve.edit_files import save_edits
+    from knlab.studies.edit_files import save_edits
     foreign = save_edits(tmp_path / "f.safetensors", "0" * 32, [RomeEdit(1, (1.0,), (1.0,))], "other-model")
     r = run_cli_here("predict", "The capital of Canada is", "--edits", str(foreign))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "made on other-model" in r.stderr

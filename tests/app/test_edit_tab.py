@@ -106,7 +106,7 @@ def test_downloaded_edits_upload_into_another_session(gpt, lab):
 
 def test_a_foreign_or_damaged_upload_leaves_the_session_as_it_was(gpt, lab, tmp_path):
     from knlab.app.tabs.edit import download_edits, upload_edits
-    from knlab.serve.edit_files import save_edits
+    from knlab.studies.edit_files import save_edits
     ctx, alice, bob = lab
     entries = _entries(gpt)
     ctx.set_edits(alice, entries)

@@ -17,7 +17,7 @@ from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
 from knlab.methods.intervene import KN_RULES
 from knlab.serve.dispatch import ui_error
-from knlab.serve.edit_files import EditRecord, check_fits, load_edits, save_edits
+from knlab.studies.edit_files import EditRecord, check_fits, load_edits, save_edits
 from knlab.serve.hosting import check_model
 from knlab.serve.worker import INTERACTIVE
 from knlab.studies.edit_report import EditReport, compare, describe, edit
@@ -95,7 +95,7 @@ def _entry(model: str, rec: EditRecord) -> dict:
 
 
 def download_edits(ctx: Context, model: str, request: gr.Request | None) -> str:
-    """This session's edits of ``model`` as one edits file (``serve.edit_files``): its path, to download."""
+    """This session's edits of ``model`` as one edits file (``studies.edit_files``): its path, to download."""
     try:
         ctx.sessions.touch(ctx.session_of(request))
         model = check_model(model)

@@ -19,6 +19,7 @@ The file (``FORMAT``, version ``FORMAT_VERSION``):
 An edit is a change of particular weights: on any other weights it means nothing, so a file is refused
 unless the loaded model's checksum is the one it names. ``load_edits`` checks everything the file alone can
 say; ``check_fits`` what only the model can (shapes, layers, words it can say), before anything is applied.
+It sits beside ``edit_report``, whose specs and calls it keeps; the app and the CLI read and write it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import inspect
 import json
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from knlab import __version__
 from knlab.core.arch import weight_as_out_in
 from knlab.core.errors import InputError
 from knlab.core.limits import ENV, limits
@@ -46,6 +47,12 @@ from knlab.core.tokens import first_token
 from knlab.methods.intervene import KN_RULES, KnowledgeNeuronEdit, check_neurons
 from knlab.methods.rome import RomeEdit
 from knlab.studies.edit_report import EditReport, describe, edit
+
+def knlab_version() -> str:
+    """The package's ``__version__``: knlab/__init__.py runs before any module of it, so it is always there
+    (and this layer may not import the package's top, which only names the API)."""
+    return sys.modules["knlab"].__version__
+
 
 FORMAT = "knlab-edits"
 FORMAT_VERSION = 1
@@ -158,7 +165,7 @@ def save_edits(path: str | os.PathLike, model_checksum: str, edits: Iterable[Any
             item.update(old=r.spec.old, new=r.spec.new, rule=r.spec.rule)
             tensors[f"edit.{i}.neurons"] = torch.tensor([list(n) for n in r.spec.neurons], dtype=torch.int64)
         items.append(item)
-    meta = {"model": model, "model_checksum": model_checksum, "knlab_version": __version__, "edits": items}
+    meta = {"model": model, "model_checksum": model_checksum, "knlab_version": knlab_version(), "edits": items}
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "knlab": _canonical(meta).decode(),
               "sha256": _digest(tensors, meta)}
     path = Path(path)
@@ -209,7 +216,7 @@ def load_edits(path: str | os.PathLike, model_checksum: str, model: str = "") ->
             raise _Damaged("its header does not say it is a knlab edits file")
         version = header.get("format_version")
         if version != str(FORMAT_VERSION):
-            raise InputError(f"the edits file {name} is of format version {version!r}; this knlab ({__version__}) "
+            raise InputError(f"the edits file {name} is of format version {version!r}; this knlab ({knlab_version()}) "
                              f"reads version {FORMAT_VERSION}")
         try:
             meta = json.loads(header.get("knlab", ""))

@@ -1,4 +1,4 @@
-"""Edit files (knlab/serve/edit_files.py): a saved edit comes back as the same edit, bit for bit, only on the
+"""Edit files (knlab/studies/edit_files.py): a saved edit comes back as the same edit, bit for bit, only on the
 weights it was made on; a damaged, altered or foreign file is one clear line and no edit."""
 
 import json
@@ -14,8 +14,8 @@ from knlab.core.nethook import get_parameter
 from knlab.core.specs import applied
 from knlab.methods.intervene import KnowledgeNeuronEdit
 from knlab.methods.rome import params_for, rome
-from knlab.serve import edit_files as EF
-from knlab.serve.edit_files import EditRecord, check_fits, from_call, load_edits, save_edits
+from knlab.studies import edit_files as EF
+from knlab.studies.edit_files import EditRecord, check_fits, from_call, load_edits, save_edits
 
 PROMPT = "The capital of Canada is"
 
