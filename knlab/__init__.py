@@ -2,7 +2,8 @@
 
 The Python API: ``load_model`` a model (the real ``smollm2-135m``, installed from the package index, the
 organisms ``world-gpt`` / ``world-bert``, or any supported Hugging Face model), ask it with ``predict``,
-and serve many users from one ``ModelWorker``.
+serve many users from one ``ModelWorker``, and keep edits as files of a few KB (``save_edits`` /
+``load_edits``: the edit, never the edited model).
 
 The package is built in layers, each importing only those below it (``tests/test_layers.py`` checks):
 
@@ -10,7 +11,7 @@ The package is built in layers, each importing only those below it (``tests/test
     world      the data: facts, paradigms, corpora, prompts (never a method)
     methods    predict, causal tracing, attribution patching, IG attribution, neuron selection,
                interventions, ROME
-    studies    what the paper does with the methods: edit reports, criteria, batch evaluation,
+    studies    what the paper does with the methods: edit reports, edit files, criteria, batch evaluation,
                localisation, paradigm analysis, trace summaries, the claims, the published figures
     organisms  the shipped models' making and measuring: tokenizer, training, model cards
     serve      the model worker, sessions' limits, hosting
@@ -34,6 +35,8 @@ _API = {
     "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
     "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
+    "EditRecord": "knlab.studies.edit_files", "save_edits": "knlab.studies.edit_files",
+    "load_edits": "knlab.studies.edit_files",
 }
 __all__ = sorted(_API)
 

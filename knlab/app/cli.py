@@ -31,6 +31,21 @@ def command(name: str, help: str):
     return wrap
 
 
+def _edits(args: argparse.Namespace) -> list:
+    """The edit specs every request of the command runs with: those of ``--edits FILE`` (made on this very
+    model: ``knlab.studies.edit_files``), checked on the model before any is applied; none without it."""
+    path = getattr(args, "edits", None)
+    if not path:
+        return []
+    from knlab.studies.edit_files import check_fits, load_edits
+    from knlab.serve.worker import default_worker
+    worker = default_worker()
+    worker.preload([args.model])
+    records = load_edits(path, worker.base_checksums[args.model], args.model)
+    worker.run(args.model, [], check_fits, records)
+    return [r.spec for r in records]
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt")
     p.add_argument("--model", default="world-gpt")
@@ -42,7 +57,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from knlab.methods.predict import predict
     from knlab.serve.worker import default_worker
-    result = default_worker().run(args.model, [], predict, args.prompt, args.top)
+    result = default_worker().run(args.model, _edits(args), predict, args.prompt, args.top)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -86,13 +101,13 @@ def _trace(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.relation:
-        result = default_worker().run(args.model, [], trace_relation, args.relation, args.limit, **opts)
+        result = default_worker().run(args.model, _edits(args), trace_relation, args.relation, args.limit, **opts)
     elif args.paradigm:
-        result = default_worker().run(args.model, [], trace_paradigm, args.paradigm, args.limit or 20, **opts)
+        result = default_worker().run(args.model, _edits(args), trace_paradigm, args.paradigm, args.limit or 20, **opts)
     else:
         if not args.prompt or not args.subject:
             raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
-        result = default_worker().run(args.model, [], trace_prompt, args.prompt, args.subject, args.answer,
+        result = default_worker().run(args.model, _edits(args), trace_prompt, args.prompt, args.subject, args.answer,
                                       corruption=args.corruption, replacement=args.replacement, metric=args.metric,
                                       **opts)
     if args.json:
@@ -138,7 +153,7 @@ def _knockout_args(p: argparse.ArgumentParser) -> None:
 def _knockout(args: argparse.Namespace) -> int:
     from knlab.methods.knockout import EDGE_LABELS, knockout
     from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, [], knockout, args.prompt, args.subject, args.answer, args.window)
+    res = default_worker().run(args.model, _edits(args), knockout, args.prompt, args.subject, args.answer, args.window)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0
@@ -169,7 +184,7 @@ def _attribute(args: argparse.Namespace) -> int:
 
     from knlab.methods.attribute import attribute
     from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, [], attribute, args.prompt, args.target, args.steps, args.method,
+    res = default_worker().run(args.model, _edits(args), attribute, args.prompt, args.target, args.steps, args.method,
                                site=args.site)
     if args.save:
         np.save(args.save, res.scores)
@@ -207,21 +222,21 @@ def _neurons(args: argparse.Namespace) -> int:
     if args.relation:
         if args.limit < 1:
             raise InputError("--limit must be at least 1")
-        loc = default_worker().run(args.model, [], relation_localisation, args.relation, args.limit, args.steps,
+        loc = default_worker().run(args.model, _edits(args), relation_localisation, args.relation, args.limit, args.steps,
                                    site=args.site)
         print(json.dumps(loc.to_json()) if args.json else
               f"{loc.source}: |KN| {loc.mean_kn:.2f}, tau {loc.mean_tau:.3f}, R^2_1 {loc.mean_r2_1:.3f} over {loc.n} facts")
         return 0
     if args.fact:
         rel, _, subject = args.fact.partition(":")
-        sel = default_worker().run(args.model, [], fact_neurons, rel, subject, args.steps, site=args.site)
+        sel = default_worker().run(args.model, _edits(args), fact_neurons, rel, subject, args.steps, site=args.site)
     else:
         if not args.prompts or not args.target:
             raise InputError("give PROMPTs and --target, or --fact RELATION:SUBJECT, or --relation")
 
         def run(lm):
             return select([attribute(lm, p, args.target, args.steps, site=args.site).scores for p in args.prompts])
-        sel = default_worker().run(args.model, [], run)
+        sel = default_worker().run(args.model, _edits(args), run)
     if args.json:
         print(json.dumps(sel.to_json()))
     else:
@@ -242,7 +257,7 @@ def _intervene_args(p: argparse.ArgumentParser) -> None:
 def _intervene(args: argparse.Namespace) -> int:
     from knlab.methods.intervene import intervene, parse_neurons
     from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, [], intervene, args.prompt, parse_neurons(args.neurons), args.mode,
+    res = default_worker().run(args.model, _edits(args), intervene, args.prompt, parse_neurons(args.neurons), args.mode,
                                args.target)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
@@ -273,7 +288,7 @@ def _paradigm(args: argparse.Namespace) -> int:
     if not args.name:
         raise InputError("give a paradigm NAME, or --list")
     from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, [], analyse, args.name, args.prompts, args.steps)
+    res = default_worker().run(args.model, _edits(args), analyse, args.name, args.prompts, args.steps)
     if args.json:
         print(json.dumps(res.to_json()))
     else:
@@ -300,18 +315,34 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring", choices=SCORINGS, default="first-token",
                    help="first-token: p(new) > p(old) by first token (the paper); token-accuracy: teacher-forced "
                         "accuracy of the whole expected string (the seed's, Yao et al.'s)")
+    p.add_argument("--save", type=Path, default=None, metavar="FILE",
+                   help="write the edit to an edits file (safetensors, a few KB: the edit, not the model); a FILE "
+                        "that exists is carried on: its edits are applied first and this one is appended")
     p.add_argument("--json", action="store_true")
 
 
 @command("edit", "edit one fact (ROME or knowledge neurons) and measure the five criteria before and after")(_edit_args)
 def _edit(args: argparse.Namespace) -> int:
+    from knlab.core.errors import InputError
     from knlab.serve.worker import default_worker
     from knlab.studies.edit_report import edit
     if args.method == "rome" and args.rule != "dai":
-        from knlab.core.errors import InputError
         raise InputError("--rule is the KN edit's; ROME has none")
-    rep = default_worker().run(args.model, [], edit, args.method, args.prompt, args.subject, args.target, args.layer,
-                               mom2=not args.no_mom2, rule=args.rule, scoring=args.scoring)
+    if args.save is not None and args.save.exists():  # carry on the edits saved there
+        if args.edits and Path(args.edits).resolve() != args.save.resolve():
+            raise InputError(f"--save {args.save} appends to the edits already in it; with --edits {args.edits}, "
+                             "save to a new file (or give --edits the same file)")
+        args.edits = str(args.save)
+    call = ((args.method, args.prompt, args.subject, args.target, args.layer),
+            {"mom2": not args.no_mom2, "rule": args.rule, "scoring": args.scoring})
+    earlier = _edits(args)
+    rep = default_worker().run(args.model, earlier, edit, *call[0], **call[1])
+    if args.save is not None:
+        from knlab.studies.edit_files import from_call, load_edits, save_edits
+        checksum = default_worker().base_checksums[args.model]
+        records = load_edits(args.edits, checksum, args.model) if args.edits else []
+        save_edits(args.save, checksum, [*records, from_call(rep.spec, *call)], args.model)
+        print(f"saved {len(records) + 1} edit{'s' if records else ''} of {args.model} to {args.save}", file=sys.stderr)
     if args.json:
         print(json.dumps(rep.to_json(), ensure_ascii=False))
         return 0
@@ -341,7 +372,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from knlab.serve.worker import default_worker
     from knlab.studies.sweep import sweep
-    res = default_worker().run(args.model, [], sweep, args.prompt, args.subject, args.target, args.layers)
+    res = default_worker().run(args.model, _edits(args), sweep, args.prompt, args.subject, args.target, args.layers)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0
@@ -366,7 +397,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from knlab.serve.worker import default_worker
     from knlab.studies.relation_evaluation import evaluate_relation
-    res = default_worker().run(args.model, [], evaluate_relation, args.method, args.relation, args.limit)
+    res = default_worker().run(args.model, _edits(args), evaluate_relation, args.method, args.relation, args.limit)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0
@@ -576,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help, setup, _run) in COMMANDS.items():
         sp = sub.add_parser(name, help=help)
         setup(sp)
+        if any("--model" in a.option_strings and a.default for a in sp._actions):  # the commands on one model
+            sp.add_argument("--edits", default=None, metavar="FILE",
+                            help="run with the edits in FILE applied (an edits file made on this model: "
+                                 "edit --save, or the app's Download my edits)")
         if any("--model" in a.option_strings for a in sp._actions):  # the commands that load a model
             sp.add_argument("--dtype", choices=DTYPES, default=None,
                             help="the methods' compute dtype, on a CPU or a GPU (default: $KNLAB_DTYPE, else auto: "

@@ -69,10 +69,11 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def script(call: Call, model: str | None, edits: list[Call] = ()) -> str:
+def script(call: Call, model: str | None, edits: list[Call | None] = ()) -> str:
     """The Python that reproduces a result: load ``model``, remake the session's ``edits`` of it in order
-    (each computed on the model with the earlier ones applied, as the app computed it), then make ``call``."""
-    imports = {f"from {c.fn.__module__} import {c.fn.__name__}" for c in [call, *edits]}
+    (each computed on the model with the earlier ones applied, as the app computed it), then make ``call``.
+    An edit uploaded without the call that made it (None) is named in a comment, not remade."""
+    imports = {f"from {c.fn.__module__} import {c.fn.__name__}" for c in [call, *edits] if c is not None}
     if edits:
         imports.add("from knlab.core.specs import applied")
     lines = ["import knlab", *sorted(imports), ""]
@@ -80,7 +81,11 @@ def script(call: Call, model: str | None, edits: list[Call] = ()) -> str:
         lines.append(f"lm = knlab.load_model({model!r})")
     if edits:
         lines.append("specs = []  # your edits of this model, in the order you made them")
-        for e in edits:
+        for k, e in enumerate(edits, 1):
+            if e is None:  # uploaded in a file that does not say how it was made
+                lines.append(f"# edit {k} came from an edits file without the call that made it: append its spec "
+                             "from knlab.load_edits(FILE, knlab.weights_checksum(lm.model))")
+                continue
             lines += ["with applied(lm, specs):", f"    specs.append({e.source()}.spec)"]
         lines += ["with applied(lm, specs):  # every request of yours runs with them applied",
                   f"    res = {call.source()}"]
@@ -172,14 +177,20 @@ def _prune(home: Path, now: float) -> None:
             pass
 
 
-def write(name: str, result: Any, source: str, home: Path | None = None) -> list[str]:
-    """``name``.json (the result as the API returns it), ``name``-<table>.csv for each of its tables and
-    ``name``.py (the script), in a fresh folder; the paths, JSON first."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "result"
+def fresh_folder(home: Path | None = None) -> Path:
+    """A new, empty folder for one download (older ones pruned): the files a tab hands over."""
     home = home or _home()
     _prune(home, time.time())
     folder = home / uuid.uuid4().hex
     folder.mkdir(parents=True)
+    return folder
+
+
+def write(name: str, result: Any, source: str, home: Path | None = None) -> list[str]:
+    """``name``.json (the result as the API returns it), ``name``-<table>.csv for each of its tables and
+    ``name``.py (the script), in a fresh folder; the paths, JSON first."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "result"
+    folder = fresh_folder(home)
     paths = [folder / f"{name}.json"]
     paths[0].write_text(json.dumps(result.to_json(), indent=1, default=_plain))
     for table, (header, rows) in tables(result).items():

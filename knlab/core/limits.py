@@ -21,10 +21,11 @@ class Limits:
     edits_per_session: int = 20  # edits one session may keep
     evaluate_facts: int = 300  # facts in one batch evaluation
     paradigm_prompts: int = 200  # prompts in one paradigm analysis
+    edit_file_kb: int = 16384  # an uploaded edits file, in KiB (a ROME edit of the real model is ~9 KiB)
 
 
 HOSTED = Limits(prompt_tokens=64, ig_steps=50, trace_samples=20, edits_per_session=10, evaluate_facts=50,
-                paradigm_prompts=60)
+                paradigm_prompts=60, edit_file_kb=512)
 
 ENV = {f.name: f"KNLAB_MAX_{f.name.upper()}" for f in fields(Limits)}
 
@@ -65,4 +66,5 @@ def describe() -> str:
     mode = "hosted mode, " if hosted() else ""
     return (f"Limits ({mode}per request): prompts up to {l.prompt_tokens} tokens, IG steps up to {l.ig_steps}, "
             f"trace samples up to {l.trace_samples}, {l.edits_per_session} edits per session, batch evaluation "
-            f"up to {l.evaluate_facts} facts, paradigm analysis up to {l.paradigm_prompts} prompts.")
+            f"up to {l.evaluate_facts} facts, paradigm analysis up to {l.paradigm_prompts} prompts, edits files up to "
+            f"{l.edit_file_kb} KiB.")

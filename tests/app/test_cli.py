@@ -323,3 +323,37 @@ def test_trace_replacement_and_logit_difference():
     r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--corruption", "replace",
                      "--replacement", "United States")
     assert r.returncode == 2 and "same token length" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_edit_save_then_edits_round_trip(tmp_path):
+    """edit --save writes the edit; --edits runs any command with it; a second --save carries the file on."""
+    from knlab.studies.edit_files import load_edits
+    from knlab.serve.worker import default_worker
+    saved = tmp_path / "mine.safetensors"
+    r = run_cli_here("edit", "rome", "The capital of Canada is", "--subject", "Canada", "--target", "Rome", "--no-mom2",
+                     "--save", str(saved), "--json")
+    assert r.returncode == 0, r.stderr
+    assert f"saved 1 edit of world-gpt to {saved}" in r.stderr
+    spec = json.loads(r.stdout)
+    base = json.loads(run_cli_here("predict", "The capital of Canada is", "--json").stdout)
+    edited = run_cli_here("predict", "The capital of Canada is", "--edits", str(saved), "--json")
+    assert edited.returncode == 0, edited.stderr
+    assert json.loads(edited.stdout)["top"] != base["top"]
+    assert json.loads(edited.stdout)["top"][0]["token"].strip() == spec["new"] == "Rome"
+    r = run_cli_here("edit", "rome", "The capital of France is", "--subject", "France", "--target", "Berlin",
+                     "--no-mom2", "--save", str(saved), "--json")
+    assert r.returncode == 0, r.stderr
+    records = load_edits(saved, default_worker().base_checksums["world-gpt"])
+    assert [x.prompt for x in records] == ["The capital of Canada is", "The capital of France is"]
+    assert records[0].settings["mom2"] is False and records[1].target == "Berlin"
+    assert "saved 2 edits" in r.stderr
+
+
+def test_an_edits_file_of_another_model_is_one_line(tmp_path):
+    from knlab.methods.rome import RomeEdit
+    from knlab.studies.edit_files import save_edits
+    foreign = save_edits(tmp_path / "f.safetensors", "0" * 32, [RomeEdit(1, (1.0,), (1.0,))], "other-model")
+    r = run_cli_here("predict", "The capital of Canada is", "--edits", str(foreign))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "made on other-model" in r.stderr
+    r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--edits", str(tmp_path / "no"))
+    assert r.returncode == 2 and "no edits file at" in r.stderr

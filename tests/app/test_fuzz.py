@@ -120,10 +120,21 @@ def test_sweep_bad_input(client, args):
     answer_or_clear_error(client, *args, api_name="/sweep")
 
 
+@pytest.mark.parametrize("model", ["world-gpt", "", "no-such-org/no-such-model"])
+def test_edit_files(client, model, tmp_path):
+    """Download with no edits, upload what is no edits file: each one clear line."""
+    from gradio_client import handle_file
+    answer_or_clear_error(client, model, api_name="/download_edits")
+    for k, data in enumerate((b"", b"\x00" * 64, b"\xff" * 8 + b"{}")):
+        junk = tmp_path / f"junk{k}.safetensors"
+        junk.write_bytes(data)
+        answer_or_clear_error(client, model, handle_file(str(junk)), api_name="/upload_edits")
+
+
 def test_every_endpoint_is_fuzzed(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     covered = {"/predict", "/trace", "/attribute", "/neurons", "/paradigm", "/edit", "/undo", "/reset", "/evaluate",
-               "/status", "/compare", "/sweep"} | {f"/lesson_{k}" for k in range(1, 8)}  # the lesson's steps take no input
+               "/status", "/compare", "/sweep", "/download_edits", "/upload_edits"} | {f"/lesson_{k}" for k in range(1, 8)}  # the lesson's steps take no input
     paper = {e for e in named if e.startswith("/paper_")}
     assert named - covered - paper == set(), f"endpoints without a fuzz test: {named - covered - paper}"
     for e in sorted(paper):  # each claim with bad sizes: a clear error, never a crash

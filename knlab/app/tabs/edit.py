@@ -12,9 +12,12 @@ import gradio as gr
 from knlab.app.context import Context, Progress, edit_method_choice, takeaway_panel, whole, with_note
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import edit_figure, sweep_figure
-from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call
-from knlab.core.limits import limits
+from knlab.app.takeaway import LEFT_OUT_HEADER, PROBE_HEADER, Call, fresh_folder
+from knlab.core.errors import InputError
+from knlab.core.limits import ENV, limits
 from knlab.methods.intervene import KN_RULES
+from knlab.serve.dispatch import ui_error
+from knlab.studies.edit_files import EditRecord, check_fits, load_edits, save_edits
 from knlab.serve.hosting import check_model
 from knlab.serve.worker import INTERACTIVE
 from knlab.studies.edit_report import EditReport, compare, describe, edit
@@ -76,6 +79,59 @@ def report_views(rep: EditReport) -> tuple[str, list[list], list[list], list[lis
         summary += (f"  \n{len(left_out)} probe{'s' if len(left_out) != 1 else ''} left out, not scored: the model "
                     "does not answer them before the edit (listed under the probes)")
     return summary, criteria, probes, left_out
+
+
+def _checksum(ctx: Context, model: str) -> str:
+    """The model's weights checksum as the worker took it at load (loading it first where it is not yet)."""
+    ctx.worker.preload([model])
+    return ctx.worker.base_checksums[model]
+
+
+def _entry(model: str, rec: EditRecord) -> dict:
+    """A session's entry for an edit restored from a file: its spec, and the call that made it where the file
+    says (the take-away script remakes it), else None."""
+    call = Call(edit, tuple(rec.call["args"]), dict(rec.call["kwargs"])) if rec.call is not None else None
+    return {"model": model, "spec": rec.spec, "label": rec.label, "call": call, "record": rec}
+
+
+def download_edits(ctx: Context, model: str, request: gr.Request | None) -> str:
+    """This session's edits of ``model`` as one edits file (``studies.edit_files``): its path, to download."""
+    try:
+        ctx.sessions.touch(ctx.session_of(request))
+        model = check_model(model)
+        mine = [e for e in ctx.edits(request) if e.get("model") == model]
+        if not mine:
+            raise InputError(f"you have no edits of {model} to download")
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+        path = fresh_folder() / f"knlab-edits-{name}.safetensors"
+        return str(save_edits(path, _checksum(ctx, model), mine, model))
+    except Exception as e:  # noqa: BLE001 - one line for the user, whatever went wrong (ui_error logs a bug)
+        raise ui_error(e, "your edits are unchanged") from None
+
+
+def upload_edits(ctx: Context, model: str, path: str | None,
+                 request: gr.Request | None) -> tuple[str, list[str], str]:
+    """Restore this session's edits of ``model`` from an edits file, replacing them, in the file's order; the
+    history, its labels and a status line. Anything wrong with the file (another model's, damaged, altered,
+    over the limits, not fitting the model) is one line, and the session's edits stay as they were."""
+    try:
+        ctx.sessions.touch(ctx.session_of(request))
+        model = check_model(model)
+        if not path:
+            raise InputError("no edits file was uploaded")
+        records = load_edits(path, _checksum(ctx, model), model)
+        ctx.serve(check_fits, model, request, records, base=True, lane=INTERACTIVE)  # shapes, on the model itself
+        others = [e for e in ctx.edits(request) if e.get("model") != model]
+        cap = limits().edits_per_session
+        if len(others) + len(records) > cap:
+            raise InputError(f"with your {len(others)} edits of other models, the file's {len(records)} would make "
+                             f"more than {cap} (limit {ENV['edits_per_session']}); reset first")
+        edits = others + [_entry(model, r) for r in records]
+        ctx.set_edits(request, edits)
+    except Exception as e:  # noqa: BLE001 - one line for the user, whatever went wrong (ui_error logs a bug)
+        raise ui_error(e, "your edits are unchanged") from None
+    return (_history(edits), [e["label"] for e in edits],
+            f"Restored {len(records)} edit{'s' if len(records) != 1 else ''} of `{model}` from the file.")
 
 
 LEFT_OUT_LABEL = "Probes left out (not scored): the model cannot answer them before the edit"
@@ -202,6 +258,29 @@ def _apply_and_history(ctx: Context, form: EditForm) -> None:
     undo_out = gr.JSON(visible=False)
     undo_btn.click(undo, None, [history, undo_out], api_name="undo")
     reset_btn.click(reset, None, [history, undo_out], api_name="reset")
+    _edit_file_buttons(ctx, status, history, undo_out)
+
+
+def _edit_file_buttons(ctx: Context, status: gr.Markdown, history: gr.Markdown, labels: gr.JSON) -> None:
+    """Your edits of the picked model as a file of a few KB (the edits, not the edited model), and back."""
+    with gr.Accordion("Save your edits as a file, or restore them from one", open=False, elem_id="edit-files"):
+        gr.Markdown("The file holds the edits themselves (ROME: a layer and two vectors; KN: neurons and two "
+                    "words), a few KB, and the checksum of the model they were made on: it restores them only on "
+                    "that model. Uploading replaces your edits of the picked model.")
+        with gr.Row():
+            download_btn = gr.Button("Download my edits", elem_id="edit-download")
+            upload_btn = gr.UploadButton("Upload edits (restores them)", file_types=[".safetensors"],
+                                         type="filepath", elem_id="edit-upload")
+        edits_file = gr.File(label="Your edits of this model", interactive=False, elem_id="edit-file")
+
+    def download(model, request: gr.Request):
+        return download_edits(ctx, model, request)
+
+    def upload(model, path, request: gr.Request):
+        return upload_edits(ctx, model, path, request)
+
+    download_btn.click(download, [ctx.model], edits_file, api_name="download_edits")
+    upload_btn.upload(upload, [ctx.model, upload_btn], [history, labels, status], api_name="upload_edits")
 
 
 def _compare(ctx: Context, form: EditForm) -> None:
