@@ -35,6 +35,7 @@ _API = {
     "KnockoutResult": "knlab.methods.knockout", "knockout": "knlab.methods.knockout",
     "SweepResult": "knlab.studies.sweep", "sweep": "knlab.studies.sweep",
     "ModelWorker": "knlab.serve.worker", "default_worker": "knlab.serve.worker",
+    "ResultCache": "knlab.serve.result_cache", "Served": "knlab.serve.result_cache",
     "EditRecord": "knlab.studies.edit_files", "save_edits": "knlab.studies.edit_files",
     "load_edits": "knlab.studies.edit_files",
 }

@@ -46,6 +46,16 @@ def _edits(args: argparse.Namespace) -> list:
     return [r.spec for r in records]
 
 
+def _on_model(model: str, edits: list, fn, *args, **kwargs):
+    """``fn(lm, ...)`` on ``model`` with ``edits``, through the default worker's result cache (on disk, shared
+    with the app and earlier runs): a result served from it says so on stderr, the output is the same."""
+    from knlab.serve.worker import default_worker
+    served = default_worker().ask(model, edits, fn, *args, **kwargs)
+    if served.cached or served.coalesced:
+        print(served.note().strip("*"), file=sys.stderr)
+    return served.value
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt")
     p.add_argument("--model", default="world-gpt")
@@ -56,8 +66,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 @command("predict", "next-token distribution (causal) or the [MASK] fill (masked)")(_predict_args)
 def _predict(args: argparse.Namespace) -> int:
     from knlab.methods.predict import predict
-    from knlab.serve.worker import default_worker
-    result = default_worker().run(args.model, _edits(args), predict, args.prompt, args.top)
+    result = _on_model(args.model, _edits(args), predict, args.prompt, args.top)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -93,7 +102,6 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 @command("trace", "causal tracing: hidden / MLP / attention grids, or a relation's token-category summary")(_trace_args)
 def _trace(args: argparse.Namespace) -> int:
     from knlab.core.errors import InputError
-    from knlab.serve.worker import default_worker
     from knlab.studies.trace_summary import trace_paradigm, trace_prompt, trace_relation
     opts = dict(samples=args.samples, window=args.window, noise=args.noise, seed=args.seed)
     if (args.relation or args.paradigm) and (args.corruption != "noise" or args.metric != "prob"):
@@ -101,13 +109,13 @@ def _trace(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.relation:
-        result = default_worker().run(args.model, _edits(args), trace_relation, args.relation, args.limit, **opts)
+        result = _on_model(args.model, _edits(args), trace_relation, args.relation, args.limit, **opts)
     elif args.paradigm:
-        result = default_worker().run(args.model, _edits(args), trace_paradigm, args.paradigm, args.limit or 20, **opts)
+        result = _on_model(args.model, _edits(args), trace_paradigm, args.paradigm, args.limit or 20, **opts)
     else:
         if not args.prompt or not args.subject:
             raise InputError("give a PROMPT and --subject, or --relation / --paradigm")
-        result = default_worker().run(args.model, _edits(args), trace_prompt, args.prompt, args.subject, args.answer,
+        result = _on_model(args.model, _edits(args), trace_prompt, args.prompt, args.subject, args.answer,
                                       corruption=args.corruption, replacement=args.replacement, metric=args.metric,
                                       **opts)
     if args.json:
@@ -152,8 +160,7 @@ def _knockout_args(p: argparse.ArgumentParser) -> None:
     _knockout_args)
 def _knockout(args: argparse.Namespace) -> int:
     from knlab.methods.knockout import EDGE_LABELS, knockout
-    from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, _edits(args), knockout, args.prompt, args.subject, args.answer, args.window)
+    res = _on_model(args.model, _edits(args), knockout, args.prompt, args.subject, args.answer, args.window)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0
@@ -183,8 +190,7 @@ def _attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
     from knlab.methods.attribute import attribute
-    from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, _edits(args), attribute, args.prompt, args.target, args.steps, args.method,
+    res = _on_model(args.model, _edits(args), attribute, args.prompt, args.target, args.steps, args.method,
                                site=args.site)
     if args.save:
         np.save(args.save, res.scores)
@@ -216,27 +222,26 @@ def _neurons(args: argparse.Namespace) -> int:
     from knlab.core.errors import InputError
     from knlab.methods.attribute import attribute
     from knlab.methods.neurons import select
-    from knlab.serve.worker import default_worker
     from knlab.studies.localisation import fact_neurons, relation_localisation
 
     if args.relation:
         if args.limit < 1:
             raise InputError("--limit must be at least 1")
-        loc = default_worker().run(args.model, _edits(args), relation_localisation, args.relation, args.limit, args.steps,
+        loc = _on_model(args.model, _edits(args), relation_localisation, args.relation, args.limit, args.steps,
                                    site=args.site)
         print(json.dumps(loc.to_json()) if args.json else
               f"{loc.source}: |KN| {loc.mean_kn:.2f}, tau {loc.mean_tau:.3f}, R^2_1 {loc.mean_r2_1:.3f} over {loc.n} facts")
         return 0
     if args.fact:
         rel, _, subject = args.fact.partition(":")
-        sel = default_worker().run(args.model, _edits(args), fact_neurons, rel, subject, args.steps, site=args.site)
+        sel = _on_model(args.model, _edits(args), fact_neurons, rel, subject, args.steps, site=args.site)
     else:
         if not args.prompts or not args.target:
             raise InputError("give PROMPTs and --target, or --fact RELATION:SUBJECT, or --relation")
 
         def run(lm):
             return select([attribute(lm, p, args.target, args.steps, site=args.site).scores for p in args.prompts])
-        sel = default_worker().run(args.model, _edits(args), run)
+        sel = _on_model(args.model, _edits(args), run)
     if args.json:
         print(json.dumps(sel.to_json()))
     else:
@@ -256,8 +261,7 @@ def _intervene_args(p: argparse.ArgumentParser) -> None:
 @command("intervene", "suppress (x0) or enhance (x2) neurons at the prediction position")(_intervene_args)
 def _intervene(args: argparse.Namespace) -> int:
     from knlab.methods.intervene import intervene, parse_neurons
-    from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, _edits(args), intervene, args.prompt, parse_neurons(args.neurons), args.mode,
+    res = _on_model(args.model, _edits(args), intervene, args.prompt, parse_neurons(args.neurons), args.mode,
                                args.target)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
@@ -287,8 +291,7 @@ def _paradigm(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise InputError("give a paradigm NAME, or --list")
-    from knlab.serve.worker import default_worker
-    res = default_worker().run(args.model, _edits(args), analyse, args.name, args.prompts, args.steps)
+    res = _on_model(args.model, _edits(args), analyse, args.name, args.prompts, args.steps)
     if args.json:
         print(json.dumps(res.to_json()))
     else:
@@ -336,7 +339,7 @@ def _edit(args: argparse.Namespace) -> int:
     call = ((args.method, args.prompt, args.subject, args.target, args.layer),
             {"mom2": not args.no_mom2, "rule": args.rule, "scoring": args.scoring})
     earlier = _edits(args)
-    rep = default_worker().run(args.model, earlier, edit, *call[0], **call[1])
+    rep = _on_model(args.model, earlier, edit, *call[0], **call[1])
     if args.save is not None:
         from knlab.studies.edit_files import from_call, load_edits, save_edits
         checksum = default_worker().base_checksums[args.model]
@@ -370,9 +373,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 @command("sweep", "ROME at every layer beside the causal trace (Hase et al. 2023): does the trace say where "
                   "to edit?")(_sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
-    from knlab.serve.worker import default_worker
     from knlab.studies.sweep import sweep
-    res = default_worker().run(args.model, _edits(args), sweep, args.prompt, args.subject, args.target, args.layers)
+    res = _on_model(args.model, _edits(args), sweep, args.prompt, args.subject, args.target, args.layers)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0
@@ -395,9 +397,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "the paper's Table 1: edit each fact of a relation on its own and score the criteria")(_evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    from knlab.serve.worker import default_worker
     from knlab.studies.relation_evaluation import evaluate_relation
-    res = default_worker().run(args.model, _edits(args), evaluate_relation, args.method, args.relation, args.limit)
+    res = _on_model(args.model, _edits(args), evaluate_relation, args.method, args.relation, args.limit)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0

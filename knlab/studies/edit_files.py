@@ -48,6 +48,7 @@ from knlab.methods.intervene import KN_RULES, KnowledgeNeuronEdit, check_neurons
 from knlab.methods.rome import RomeEdit
 from knlab.studies.edit_report import EditReport, describe, edit
 
+
 def knlab_version() -> str:
     """The package's ``__version__``: knlab/__init__.py runs before any module of it, so it is always there
     (and this layer may not import the package's top, which only names the API)."""
