@@ -7,7 +7,8 @@ result cache in the background (``KNLAB_WARM``); the class arrives once /status 
 * ``--students`` (30) clients, one Gradio session each, open the Lesson within a few seconds of each other and
   press its steps' buttons in order (``/lesson_1`` ... ``/lesson_N``, exactly as the browser sends them over
   HTTP), with ``--pause`` (2-5) seconds between clicks. Every student must get the same answer for a step as every
-  other student (the base model, no edits: anything else is an isolation violation).
+  other student (the base model, no edits: anything else is an isolation violation). Like a browser, a student
+  does not download a step's take-away files (its JSON, CSV and script) unless asked (``download_files=False``).
 * At the same time ``--editors`` (4) others each make their own ROME edits of smollm2-135m (``/edit``), one after
   the other, ``--edits-each`` (2) unique edits each, resetting between them; after each edit a ``/predict`` of
   their own fact must answer their new target or the old answer (ROME does not always take) and never another
@@ -94,7 +95,7 @@ def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, floa
     from gradio_client import Client
     rng = random.Random(i)
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=False)  # as a browser: the take-away files on a click
     except Exception as e:
         stats.error(f"student {i}: connect: {type(e).__name__}: {e}")
         return
@@ -118,7 +119,7 @@ def editor(i: int, url: str, edits: list[tuple[str, str, str]], targets: dict[st
     """``edits``: (country, true capital, new capital) made one after the other, reset between them."""
     from gradio_client import Client
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=False)
     except Exception as e:
         stats.error(f"editor {i}: connect: {type(e).__name__}: {e}")
         return

@@ -8,10 +8,12 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import json
 import logging
 import math
 import threading
 import types
+from collections import OrderedDict
 from typing import Any, Callable
 
 import gradio as gr
@@ -23,13 +25,16 @@ from knlab.core.limits import hosted
 from knlab.methods.tokenization import tokenization
 from knlab.serve.dispatch import ModelRequest, send, ui_error
 from knlab.serve.hosting import Sessions, allowed_models, check_model
-from knlab.serve.result_cache import Served
+from knlab.serve.result_cache import Served, Uncacheable, canonical
 from knlab.serve.worker import INTERACTIVE, LONG, ModelWorker
 
 log = logging.getLogger("knlab.app")
 
 # Set while a page opens (``Context.opened``): requests are answered from the result cache only, never computed
 _CACHE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("knlab_cache_only", default=False)
+# While a handler runs under ``Context.reused``: how each of its requests was served
+_SERVED: contextvars.ContextVar[list | None] = contextvars.ContextVar("knlab_served", default=None)
+RENDERED = 256  # handlers' drawn outputs kept by ``Context.reused`` (figures: up to ~1 MB each)
 WARMING_SESSION = "knlab-warming"  # the session the background warm-up runs as: no edits, dropped when done
 
 
@@ -57,6 +62,8 @@ class Context:
         # into it by ``warm`` (``prefill``)
         self.examples: list[tuple[Callable[..., Any], list, list]] = []
         self._warming: threading.Thread | None = None
+        self._rendered: OrderedDict = OrderedDict()  # (handler, inputs, edits) -> its outputs (``reused``)
+        self._rendered_lock = threading.Lock()
 
     def on_model_choice(self, fn: Callable[[str], Any], outputs: list) -> None:
         """When the user picks a model, ``fn(model)`` fills ``outputs`` with inputs that model answers. Only a
@@ -126,14 +133,15 @@ class Context:
             served = self.worker.peek(model, specs, fn, *args, **kwargs)
             if served is None:
                 raise NotCached(fn)
+            _note_served(served)
             return served
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
             specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
             kind = "predict" if lane == INTERACTIVE else "long"
-            return send(ModelRequest(self.worker.name, model, tuple(specs), fn, args, kwargs, lane, kind),
-                        wanted=client_waiting())
+            return _note_served(send(ModelRequest(self.worker.name, model, tuple(specs), fn, args, kwargs, lane, kind),
+                                     wanted=client_waiting()))
 
     def prefill(self, handler: Callable[..., Any], inputs: list, outputs: list) -> None:
         """``handler`` (a button's, with these ``inputs`` and ``outputs``) shows its result for the inputs' initial
@@ -142,15 +150,56 @@ class Context:
         session (the Edit tab registers an example that shows an edit without keeping it)."""
         self.examples.append((handler, list(inputs), list(outputs)))
 
-    @staticmethod
-    def opened(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def reused(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` (one that changes nothing but its outputs) with its drawn outputs kept: when every request
+        it made was served from the cache, the same inputs and session edits later get the same outputs without
+        drawing them again. Thirty students pressing the same Lesson button then cost the server one figure, not
+        thirty, and their answers arrive while an edit keeps both cores busy (``benchmarks/bench_class.py``)."""
+        @functools.wraps(handler)
+        def kept(*args: Any, **kwargs: Any) -> Any:
+            key = self._rendered_key(handler, args, kwargs)
+            if key is not None:
+                with self._rendered_lock:
+                    if key in self._rendered:
+                        self._rendered.move_to_end(key)
+                        return self._rendered[key]
+            token = _SERVED.set([])
+            try:
+                out = _last(handler(*args, **kwargs))
+                served = _SERVED.get()
+            finally:
+                _SERVED.reset(token)
+            if key is not None and served and all(s.cached or s.coalesced for s in served) and out != gr.skip():
+                with self._rendered_lock:
+                    self._rendered[key] = out
+                    while len(self._rendered) > RENDERED:
+                        self._rendered.popitem(last=False)
+            return out
+        return kept
+
+    def _rendered_key(self, handler: Callable[..., Any], args: tuple, kwargs: dict) -> str | None:
+        """The handler, its widget values and the session's edits (every model's), or None when a value has no
+        canonical form; the request and the progress bar are not inputs."""
+        request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
+        values = [a for a in (*args, *kwargs.values())
+                  if not (hasattr(a, "session_hash") or isinstance(a, (gr.Progress, Progress)))]
+        edits = [(e.get("model"), e["spec"]) for e in self.edits(request)]
+        try:
+            return json.dumps([id(handler), canonical(values), canonical(edits), _CACHE_ONLY.get()])
+        except Uncacheable:
+            return None
+
+    def opened(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         """``handler`` as a page-open event: every request it makes is answered from the cache only; when one is
-        not there, every output is left as it is (the page opens as before, the button computes)."""
+        not there, every output is left as it is (the page opens as before, the button computes). Its drawn
+        outputs are kept (``reused``): thirty pages opening draw each example once."""
+        reused = self.reused(handler)
+
         @functools.wraps(handler)
         def on_open(*args: Any, **kwargs: Any) -> Any:
             token = _CACHE_ONLY.set(True)
             try:
-                return _last(handler(*args, **kwargs))
+                return reused(*args, **kwargs)
             except NotCached:
                 return _unchanged()
             except Exception:  # noqa: BLE001 - opening the page never fails for an example
@@ -218,6 +267,14 @@ def _shown_to_user(unchanged: str):
         yield
     except Exception as e:
         raise ui_error(e, unchanged) from None
+
+
+def _note_served(served: Served) -> Served:
+    """Tell ``Context.reused`` (when it is watching) how a request was served."""
+    seen = _SERVED.get()
+    if seen is not None:
+        seen.append(served)
+    return served
 
 
 def _last(result: Any) -> Any:

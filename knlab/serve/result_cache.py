@@ -10,9 +10,11 @@ everything it depends on (``request_key``):
 - the session's edit specs of that model, in order (ROME's two vectors, a KN edit's neurons and words);
 - the function (module and qualified name) and its arguments, keyword arguments included, except the progress
   callback (it changes how a run reports, never what it returns);
-- the version of knlab's code and data: a digest of every source file of the package and of the record it cites
-  (``code_version``). Coarser than a version per method, and safe: a method's result depends on the modules
-  below it too, and the Lesson's and the Paper tab's results quote the record.
+- the version of knlab's code and data (``code_version``): a digest of every source file of the layers that
+  compute results (all but ``serve`` and ``app``, which only carry requests and draw results) and of the record
+  the studies quote, and a digest of the function's own module (a few are the app's, such as the Attribute tab's
+  ``shared_neurons``). Coarser than a version per method, and safe: a method's result depends on the modules
+  below it too; and a change to the app's widgets does not throw away what the methods computed.
 
 A value that cannot be put into words this way (an object with no canonical form) makes the request
 uncacheable: it is computed, never keyed by a guess.
@@ -37,6 +39,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -63,9 +66,12 @@ class Uncacheable(Exception):
 _CODE_VERSION: str | None = None
 
 
+CARRIERS = ("serve", "app")  # layers that carry requests and draw results, never compute one
+
+
 def code_version() -> str:
-    """A digest of every source file of the knlab package and of the record's files (``studies.record`` reads
-    them: 5 MB, ~40 ms), taken once per process."""
+    """A digest of every source file of the layers that compute results and of the record's files
+    (``studies.record`` reads them: 5 MB, ~40 ms), taken once per process."""
     global _CODE_VERSION
     if _CODE_VERSION is None:
         package = Path(__file__).resolve().parents[1]
@@ -73,9 +79,23 @@ def code_version() -> str:
         h = hashlib.sha256()
         for root, pattern in ((package, "*.py"), (records, "*.json")):
             for path in sorted(root.rglob(pattern)):
+                if root is package and path.relative_to(root).parts[0] in CARRIERS:
+                    continue
                 h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
         _CODE_VERSION = h.hexdigest()[:16]
     return _CODE_VERSION
+
+
+_MODULE_DIGESTS: dict[str, str] = {}
+
+
+def module_digest(fn: Callable) -> str:
+    """A digest of the source file of the module ``fn`` (or a bound method's function) is defined in."""
+    module = getattr(getattr(fn, "__func__", fn), "__module__", None) or ""
+    if module not in _MODULE_DIGESTS:
+        path = getattr(sys.modules.get(module), "__file__", None)
+        _MODULE_DIGESTS[module] = _digest(Path(path).read_bytes()) if path else module
+    return _MODULE_DIGESTS[module]
 
 
 def _digest(data: bytes) -> str:
@@ -125,8 +145,8 @@ def request_key(model: dict, edits: Iterable, fn: Callable, args: tuple, kwargs:
     """The key of ``fn(lm, *args, **kwargs)`` on ``model`` (``ModelWorker.identity``) with ``edits`` applied, or
     None when an argument has no canonical form (``canonical``)."""
     try:
-        parts = {"code": code_version(), "model": canonical(model), "edits": canonical(list(edits)),
-                 "fn": canonical(fn), "args": canonical(tuple(args)),
+        parts = {"code": code_version(), "module": module_digest(fn), "model": canonical(model),
+                 "edits": canonical(list(edits)), "fn": canonical(fn), "args": canonical(tuple(args)),
                  "kwargs": canonical({k: v for k, v in kwargs.items() if k not in PROGRESS_ARGUMENTS})}
     except Uncacheable as e:
         log.debug("uncacheable request: %s", e)

@@ -94,5 +94,5 @@ def build_lesson_tab(ctx: Context) -> None:
                             res.to_json(),
                             *ctx.takeaway(api_name(s.number), res, s.run, model, request, base=True))
 
-                btn.click(run, None, [status, plot, raw, files, code], api_name=api_name(s.number))
+                btn.click(ctx.reused(run), None, [status, plot, raw, files, code], api_name=api_name(s.number))
                 ctx.prefill(run, [], [status, plot, raw, files, code])
