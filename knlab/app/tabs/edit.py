@@ -244,7 +244,7 @@ def _sweep(ctx: Context, form: EditForm) -> None:
         def run_sweep(model, prompt, subject, target, k, request: gr.Request, progress=gr.Progress()):
             lm_layers = ctx.serve(every, model, request, whole(k, "step"), lane=INTERACTIVE)
             plan = ctx.serve(prepare, model, request, prompt, subject, target, lm_layers,
-                             progress=lambda f, d="": progress(0.1 * f, desc=d))
+                             progress=Progress(progress, 0.0, 0.1))
             after, t0 = [], time.perf_counter()
             for j, layer in enumerate(plan.layers):
                 progress(0.1 + 0.9 * j / len(plan.layers), desc=f"ROME at layer {layer} ({j + 1}/{len(plan.layers)})")
