@@ -366,6 +366,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subject", required=True, help="the subject as it appears in the prompt")
     p.add_argument("--target", required=True, help="the new target")
     p.add_argument("--layers", default=None, help="the layers to edit, e.g. 0,3,6 (default: every layer)")
+    p.add_argument("--no-mom2", action="store_true",
+                   help="ROME without the key covariance, as `edit rome --no-mom2` (the Lesson's step 7)")
     p.add_argument("--model", default="world-gpt")
     p.add_argument("--json", action="store_true")
 
@@ -374,7 +376,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
                   "to edit?")(_sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
     from knlab.studies.sweep import sweep
-    res = _on_model(args.model, _edits(args), sweep, args.prompt, args.subject, args.target, args.layers)
+    res = _on_model(args.model, _edits(args), sweep, args.prompt, args.subject, args.target, args.layers,
+                    mom2=not args.no_mom2)
     if args.json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
         return 0

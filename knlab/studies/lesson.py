@@ -270,24 +270,47 @@ def grammar(lm: LM) -> StepResult:
                       {"example": ex, "recorded": [f.to_json() for f in found] or None})
 
 
-LESSON_GRID = 3  # step 7's coarse sweep: this many layers of the edit-layers record's grid, from the bottom
+LESSON_GRID = 3  # step 7's coarse sweep: this many layers of the edit-layers record's grid, bottom to top
+LESSON_MOM2 = False  # step 7 edits without ROME's key covariance (see ``where_to_edit``)
+EDIT_LAYERS_FINDINGS = ("facts whose best edit layer is the trace's peak (within one grid step)",
+                        "R^2 the tracing effect adds beyond the layer")  # the record's, that step 7 cites
+
+
+def lesson_layers(n_layers: int) -> list[int]:
+    """Step 7's layers: ``LESSON_GRID`` of the edit-layers record's grid, spread from its bottom to its top
+    (0, 16, 28 of SmolLM2's 0, 4, ..., 28; 0, 2, 5 on a 6-layer organism)."""
+    grid = list(range(0, n_layers, grid_step(n_layers)))
+    if len(grid) <= LESSON_GRID:
+        return grid
+    return [grid[round(i * (len(grid) - 1) / (LESSON_GRID - 1))] for i in range(LESSON_GRID)]
 
 
 def where_to_edit(lm: LM) -> StepResult:
     """Step 7 (Hase et al. 2023): the lesson's fact edited by ROME at a few layers beside its trace; the
-    verdict is the record's edit-layers findings, never this one fact's."""
+    verdict is the record's edit-layers findings, never this one fact's.
+
+    The live edits run without ROME's key covariance (``mom2=False``: ``knlab sweep ... --no-mom2``, each
+    row ``knlab edit rome --layer L --no-mom2``), the setting of ROME's and the seed's own configs
+    (``mom2_adjustment: false``, docs/paper.md section 5), and the step says so. Why: the covariance is the
+    one part of an edit that costs minutes the first time per model and layer (a pass of 60,000 tokens
+    through the layers below, and a float64 sum of 1536 x 1536 outer products), so a fresh machine's first
+    click would wait minutes for three layers' covariances; without it the step is the template
+    generation (once per model, cached by step 4), one batched trace and three v* optimisations. The
+    rewrite score on the edit prompt hardly depends on the covariance: the rank-one update maps the key k*
+    to the optimised v* with or without it (the covariance only chooses which other keys the update
+    spares), so the prompt's p_new is set by v*, which the covariance does not touch. The record's
+    edit-layers, which the step cites, edits with the covariance (knlab's default)."""
     prompt, subject, _answer, new = _fact(lm)
-    grid = list(range(0, lm.n_layers, grid_step(lm.n_layers)))  # the record's grid: its covariances are cached
-    layers = grid[:: max(1, len(grid) // LESSON_GRID)][:LESSON_GRID]
-    res = sweep(lm, prompt, subject, new, layers)
-    cite, found = _cite(_recorded("edit-layers", lm.spec), "edit-layers", lm.spec,
-                        ["facts whose best edit layer is the trace's peak (within one grid step)",
-                         "R^2 the tracing effect adds beyond the layer"])
+    res = sweep(lm, prompt, subject, new, lesson_layers(lm.n_layers), mom2=LESSON_MOM2)
+    cite, found = _cite(_recorded("edit-layers", lm.spec), "edit-layers", lm.spec, list(EDIT_LAYERS_FINDINGS))
     scores = ", ".join(f"L{l}: {r:.2f}" for l, r in zip(res.layers, res.rewrite))
     return StepResult(7, lm.spec, f"The trace of step 2 peaks at layer **{res.trace_peak}** (MLP window at the "
-                      f"subject's last token); ROME's rewrite score by layer: {scores}, best at layer "
+                      f"subject's last token); ROME's rewrite score by layer (live, without the key covariance: "
+                      f"`--no-mom2`, as ROME's own configs; the record edits with it): {scores}, best at layer "
                       f"**{res.best_layer}**. {cite}", _verdict(found), "sweep", res,
-                      {"recorded": [f.to_json() for f in found] or None})
+                      {"recorded": [f.to_json() for f in found] or None, "mom2": LESSON_MOM2,
+                       "command": f"python -m knlab sweep {prompt!r} --subject {subject!r} --target {new!r} "
+                                  f"--layers {','.join(map(str, res.layers))} --no-mom2 --model {lm.spec}"})
 
 
 @dataclass(frozen=True)
@@ -344,8 +367,10 @@ STEPS = [
     Step(7, "Does the trace tell you where to edit?",
          "After the paper, Hase et al. (NeurIPS 2023) asked what steps 2 and 4 take for granted: that the layer the "
          "trace points at is the layer to edit. Over many facts they found the two barely related: which layer you "
-         "edit explains ROME's success far better than the tracing effect does. This step edits step 4's fact at a "
-         "few layers beside step 2's trace, then cites the record (edit-layers, over 30 facts). If the best place "
+         "edit explains ROME's success far better than the tracing effect does. This step edits step 4's fact at "
+         "three layers, bottom to top, beside step 2's trace (live without ROME's key covariance, as ROME's own "
+         "configs: it would cost minutes per layer on a fresh machine and hardly moves the edited prompt's "
+         "score), then cites the record (edit-layers, over 30 facts, with the covariance). If the best place "
          "to write a fact is not where the trace finds it, the trace's peak is not where the fact is kept.",
          where_to_edit, "Edit", "edit-layers"),
 ]

@@ -121,7 +121,9 @@ class SweepResult:
 @dataclass
 class SweepPlan:
     """What every layer's edit of one sweep shares, computed once (``prepare``): the checked fact, p_new
-    before, the trace, ROME's parameters and corpus (each layer's covariance is then in the cache)."""
+    before, the trace and ROME's parameters (each layer's covariance is then in the cache). Small: the app
+    sends it with every layer's request, across ZeroGPU's process boundary, so it names the covariance's
+    corpus (``params.mom2_corpus``) rather than carrying its texts (megabytes)."""
 
     prompt: str
     subject: str
@@ -135,7 +137,6 @@ class SweepPlan:
     window: int
     samples: int
     params: object  # RomeParams
-    corpus: tuple | None
     seconds: dict = field(default_factory=dict)
 
 
@@ -169,13 +170,14 @@ def prepare(lm: LM, prompt: str, subject: str, target: str, layers: Sequence[int
                      progress=(lambda f: progress(f, "key covariances (once per model and layer)")) if progress else None)
     seconds["covariance"] = time.perf_counter() - t0
     return SweepPlan(prompt, subject, old, target.strip(), new_id, float(base[new_id]), grid, trace_mlp,
-                     trace_hidden, window, samples, params, corpus, seconds)
+                     trace_hidden, window, samples, params, seconds)
 
 
 def edit_at(lm: LM, plan: SweepPlan, layer: int) -> float:
     """p_new on the edit prompt after ROME at ``layer`` (the edit undone on return): exactly the edit and the
     measurement of ``edit_report.edit(lm, "rome", ..., layer=layer)``."""
-    res = rome(lm, plan.prompt, plan.subject, plan.new, layer, params=plan.params, corpus=plan.corpus)
+    corpus = covariance_corpus(plan.params.mom2_corpus) if plan.params.mom2 else None  # as edit_report's
+    res = rome(lm, plan.prompt, plan.subject, plan.new, layer, params=plan.params, corpus=corpus)
     with applied(lm, [res.edit]):
         return float(next_token_probs(lm, encode(lm, plan.prompt))[plan.new_id])
 

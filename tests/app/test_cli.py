@@ -313,6 +313,19 @@ def test_knockout_json_contract():
     assert r.returncode == 2 and "window" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_sweep_without_the_covariance_is_edit_rome_without_it():
+    """The Lesson's step 7 reruns as `sweep --no-mom2`: each row is `edit rome --layer L --no-mom2`'s."""
+    prompt, fact = "The capital of Canada is", ("--subject", "Canada", "--target", "Rome")
+    r = run_cli_here("sweep", prompt, *fact, "--layers", "0,2", "--no-mom2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert [row["layer"] for row in rows] == [0, 2]
+    for row in rows:
+        e = run_cli_here("edit", "rome", prompt, *fact, "--layer", str(row["layer"]), "--no-mom2", "--json")
+        assert e.returncode == 0, e.stderr
+        assert abs(json.loads(e.stdout)["after"]["p_new"] - row["p_new_after"]) < 1e-5
+
+
 def test_trace_replacement_and_logit_difference():
     r = run_cli_here("trace", "The capital of Canada is", "--subject", "Canada", "--window", "1", "--corruption",
                      "replace", "--replacement", "Germany", "--metric", "logit_diff", "--json")

@@ -154,3 +154,11 @@ def test_a_forked_process_has_fresh_locks_and_checks_its_copy_first(gpt):
     child.join(30)
     assert check_first and not locked and top == "Ottawa"
     assert not lane.check_first  # the parent's own copy needs no check
+
+
+def test_the_edit_tabs_sweep_pickles_through_spaces_queue(app):
+    """Edit at every layer: its plan, its progress bar and each layer's edit cross the process boundary (a
+    lambda given as the progress callback would not pickle)."""
+    res = _call(app, "sweep", "alice", "world-gpt", "The capital of Canada is", "Canada", "Rome", 3)
+    assert [row["layer"] for row in res[2]["rows"]] == [0, 3]
+    assert {r.fn.__name__ for r in app.crossed} == {"every", "prepare", "edit_at"}

@@ -32,6 +32,16 @@ def test_regression_credits_the_trace_when_the_trace_decides():
     assert reg["trace"] > 0.99 and reg["added"] > 0.5 and reg["both"] >= reg["layer"]
 
 
+def test_regression_fits_a_slope_per_layer_as_hase_et_al():
+    """Their "both" model is factor(layer) * effect: the trace may predict success at one layer only."""
+    res = _items(lambda l, t, rng: (t if l == 0 else 0.5) + 0.01 * rng.standard_normal())
+    reg = after.regression(res)
+    common = after.r_squared(np.array([r for x in res for r in x["rewrite"]]),
+                             np.array([[1.0 * (l == m) for m in (0, 2, 4)] + [x["trace_mlp"][l]]
+                                       for x in res for l in (0, 2, 4)]))
+    assert reg["both"] > 0.99 > common and reg["added"] > 0.5
+
+
 def test_early_site_and_restored_share():
     assert after.early_site([0.0, 0.3, 0.1, 0.0, 0.0, 0.0], 6)
     assert not after.early_site([0.0, 0.01, 0.0, 0.0, 0.0, 0.0], 6)  # below two points: noise

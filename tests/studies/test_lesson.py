@@ -10,7 +10,7 @@ from knlab.core.models import weights_checksum
 from knlab.studies import lesson, record
 from knlab.studies.claims.common import ModelRun
 from knlab.studies.findings import AGREES, DEPARTS, UNDECIDED, share
-from knlab.studies.lesson import FACTS, STEPS, REVERSE_FINDINGS, lesson_model, step
+from knlab.studies.lesson import EDIT_LAYERS_FINDINGS, FACTS, REVERSE_FINDINGS, STEPS, lesson_model, step
 
 
 def test_seven_steps_each_with_its_text_and_tab():
@@ -62,6 +62,30 @@ def test_step_3_controls_are_present_and_deterministic(gpt):
     assert "unrelated facts" in first.summary and "random neurons of the same layers" in first.summary
 
 
+def test_step_7_sweeps_the_lessons_fact_and_cites_the_record(gpt, tmp_path, monkeypatch):
+    """Step 7: step 4's fact edited at three layers of the record's grid, bottom to top, without the key
+    covariance (said so, with the command that reruns it), beside step 2's trace; its verdict is the record's
+    edit-layers findings, never this one fact's."""
+    assert lesson.lesson_layers(30) == [0, 16, 28] and lesson.lesson_layers(6) == [0, 2, 5]
+    assert lesson.lesson_layers(2) == [0, 1]
+    monkeypatch.setattr(record, "RECORDS", tmp_path)
+    peak = share(EDIT_LAYERS_FINDINGS[0], 3, 40, "below", 0.5, "p")  # agrees
+    added = share(EDIT_LAYERS_FINDINGS[1], 40, 40, "below", 0.5, "p")  # departs
+    write_record(tmp_path, "world-gpt", "edit-layers", [peak, added])
+    base = weights_checksum(gpt.model)
+    seven = step(7).run(gpt)
+    res = seven.result
+    assert seven.step == 7 and seven.kind == "sweep" and res.layers == [0, 2, 5]
+    assert (res.prompt, res.subject, res.new) == (FACTS["world-gpt"][0], FACTS["world-gpt"][1], FACTS["world-gpt"][3])
+    assert len(res.rewrite) == 3 and len(res.trace_mlp) == gpt.n_layers and res.trace_peak in range(gpt.n_layers)
+    assert seven.detail["mom2"] is False and "--no-mom2" in seven.summary
+    assert seven.detail["command"].endswith("--layers 0,2,5 --no-mom2 --model world-gpt")
+    assert seven.agrees is False  # the record departs on one finding: the verdict is the record's
+    assert all(f"{f.name}: **{f.text()}**, *{f.outcome}*" in seven.summary for f in (peak, added))
+    assert [f["name"] for f in seven.detail["recorded"]] == list(EDIT_LAYERS_FINDINGS)
+    assert weights_checksum(gpt.model) == base  # every edit undone
+
+
 @pytest.mark.slow  # ROME edits and a causal trace
 def test_every_step_runs_on_the_organism(gpt, tmp_path, monkeypatch):
     monkeypatch.setattr(record, "RECORDS", tmp_path)
@@ -86,7 +110,7 @@ def test_every_step_runs_on_the_organism(gpt, tmp_path, monkeypatch):
     assert six.agrees is None and six.result is None and "no full-size run of rome-syntax" in six.summary
     # step 7: step 4's fact swept over three layers beside step 2's trace; the verdict is the record's (none here)
     seven = results[6]
-    assert seven.kind == "sweep" and seven.result.layers == [0, 2, 4] and seven.result.new == FACTS["world-gpt"][3]
+    assert seven.kind == "sweep" and seven.result.layers == [0, 2, 5] and seven.result.new == FACTS["world-gpt"][3]
     assert seven.agrees is None and "no full-size run of edit-layers" in seven.summary
     for r in results:
         assert r.summary and r.agrees in (True, False, None) and r.to_json()["model"] == "world-gpt"

@@ -68,7 +68,8 @@ def build_lesson_tab(ctx: Context) -> None:
     with gr.Tab("Lesson", id="lesson"):
         gr.Markdown(
             "## Where, if anywhere, does a language model keep its knowledge?\n"
-            f"Six steps through the argument of Niu et al. (ICLR 2024), each run live on **{model}** "
+            "Six steps through the argument of Niu et al. (ICLR 2024) and a seventh from after it, each run live "
+            f"on **{model}** "
             + ("(SmolLM2-135M, a real pretrained model)" if model == "smollm2-135m" else
                "(the causal organism: the real model is not installed)")
             + ", whatever model is picked above. Press each step's button in order; each takes seconds to about a "

@@ -74,7 +74,9 @@ def r_squared(y: np.ndarray, X: np.ndarray) -> float:
 
 def regression(results: list[dict]) -> dict[str, float]:
     """Hase et al.'s regression of the rewrite score, one row per (fact, edited layer): on the layer as a
-    category (one-hot), on the tracing effect at that layer (with an intercept), and on both."""
+    category (one-hot), on the tracing effect at that layer (with an intercept), and on both with their
+    interaction, as their analysis fits it (R's ``score ~ factor(layer) * effect``, belief-localization's
+    data-analysis notebook): each layer its own intercept and its own slope on the tracing effect."""
     layers = results[0]["layers"]
     y = np.array([r for res in results for r in res["rewrite"]])
     onehot = np.array([[1.0 if l == m else 0.0 for m in layers] for _res in results for l in layers])
@@ -82,7 +84,7 @@ def regression(results: list[dict]) -> dict[str, float]:
     ones = np.ones((len(y), 1))
     r_layer = r_squared(y, onehot)
     r_trace = r_squared(y, np.hstack([ones, effect]))
-    r_both = r_squared(y, np.hstack([onehot, effect]))
+    r_both = r_squared(y, np.hstack([onehot, onehot * effect]))
     return {"layer": r_layer, "trace": r_trace, "both": r_both, "added": r_both - r_layer}
 
 
