@@ -4,8 +4,10 @@ The app starts as a Space starts it (``python app.py``, hosted mode, the real mo
 result cache in the background (``KNLAB_WARM``); the class arrives once /status says the warm-up is done
 (``--no-wait-warm``: at once, the first students then compute and the others coalesce behind them).
 
-* ``--students`` (30) clients, one Gradio session each, open the Lesson within a few seconds of each other and
-  press its steps' buttons in order (``/lesson_1`` ... ``/lesson_N``, exactly as the browser sends them over
+* ``--students`` (30) clients, one Gradio session each, open the page within ``--arrive`` (3) seconds of each other
+  (timed on its own row: the app's config and API description, which gradio_client fetches and parses in this
+  process); when every page is open, each reads step 1 for ``--pause`` seconds and presses the steps' buttons in
+  order (``/lesson_1`` ... ``/lesson_N``, exactly as the browser sends them over
   HTTP), with ``--pause`` (2-5) seconds between clicks. Every student must get the same answer for a step as every
   other student (the base model, no edits: anything else is an isolation violation). Like a browser, a student
   does not download a step's take-away files (its JSON, CSV and script) unless asked (``download_files=False``).
@@ -91,15 +93,28 @@ def call(stats: Class, client, what: str, endpoint: str, *args):
     return out
 
 
-def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, float], arrive: float) -> None:
+def connect(who: str, url: str, stats: Class, rng: random.Random, arrive: float):
+    """A session, opened within ``arrive`` seconds of the others' (timed: the app's config and API description)."""
     from gradio_client import Client
-    rng = random.Random(i)
+    time.sleep(rng.uniform(0, arrive))
+    t0 = time.perf_counter()
     try:
         client = Client(url, verbose=False, download_files=False)  # as a browser: the take-away files on a click
     except Exception as e:
-        stats.error(f"student {i}: connect: {type(e).__name__}: {e}")
+        stats.error(f"{who}: connect: {type(e).__name__}: {e}")
+        return None
+    stats.ok("open the page (config)", time.perf_counter() - t0)
+    return client
+
+
+def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, float], arrive: float,
+            everyone_in: threading.Barrier) -> None:
+    rng = random.Random(i)
+    client = connect(f"student {i}", url, stats, rng, arrive)
+    everyone_in.wait()  # the class starts when every page is open
+    if client is None:
         return
-    time.sleep(rng.uniform(0, arrive))
+    time.sleep(rng.uniform(*pause))  # reads step 1 before pressing it
     for n in range(1, steps + 1):
         step = f"lesson step {n}"
         out = call(stats, client, step, f"/lesson_{n}")
@@ -115,13 +130,12 @@ def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, floa
         time.sleep(rng.uniform(*pause))
 
 
-def editor(i: int, url: str, edits: list[tuple[str, str, str]], targets: dict[str, int], stats: Class) -> None:
+def editor(i: int, url: str, edits: list[tuple[str, str, str]], targets: dict[str, int], stats: Class,
+           arrive: float, everyone_in: threading.Barrier) -> None:
     """``edits``: (country, true capital, new capital) made one after the other, reset between them."""
-    from gradio_client import Client
-    try:
-        client = Client(url, verbose=False, download_files=False)
-    except Exception as e:
-        stats.error(f"editor {i}: connect: {type(e).__name__}: {e}")
+    client = connect(f"editor {i}", url, stats, random.Random(1000 + i), arrive)
+    everyone_in.wait()
+    if client is None:
         return
     for country, true, target in edits:
         prompt = PROMPT.format(country)
@@ -175,10 +189,11 @@ def run_class(url: str, students: int, editors: int, edits_each: int, pause: tup
     from knlab.studies.lesson import STEPS
     stats = Class()
     plans, targets = editor_plans(editors, edits_each)
-    threads = [threading.Thread(target=student, args=(i, url, len(STEPS), stats, pause, arrive), daemon=True)
-               for i in range(students)]
-    threads += [threading.Thread(target=editor, args=(i, url, plans[i], targets, stats), daemon=True)
-                for i in range(editors)]
+    everyone_in = threading.Barrier(students + editors)
+    threads = [threading.Thread(target=student, args=(i, url, len(STEPS), stats, pause, arrive, everyone_in),
+                                daemon=True) for i in range(students)]
+    threads += [threading.Thread(target=editor, args=(i, url, plans[i], targets, stats, arrive, everyone_in),
+                                 daemon=True) for i in range(editors)]
     t0 = time.time()
     for t in threads:
         t.start()
@@ -190,7 +205,7 @@ def run_class(url: str, students: int, editors: int, edits_each: int, pause: tup
             "wall": wall, "errors": stats.errors, "violations": stats.violations,
             "latency": {w: {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "max": max(v)}
                         for w, v in sorted(stats.latency.items())},
-            "computed": stats.computed, "cache": status.get("cache") or {},
+            "computed": stats.computed, "cache": status.get("cache") or {}, "rendered": status.get("rendered") or {},
             "unchanged": bool(status["models"]) and all(m["unchanged"] for m in status["models"].values()),
             "stuck": [t.name for t in threads if t.is_alive()]}
 
@@ -211,7 +226,7 @@ def rows(res: dict) -> list[list]:
     out = []
     for w, l in res["latency"].items():
         computed = res["computed"].get(w)
-        ratio = f"{computed / l['p95']:.0f}x" if computed else "-"
+        ratio = f"{computed / l['p95']:.1f}x" if computed else "-"
         out.append([w, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"]),
                     f"{computed:.1f} s" if computed else "-", ratio])
     return out
@@ -221,7 +236,6 @@ HEADER = ["request", "n", "p50", "p95", "max", "computed once in", "computed / s
 
 
 def report(res: dict) -> str:
-    c = res["cache"]
     lines = [f"{res['students']} students x {res['steps']} lesson steps, {res['editors']} editors x {res['edits_each']} "
              f"ROME edits of {MODEL}, against {res['url']}: wall {res['wall']:.0f} s (os.cpu_count() "
              f"{os.cpu_count()}; CPU flags: {cpu_flags()})",
@@ -229,24 +243,31 @@ def report(res: dict) -> str:
     lines += [f"isolation violations: {len(res['violations'])}"] + [f"  {v}" for v in res["violations"][:5]]
     lines.append("  ".join(f"{h:>14}" for h in HEADER))
     lines += ["  ".join(f"{str(x):>14}" for x in r) for r in rows(res)]
-    lines.append(f"cache: {c.get('entries')} entries, {c.get('memory_bytes', 0) / 2**20:.1f} MB in memory, hit rate "
-                 f"{100 * c.get('hit_rate', 0):.1f}% ({c.get('hits')} hits, {c.get('coalesced')} coalesced, "
-                 f"{c.get('misses')} computed)")
+    lines.append(f"cache: {cache_line(res)}")
     lines.append(f"base weights {'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 "
                  f"<= {STEP_TARGET:g} s: {steps_ok(res)}")
     return "\n".join(lines)
 
 
+def cache_line(res: dict) -> str:
+    """The cache's size and hit rate, counting the requests answered with kept outputs (``Context.reused``) as the
+    hits they are (they never reach the cache)."""
+    c, r = res["cache"], res["rendered"]
+    hits, computed = c.get("hits", 0) + c.get("coalesced", 0) + r.get("reused", 0), c.get("misses", 0)
+    rate = hits / (hits + computed) if hits + computed else 0.0
+    return (f"{c.get('entries')} entries, {c.get('memory_bytes', 0) / 2**20:.1f} MB in memory; hit rate "
+            f"{100 * rate:.1f}% ({hits} served without computing: {c.get('hits')} from the cache, {c.get('coalesced')} "
+            f"coalesced, {r.get('reused', 0)} with kept outputs; {computed} computed, warm-up included)")
+
+
 def markdown(res: dict, warm: float | None) -> str:
-    c = res["cache"]
     warmed = f"the app's background warm-up took {warm:.0f} s after start; " if warm is not None else ""
     return (f"{res['students']} students follow the Lesson ({res['steps']} steps, 2-5 s between clicks) while "
             f"{res['editors']} others make {res['editors'] * res['edits_each']} unique ROME edits of {MODEL}, over "
             f"HTTP against `python app.py` in hosted mode ({warmed}CPU flags: {cpu_flags()}, {os.cpu_count()} "
             f"cores): **{len(res['errors'])} errors, {len(res['violations'])} isolation violations**, base weights "
             f"{'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 <= "
-            f"{STEP_TARGET:g} s: **{steps_ok(res)}**. Cache: {c.get('entries')} entries, "
-            f"{c.get('memory_bytes', 0) / 2**20:.1f} MB in memory, hit rate {100 * c.get('hit_rate', 0):.1f}%.\n\n"
+            f"{STEP_TARGET:g} s: **{steps_ok(res)}**. Cache: {cache_line(res)}.\n\n"
             + sections.table(HEADER, rows(res)))
 
 
@@ -263,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     sections.add_argument(ap)
     args = ap.parse_args(argv)
     proc, url, warm = None, args.url, None
-    if url is None:
-        os.environ.update({"KNLAB_HOSTED": "1", "KNLAB_DEFAULT_MODEL": MODEL})
+    if url is None:  # a fresh Space: nothing kept on disk from an earlier run (the editors' edits must compute)
+        os.environ.update({"KNLAB_HOSTED": "1", "KNLAB_DEFAULT_MODEL": MODEL, "KNLAB_CACHE_DISK_MB": "0"})
         log = os.path.join(tempfile.mkdtemp(prefix="knlab-class-"), "app.log")
         proc, url = start_app(log)
         print(f"app started (log {log})", flush=True)

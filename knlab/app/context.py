@@ -64,6 +64,7 @@ class Context:
         self._warming: threading.Thread | None = None
         self._rendered: OrderedDict = OrderedDict()  # (handler, inputs, edits) -> its outputs (``reused``)
         self._rendered_lock = threading.Lock()
+        self.rendered_reused = 0  # requests answered with kept outputs (``reused``), for /status
 
     def on_model_choice(self, fn: Callable[[str], Any], outputs: list) -> None:
         """When the user picks a model, ``fn(model)`` fills ``outputs`` with inputs that model answers. Only a
@@ -162,6 +163,7 @@ class Context:
                 with self._rendered_lock:
                     if key in self._rendered:
                         self._rendered.move_to_end(key)
+                        self.rendered_reused += 1
                         return self._rendered[key]
             token = _SERVED.set([])
             try:
@@ -228,6 +230,11 @@ class Context:
         self._warming = threading.Thread(target=self.warm, name="knlab-warm", daemon=True)
         self._warming.start()
         return self._warming
+
+    def rendered_report(self) -> dict:
+        """For /status: outputs kept by ``reused``, and how many requests they answered without asking the cache."""
+        with self._rendered_lock:
+            return {"entries": len(self._rendered), "reused": self.rendered_reused}
 
     def warming(self) -> bool:
         """Whether the background warm-up (``warm_in_background``) is still computing examples (/status says)."""

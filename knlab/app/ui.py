@@ -89,7 +89,8 @@ def build_app(worker: ModelWorker | None = None, warm: bool | None = False) -> g
         for handler, inputs, outputs in ctx.examples:  # each example's result, if the cache holds it already
             app.load(ctx.opened(handler), inputs, outputs, api_visibility="private", show_progress="hidden")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
-        status_btn.click(lambda: {**worker.status(), "warming": ctx.warming()}, None, status_out, api_name="status")
+        status_btn.click(lambda: {**worker.status(), "warming": ctx.warming(), "rendered": ctx.rendered_report()}, None,
+                         status_out, api_name="status")
     app.knlab_context = ctx  # the tabs' shared state, for tests and for code that extends the app
     if worker.cache is not None and warm_wanted(warm):
         ctx.warm_in_background()  # after the page is built: it never delays one
