@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import sections  # noqa: E402
-from bench_load import SMOL_PAIRS, _ms, percentile, start_app, stop_app  # noqa: E402
+from bench_load import SMOL_PAIRS, Stats, _ms, percentile, start_app, stop_app  # noqa: E402
 
 MODEL = "smollm2-135m"
 PROMPT = "The capital of {} is"
@@ -55,25 +55,11 @@ COMPUTED = re.compile(r"computed on .*? in ([0-9.]+) s")
 
 
 @dataclass
-class Class:
-    latency: dict[str, list[float]] = field(default_factory=dict)
+class Class(Stats):
+    """bench_load's figures (latency per request, errors, isolation violations), and each step's answers."""
+
     computed: dict[str, float] = field(default_factory=dict)  # step -> seconds its answer took to compute
     answers: dict[str, str] = field(default_factory=dict)  # step -> the first answer given (every student's must equal it)
-    errors: list[str] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def ok(self, what: str, seconds: float) -> None:
-        with self.lock:
-            self.latency.setdefault(what, []).append(seconds)
-
-    def error(self, msg: str) -> None:
-        with self.lock:
-            self.errors.append(msg)
-
-    def violation(self, msg: str) -> None:
-        with self.lock:
-            self.violations.append(msg)
 
     def same_answer(self, step: str, answer: str, who: str) -> None:
         with self.lock:

@@ -20,12 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sections  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
+    sections.add_argument(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from knlab.core.packaged import cache_root
@@ -38,12 +42,17 @@ def main() -> None:
     from knlab.studies.lesson import step
     lm = load_model(args.model)
     print(f"{args.model}, {args.threads} thread(s), torch {torch.__version__}, cache {fresh}")
+    lines = []
     for click in ("first click (empty cache)", "second click"):
         wall, cpu = time.perf_counter(), time.process_time()
         res = step(7).run(lm)
-        print(f"{click}: {time.process_time() - cpu:.1f} s CPU, {time.perf_counter() - wall:.1f} s wall, load "
-              f"{os.getloadavg()[0]:.1f}; " + ", ".join(f"{k} {v:.1f} s" for k, v in res.result.seconds.items()))
+        lines.append(f"{click}: {time.process_time() - cpu:.1f} s CPU, {time.perf_counter() - wall:.1f} s wall, load "
+                     f"{os.getloadavg()[0]:.1f}; " + ", ".join(f"{k} {v:.1f} s" for k, v in res.result.seconds.items()))
+        print(lines[-1])
     print(res.summary)
+    if args.markdown:
+        sections.write_section(args.markdown, sections.section_name(__file__), "\n\n".join(
+            [f"{args.model}, {args.threads} thread(s):"] + [f"- {line}" for line in lines]), command=sections.command_line())
 
 
 if __name__ == "__main__":

@@ -250,18 +250,23 @@ class Context:
             source = takeaway.script(takeaway.Call(fn, args, kwargs, on_model), model, edits)
             return takeaway.write(name, result, source), source
 
-    def serve_many(self, study: Callable[..., Any], request: gr.Request | None, *args: Any, **kwargs: Any) -> Any:
+    def serve_many(self, study: Callable[..., Any], request: gr.Request | None, *args: Any,
+                   served: list[Served] | None = None, **kwargs: Any) -> Any:
         """Run a study that spans models (a claim of the paper): it asks for each model through ``run_on``,
         which runs one function on that model's base weights in the worker (never with this session's
-        edits); in hosted mode only the allowed models are offered to it."""
+        edits); in hosted mode only the allowed models are offered to it. ``served``: a list that collects how
+        each model's request was served (for ``cache_note``)."""
         with _shown_to_user("the models are unchanged"):
             self.sessions.touch(self.session_of(request))
 
             wanted = client_waiting()
 
             def run_on(spec: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
-                return send(ModelRequest(self.worker.name, check_model(spec), (), fn, a, k, LONG, "study",
-                                         "the models are unchanged"), wanted=wanted).value
+                answer = send(ModelRequest(self.worker.name, check_model(spec), (), fn, a, k, LONG, "study",
+                                           "the models are unchanged"), wanted=wanted)
+                if served is not None:
+                    served.append(answer)
+                return answer.value
             return study(*args, run_on=run_on, models=list(allowed_models()) if hosted() else None, **kwargs)
 
 

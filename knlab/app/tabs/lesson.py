@@ -72,9 +72,10 @@ def build_lesson_tab(ctx: Context) -> None:
             f"on **{model}** "
             + ("(SmolLM2-135M, a real pretrained model)" if model == "smollm2-135m" else
                "(the causal organism: the real model is not installed)")
-            + ", whatever model is picked above. Press each step's button in order; each takes seconds to about a "
-              "minute. Each step's second button opens the tab that does the same, filled in with the step's inputs, "
-              "for you to change and go on.")
+            + ", whatever model is picked above. Press each step's button in order: computed once (seconds to about "
+              "a minute on 2 cores), a step's answer is served to everyone after, and the page shows each step's "
+              "answer as soon as the app has computed it after starting. Each step's second button opens the tab "
+              "that does the same, filled in with the step's inputs, for you to change and go on.")
         for s in STEPS:
             with gr.Group():
                 gr.Markdown(f"### {s.number}. {s.title}\n{s.notice}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from knlab.app.context import Context, Progress, takeaway_panel, whole
+from knlab.app.context import Context, Progress, takeaway_panel, whole, with_note
 from knlab.app.plots import claim_figure, recorded_figure
 from knlab.studies import record
 from knlab.studies.claims.common import ModelRun
@@ -116,9 +116,9 @@ def build_paper_tab(ctx: Context) -> None:
                 def run(n, request: gr.Request, progress=gr.Progress(), c=c):
                     progress(0.01, desc=f"rerunning {c.id}")
                     n = whole(n, "size") if n not in (None, "") else 0
-                    res = ctx.serve_many(rerun, request, c.id, n or None,
-                                         progress=Progress(progress))
-                    return (live_summary(c, res),
+                    served: list = []
+                    res = ctx.serve_many(rerun, request, c.id, n or None, progress=Progress(progress), served=served)
+                    return (with_note(live_summary(c, res), *served) if served else live_summary(c, res),
                             [[r["model"], r["item"], str(r["live"]), str(r["published"])] for r in res.rows],
                             claim_figure(res, "live rerun at a small size"), res.to_json(),
                             *ctx.takeaway(api_name(c.id), res, rerun, None, request, c.id, n or None))
