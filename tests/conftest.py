@@ -44,7 +44,7 @@ def app_url(tmp_path_factory):
     # (tests/test_ui.py) and is driven through the API (tests/test_app.py) and the browser explicitly
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "KNLAB_DEFAULT_MODEL": "world-gpt",
-           "KNLAB_WARM": "0"}  # the examples' warm-up is tested on its own (tests/app/test_prefill.py)
+           "KNLAB_WARM": "0"}  # pages open empty: the examples and their warm-up: tests/app/test_prefill.py
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -321,6 +321,16 @@ def with_note(text: str, *served: Served) -> str:
     return f"{text}  \n{note}" if note else text
 
 
+def with_figure_note(figure: Any, *served: Served) -> Any:
+    """``figure`` (plotly) with ``cache_note`` under its title, for a tab whose result shows only as a figure (its
+    HTTP outputs stay as they are)."""
+    note = cache_note(*served)
+    if note and figure is not None:
+        title = figure.layout.title.text or ""
+        figure.update_layout(title_text=f"{title}<br><sup>{note.strip('*')}</sup>")
+    return figure
+
+
 def takeaway_panel(name: str) -> tuple[gr.File, gr.Code]:
     """Where a tab's latest result can be taken away: its files (JSON; CSV of its grids, maps and lists; the
     script) and the Python call that reproduces it. Plotly's own camera button on each figure saves the image."""

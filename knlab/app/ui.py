@@ -45,18 +45,22 @@ TABS: list[Callable[[Context], None]] = [build_lesson_tab, build_predict_tab, bu
 WARM_ENV = "KNLAB_WARM"
 
 
+def examples_wanted() -> bool:
+    """``KNLAB_WARM`` (default on): whether pages open with their examples' results, and the app computes them."""
+    return os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def warm_wanted(choice: bool | None = None) -> bool:
     """Whether the app computes its examples into the result cache after it starts: ``choice``, else
-    ``KNLAB_WARM`` (default on), never on ZeroGPU (each GPU call spends a visitor's quota) or without a cache."""
-    if choice is None:
-        choice = os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-    return choice and not zero_gpu()
+    ``examples_wanted``; never on ZeroGPU (each GPU call spends a visitor's quota)."""
+    return (examples_wanted() if choice is None else choice) and not zero_gpu()
 
 
-def build_app(worker: ModelWorker | None = None, warm: bool | None = False) -> gr.Blocks:
-    """The app on ``worker`` (default: the default worker, with its result cache). ``warm``: compute every tab's
-    and the Lesson's default examples into the cache in a background thread, so that pages open with their
-    results shown (None: ``warm_wanted``; ``python app.py`` passes None)."""
+def build_app(worker: ModelWorker | None = None, warm: bool | None = False, examples: bool | None = None) -> gr.Blocks:
+    """The app on ``worker`` (default: the default worker, with its result cache). ``examples``: pages open with
+    every tab's and the Lesson's default example shown when the cache holds it (None: ``examples_wanted``).
+    ``warm``: compute those examples into the cache in a background thread after the page is built (None:
+    ``warm_wanted``; ``python app.py`` passes None)."""
     worker = worker or default_worker()
     if zero_gpu():  # load every model now, in the main thread, so that ZeroGPU packs their weights
         worker.second_copy = False  # concurrent requests run in separate GPU processes (serve.worker)
@@ -86,12 +90,13 @@ def build_app(worker: ModelWorker | None = None, warm: bool | None = False) -> g
             wire()
         for fn, inputs, outputs in ctx.on_load:
             app.load(fn, inputs, outputs, api_visibility="private")
-        for handler, inputs, outputs in ctx.examples:  # each example's result, if the cache holds it already
+        shown = examples_wanted() if examples is None else examples
+        for handler, inputs, outputs in ctx.examples if shown else ():  # each example's result, if the cache holds it
             app.load(ctx.opened(handler), inputs, outputs, api_visibility="private", show_progress="hidden")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
         status_btn.click(lambda: {**worker.status(), "warming": ctx.warming(), "rendered": ctx.rendered_report()}, None,
                          status_out, api_name="status")
     app.knlab_context = ctx  # the tabs' shared state, for tests and for code that extends the app
-    if worker.cache is not None and warm_wanted(warm):
+    if worker.cache is not None and (examples is not False) and warm_wanted(warm):
         ctx.warm_in_background()  # after the page is built: it never delays one
     return app

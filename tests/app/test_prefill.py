@@ -16,7 +16,7 @@ def _app(gpt, monkeypatch):
     monkeypatch.setattr(lesson, "lesson_model", lambda: "world-gpt")  # the organism's lesson: seconds, not minutes
     worker = ModelWorker(device="cpu", second_copy=False, cache=ResultCache(256 << 20, 0))
     worker.add_model(gpt)
-    return ui.build_app(worker), worker
+    return ui.build_app(worker, examples=True), worker
 
 
 def _cheap(handler) -> bool:
@@ -32,7 +32,9 @@ def _open(ctx, request):
 
 
 def _texts(outputs) -> str:
-    return " ".join(o for o in outputs if isinstance(o, str))
+    """The outputs' text: Markdown, and the figures' titles (where a tab shows only a figure, the note is there)."""
+    return " ".join(o if isinstance(o, str) else str(o.layout.title.text) for o in outputs
+                    if isinstance(o, str) or hasattr(o, "layout"))
 
 
 def test_examples_open_from_the_cache_once_warm_and_never_compute(gpt, monkeypatch):

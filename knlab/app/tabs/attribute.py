@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from knlab.app.context import Context, Progress, cache_note, takeaway_panel, whole, with_note
+from knlab.app.context import Context, Progress, takeaway_panel, whole, with_figure_note, with_note
 from knlab.app.defaults import defaults_for
 from knlab.app.plots import attribution_overview, layer_figure, paradigm_figure
 from knlab.core.limits import limits
@@ -51,7 +51,6 @@ class AttributeWidgets:
     raw: gr.JSON
     files: gr.File
     code: gr.Code
-    served: gr.Markdown  # says when the attribution shown was served from the cache
 
 
 def build_attribute_tab(ctx: Context) -> None:
@@ -75,7 +74,6 @@ def attribute_widgets(ctx: Context) -> AttributeWidgets:
         method = gr.Radio(["ig", "activation"], value="ig", label="Method", scale=1)
     tokens = gr.Markdown(elem_id="attr-tokens")
     go = gr.Button("Attribute", variant="primary", elem_id="attr-button")
-    served = gr.Markdown(elem_id="attr-served")
     overview = gr.Plot(label="All layers", elem_id="attr-overview")
     layer = gr.Slider(0, 5, value=0, step=1, label="Layer shown at full resolution", elem_id="attr-layer")
     detail = gr.Plot(label="One layer")
@@ -89,7 +87,7 @@ def attribute_widgets(ctx: Context) -> AttributeWidgets:
     raw = gr.JSON(visible=False)
     files, code = takeaway_panel("attribute")
     return AttributeWidgets(prompt, target, steps, method, tokens, go, overview, layer, detail, table, chosen,
-                            buttons, effect, scores, raw, files, code, served)
+                            buttons, effect, scores, raw, files, code)
 
 
 def attribution_figures(res: Attribution) -> tuple:
@@ -110,10 +108,11 @@ def wire_attribution(ctx: Context, w: AttributeWidgets) -> None:
         args = (prompt, target or None, whole(steps, 'steps'), method)
         asked = ctx.ask(attribute, model, request, *args)
         res = asked.value
-        return (*attribution_figures(res), *ctx.takeaway("attribute", res, attribute, model, request, *args),
-                cache_note(asked))
+        overview, *rest = attribution_figures(res)
+        return (with_figure_note(overview, asked), *rest,
+                *ctx.takeaway("attribute", res, attribute, model, request, *args))
 
-    outputs = [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code, w.served]
+    outputs = [w.overview, w.layer, w.detail, w.table, w.chosen, w.scores, w.raw, w.files, w.code]
     w.go.click(run, [ctx.model, w.prompt, w.target, w.steps, w.method], outputs, api_name="attribute")
     ctx.prefill(run, [ctx.model, w.prompt, w.target, w.steps, w.method], outputs)
 
@@ -164,17 +163,16 @@ def paradigm_chart(ctx: Context, w: AttributeWidgets) -> None:
             go = gr.Button("Analyse paradigm", elem_id="paradigm-button")
         plot = gr.Plot(elem_id="paradigm-plot")
         raw = gr.JSON(visible=False)
-        served = gr.Markdown(elem_id="paradigm-served")
         files, code = takeaway_panel("paradigm")
 
         def run_paradigm(model, name, n, steps, request: gr.Request, progress=gr.Progress()):
             args = (name, whole(n, 'prompts'), whole(steps, 'steps'))
             asked = ctx.ask(analyse, model, request, *args, progress=Progress(progress))
             res = asked.value
-            return (paradigm_figure(res), res.to_json(), *ctx.takeaway("paradigm", res, analyse, model, request, *args),
-                    cache_note(asked))
+            return (with_figure_note(paradigm_figure(res), asked), res.to_json(),
+                    *ctx.takeaway("paradigm", res, analyse, model, request, *args))
 
-        go.click(run_paradigm, [ctx.model, name, n, w.steps], [plot, raw, files, code, served], api_name="paradigm")
+        go.click(run_paradigm, [ctx.model, name, n, w.steps], [plot, raw, files, code], api_name="paradigm")
         ctx.fields["Attribute"] = {"prompt": w.prompt, "target": w.target}
         ctx.on_model_choice(attribute_defaults, [w.prompt, w.target, name, n])
 

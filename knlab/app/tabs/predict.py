@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from knlab.app.context import Context, cache_note, takeaway_panel, whole
+from knlab.app.context import Context, takeaway_panel, whole, with_figure_note
 from knlab.app.defaults import DEFAULTS, defaults_for
 from knlab.app.plots import prediction_figure
 from knlab.methods.predict import predict
@@ -21,19 +21,18 @@ def build_predict_tab(ctx: Context) -> None:
         go_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
         plot = gr.Plot(label="Prediction", elem_id="predict-plot")
         raw = gr.JSON(label="Result", visible=True)
-        served = gr.Markdown(elem_id="predict-served")
         files, code = takeaway_panel("predict")
 
         def run(model: str, prompt: str, top: float, request: gr.Request):
             args = (prompt, whole(top, 'top'))
             asked = ctx.ask(predict, model, request, *args, lane=INTERACTIVE)
             pred = asked.value
-            return (prediction_figure(pred), pred.to_json(),
-                    *ctx.takeaway("predict", pred, predict, model, request, *args), cache_note(asked))
+            return (with_figure_note(prediction_figure(pred), asked), pred.to_json(),
+                    *ctx.takeaway("predict", pred, predict, model, request, *args))
 
-        go_btn.click(run, [ctx.model, prompt, top], [plot, raw, files, code, served], api_name="predict")
-        ctx.prefill(run, [ctx.model, prompt, top], [plot, raw, files, code, served])
-        prompt.submit(run, [ctx.model, prompt, top], [plot, raw, files, code, served], api_visibility="private")
+        go_btn.click(run, [ctx.model, prompt, top], [plot, raw, files, code], api_name="predict")
+        ctx.prefill(run, [ctx.model, prompt, top], [plot, raw, files, code])
+        prompt.submit(run, [ctx.model, prompt, top], [plot, raw, files, code], api_visibility="private")
         ctx.on_model_choice(lambda m: defaults_for(m).prompt if m in DEFAULTS else gr.update(), [prompt])
         ctx.fields["Predict"] = {"prompt": prompt}
         ctx.show_tokens(tokens, prompt)
