@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     sections.add_argument(ap)
     args = ap.parse_args(argv)
     proc, url, warm = None, args.url, None
-    if url is None:  # a fresh Space: nothing kept on disk from an earlier run (the editors' edits must compute)
-        os.environ.update({"KNLAB_HOSTED": "1", "KNLAB_DEFAULT_MODEL": MODEL, "KNLAB_CACHE_DISK_MB": "0"})
+    if url is None:  # a fresh Space (start_app keeps no result on disk: the editors' edits must compute)
+        os.environ.update({"KNLAB_HOSTED": "1", "KNLAB_DEFAULT_MODEL": MODEL})
         log = os.path.join(tempfile.mkdtemp(prefix="knlab-class-"), "app.log")
         proc, url = start_app(log)
         print(f"app started (log {log})", flush=True)

@@ -297,7 +297,7 @@ def _facts_for(model: str) -> list[tuple[str, str]]:
 
 
 def wait_behind(url: str, long_model: str = "smollm2-135m", short_model: str = "world-gpt",
-                repeats: int = 5, warm: bool = True) -> dict:
+                repeats: int = 5, warm: bool = True, target: str | None = None) -> dict:
     """A short ``/predict`` on ``short_model``, timed alone and while another client's ROME ``/edit`` of
     ``long_model`` runs (one session each, as two browser tabs). Both models and ROME's statistics are
     warmed first (``warm``). ``first``: whether every predict made during the edit finished before the edit did."""
@@ -306,8 +306,9 @@ def wait_behind(url: str, long_model: str = "smollm2-135m", short_model: str = "
     from gradio_client import Client
     from gradio_client.utils import Status
     editor, asker = Client(url, verbose=False), Client(url, verbose=False)
-    (country, target), (asked, _) = _facts_for(long_model)[0], _facts_for(short_model)[1]
+    (country, pair_target), (asked, _) = _facts_for(long_model)[0], _facts_for(short_model)[1]
     short_args = (short_model, MASKED.format(asked) if short_model == "world-bert" else PROMPT.format(asked), 3)
+    target = target or pair_target  # an edit no earlier request made: the app's result cache must not answer it
     edit_args = (long_model, "rome", PROMPT.format(country), country, target, None)
     # the warm-up edits the same fact to another target: the timed edit must compute, not come from the result cache
     warm_args = (*edit_args[:4], _facts_for(long_model)[1][1], None)
@@ -398,8 +399,9 @@ def free_port() -> int:
 
 def start_app(log_path: str, timeout: float = 180) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # a fresh server: no result kept on disk by an earlier run answers this one (KNLAB_CACHE_DISK_MB=0)
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "KNLAB_CACHE_DISK_MB": "0"}
     fh = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
