@@ -56,3 +56,23 @@ def test_knockout_claim_resumes_from_its_items(gpt, monkeypatch):
     monkeypatch.setattr(after, "knockout", lambda *a, **k: (_ for _ in ()).throw(AssertionError("measured again")))
     again = after.knockout_claim(gpt, 3, None, Items(done=first.items))
     assert [f.to_json() for f in again.findings] == [f.to_json() for f in first.findings]
+
+
+def test_trace_corruption_measures_n_facts_past_the_ones_it_cannot_swap(gpt, monkeypatch):
+    """A known fact with no subject of its token length to swap in is left out, and the next known fact taken:
+    the finding's N is the size asked for (the real model's record lost one of 30 facts this way)."""
+    L = gpt.n_layers
+    measured = []
+
+    def item(lm, prompt, subject):
+        if not measured:  # the first fact: no replacement of its length
+            measured.append(None)
+            raise after.InputError(f"no subject with {subject}'s token length")
+        measured.append(subject)
+        effect = np.linspace(1, 0, L).tolist()
+        return {k: {"effect": effect, "clean": 1.0, "corrupted": 0.0} for k in ("noise", "replace")}
+
+    monkeypatch.setattr(after, "_corruption_item", item)
+    items = Items()
+    run = after.trace_corruption(gpt, 3, None, items)
+    assert len(measured) == 4 and all(f.n == 3 for f in run.findings) and len(items.left_out) == 1

@@ -26,7 +26,7 @@ from knlab.methods.predict import encode, next_token_probs, top_token
 from knlab.methods.trace import default_window, grid_cells, locate_subject, restored_probs
 from knlab.studies import findings, published
 from knlab.studies.claims.common import Items, ModelRun, Progress, tick, timed
-from knlab.studies.known_facts import fact_prompt, known_subjects, pick_replacement
+from knlab.studies.known_facts import fact_prompt, iter_known_subjects, known_subjects, pick_replacement
 from knlab.studies.relation_evaluation import counterfactual
 from knlab.studies.sweep import sweep
 from knlab.world import facts as F
@@ -231,14 +231,18 @@ def restored_share(item: dict, name: str) -> float:
 @timed
 def trace_corruption(lm: LM, n: int, progress: Progress = None, items: Items | None = None) -> ModelRun:
     items = items if items is not None else Items()
-    facts = _facts(lm, n)
-    done = []
-    for j, (key, prompt, subject) in enumerate(facts):
+    rel, done = F.relation(RELATION), []
+    # n facts measured under both corruptions: a known fact with no known subject of its token length to swap in
+    # is left out (said so) and the next known fact taken, so the finding's N is n where the relation allows
+    for subject in iter_known_subjects(lm, RELATION):
+        if len(done) == n:
+            break
+        key, prompt = f"{RELATION}:{subject}", fact_prompt(lm, rel.train_templates[0], subject)
         try:
             done.append(items.measure(key, lambda p=prompt, s=subject: _corruption_item(lm, p, s)))
         except InputError as e:  # no subject of the same token length that the model knows
             items.leave_out(key, str(e))
-        tick(progress, (j + 1) / len(facts), f"tracing under noise and replacement, fact {j + 1}/{len(facts)}")
+        tick(progress, len(done) / n, f"tracing under noise and replacement, fact {len(done)}/{n}")
     if not done:
         raise InputError(f"{lm.spec}: no fact could be traced under both corruptions")
     L = lm.n_layers
