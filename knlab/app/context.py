@@ -130,8 +130,7 @@ class Context:
         cache when the same model, edits, function and arguments were answered before (``Served.note`` says
         so where the result shows)."""
         if _CACHE_ONLY.get():  # a page opening: the example's result if the cache holds it, else nothing
-            specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
-            served = self.worker.peek(model, specs, fn, *args, **kwargs)
+            served = self.worker.peek(model, self._specs(model, request, base), fn, *args, **kwargs)
             if served is None:
                 raise NotCached(fn)
             _note_served(served)
@@ -139,10 +138,14 @@ class Context:
         with _shown_to_user("the model is unchanged"):
             self.sessions.touch(self.session_of(request))
             model = check_model(model)
-            specs = [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
+            specs = self._specs(model, request, base)
             kind = "predict" if lane == INTERACTIVE else "long"
             return _note_served(send(ModelRequest(self.worker.name, model, tuple(specs), fn, args, kwargs, lane, kind),
                                      wanted=client_waiting()))
+
+    def _specs(self, model: str, request: gr.Request | None, base: bool) -> list:
+        """The edit specs a request on ``model`` runs with: this session's edits of that model (none on ``base``)."""
+        return [] if base else [e["spec"] for e in self.edits(request) if e.get("model") == model]
 
     def prefill(self, handler: Callable[..., Any], inputs: list, outputs: list) -> None:
         """``handler`` (a button's, with these ``inputs`` and ``outputs``) shows its result for the inputs' initial

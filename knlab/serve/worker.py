@@ -309,7 +309,7 @@ class ModelWorker:
         identity = self.identity(spec)
         key = request_key(identity, list(edits), fn, args, kwargs)
         served = self.cache.lookup(key) if key is not None else None
-        return dataclasses.replace(served, on=f"{spec} ({identity['device']})") if served is not None else None
+        return _computed_on(served, identity) if served is not None else None
 
     def ask(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, compute: Callable[[], T] | None = None, **kwargs: Any) -> Served:
@@ -322,8 +322,7 @@ class ModelWorker:
         if self.cache is None:
             return Served(compute())
         identity = self.identity(spec)
-        served = self.cache.served(request_key(identity, edits, fn, args, kwargs), compute, wanted)
-        return dataclasses.replace(served, on=f"{spec} ({identity['device']})")
+        return _computed_on(self.cache.served(request_key(identity, edits, fn, args, kwargs), compute, wanted), identity)
 
     def run(self, spec: str, edits: Iterable[EditSpec], fn: Callable[..., T], *args: Any, lane: str = LONG,
             wanted: Callable[[], bool] | None = None, **kwargs: Any) -> T:
@@ -357,6 +356,11 @@ class ModelWorker:
                         raise WeightsCorrupted(f"base weights of {spec} changed by the request; reloading them")
         finally:
             held.lock.release()
+
+
+def _computed_on(served: Served, identity: dict) -> Served:
+    """``served`` naming the model and device it was computed on (``identity``), for its note."""
+    return dataclasses.replace(served, on=f"{identity['spec']} ({identity['device']})")
 
 
 def _acquire(lock: threading.Lock, wanted: Callable[[], bool] | None, poll: float = 0.1) -> None:
