@@ -4,13 +4,15 @@ The app starts as a Space starts it (``python app.py``, hosted mode, the real mo
 result cache in the background (``KNLAB_WARM``); the class arrives once /status says the warm-up is done
 (``--no-wait-warm``: at once, the first students then compute and the others coalesce behind them).
 
-* ``--students`` (30) clients, one Gradio session each, open the page within ``--arrive`` (3) seconds of each other
-  (timed on its own row: the app's config and API description, which gradio_client fetches and parses in this
-  process); when every page is open, each reads step 1 for ``--pause`` seconds and presses the steps' buttons in
-  order (``/lesson_1`` ... ``/lesson_N``, exactly as the browser sends them over
-  HTTP), with ``--pause`` (2-5) seconds between clicks. Every student must get the same answer for a step as every
+* ``--students`` (30) pages (``benchmarks/browser.py``: what a browser's page sends over HTTP, one Gradio
+  session each) open within ``--arrive`` (3) seconds of each other: the HTML with its config (timed on its own row),
+  then, like a browser, every load event of the page at once (the Lesson's and every tab's examples, the token
+  previews; timed as a row too). When every page is open, each student reads step 1 for ``--pause`` seconds and
+  presses the steps' buttons in order (``/lesson_1`` ... ``/lesson_N``), with ``--pause`` (2-5) seconds between
+  clicks. A click is timed from its ``queue/join`` to its answer; the column "of which queued" is how long it
+  waited in the server's queue before it started. Every student must get the same answer for a step as every
   other student (the base model, no edits: anything else is an isolation violation). Like a browser, a student
-  does not download a step's take-away files (its JSON, CSV and script) unless asked (``download_files=False``).
+  does not download a step's take-away files (its JSON, CSV and script) unless asked.
 * At the same time ``--editors`` (4) others each make their own ROME edits of smollm2-135m (``/edit``), one after
   the other, ``--edits-each`` (2) unique edits each, resetting between them; after each edit a ``/predict`` of
   their own fact must answer their new target or the old answer (ROME does not always take) and never another
@@ -47,6 +49,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import sections  # noqa: E402
 from bench_load import SMOL_PAIRS, Stats, _ms, percentile, start_app, stop_app  # noqa: E402
+from browser import Page  # noqa: E402
 
 MODEL = "smollm2-135m"
 PROMPT = "The capital of {} is"
@@ -60,6 +63,8 @@ class Class(Stats):
 
     computed: dict[str, float] = field(default_factory=dict)  # step -> seconds its answer took to compute
     answers: dict[str, str] = field(default_factory=dict)  # step -> the first answer given (every student's must equal it)
+    queued: dict[str, list[float]] = field(default_factory=dict)  # what -> seconds each request waited in the queue
+    shown_at_open: list[int] = field(default_factory=list)  # each page: how many of its load events showed something
 
     def same_answer(self, step: str, answer: str, who: str) -> None:
         with self.lock:
@@ -68,29 +73,34 @@ class Class(Stats):
             self.violation(f"{who}: {step} answered differently from the first student's")
 
 
-def call(stats: Class, client, what: str, endpoint: str, *args):
-    t0 = time.perf_counter()
+def call(stats: Class, page: Page, what: str, endpoint: str, *args) -> list | None:
+    """A click's outputs, timed from its ``queue/join`` to its answer (and how long it queued), or None (an error)."""
     try:
-        out = client.predict(*args, api_name=endpoint)
+        answer = page.click(endpoint, *args)
     except Exception as e:
         stats.error(f"{what} {endpoint}: {type(e).__name__}: {str(e)[:300]}")
         return None
-    stats.ok(what, time.perf_counter() - t0)
-    return out
+    stats.ok(what, answer.seconds)
+    with stats.lock:
+        stats.queued.setdefault(what, []).append(answer.queued)
+    return answer.data
 
 
-def connect(who: str, url: str, stats: Class, rng: random.Random, arrive: float):
-    """A session, opened within ``arrive`` seconds of the others' (timed: the app's config and API description)."""
-    from gradio_client import Client
+def connect(who: str, url: str, stats: Class, rng: random.Random, arrive: float) -> Page | None:
+    """A page opened within ``arrive`` seconds of the others': its HTML and config (timed), then its load events
+    (timed on their own row: the Lesson's and every tab's examples, the token previews)."""
     time.sleep(rng.uniform(0, arrive))
-    t0 = time.perf_counter()
     try:
-        client = Client(url, verbose=False, download_files=False)  # as a browser: the take-away files on a click
+        page = Page(url, load_events=False)
+        stats.ok("open the page (its HTML and config)", page.opened_in)
+        answers = page.load()
+        stats.ok("the page's load events (all)", page.loaded_in)
+        with stats.lock:
+            stats.shown_at_open.append(sum(map(Page.shown, answers)))
     except Exception as e:
-        stats.error(f"{who}: connect: {type(e).__name__}: {e}")
+        stats.error(f"{who}: open the page: {type(e).__name__}: {e}")
         return None
-    stats.ok("open the page (config)", time.perf_counter() - t0)
-    return client
+    return page
 
 
 def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, float], arrive: float,
@@ -100,6 +110,13 @@ def student(i: int, url: str, steps: int, stats: Class, pause: tuple[float, floa
     everyone_in.wait()  # the class starts when every page is open
     if client is None:
         return
+    try:
+        follow(i, client, steps, stats, pause, rng)
+    finally:
+        client.close()
+
+
+def follow(i: int, client: Page, steps: int, stats: Class, pause: tuple[float, float], rng: random.Random) -> None:
     time.sleep(rng.uniform(*pause))  # reads step 1 before pressing it
     for n in range(1, steps + 1):
         step = f"lesson step {n}"
@@ -123,6 +140,13 @@ def editor(i: int, url: str, edits: list[tuple[str, str, str]], targets: dict[st
     everyone_in.wait()
     if client is None:
         return
+    try:
+        make_edits(i, client, edits, targets, stats)
+    finally:
+        client.close()
+
+
+def make_edits(i: int, client: Page, edits: list[tuple[str, str, str]], targets: dict[str, int], stats: Class) -> None:
     for country, true, target in edits:
         prompt = PROMPT.format(country)
         out = call(stats, client, "/edit (unique edits)", "/edit", MODEL, "rome", prompt, country, target, None,
@@ -157,12 +181,18 @@ def editor_plans(editors: int, each: int) -> tuple[list[list[tuple[str, str, str
     return plans, targets
 
 
+def server_status(url: str) -> dict:
+    page = Page(url, load_events=False)
+    try:
+        return page.click("/status").data[0]
+    finally:
+        page.close()
+
+
 def wait_for_warm(url: str, timeout: float) -> float:
-    from gradio_client import Client
     t0 = time.time()
-    client = Client(url, verbose=False)
     while time.time() - t0 < timeout:
-        if not client.predict(api_name="/status").get("warming"):
+        if not server_status(url).get("warming"):
             return time.time() - t0
         time.sleep(2)
     raise RuntimeError(f"the app was still warming after {timeout:.0f} s")
@@ -170,8 +200,6 @@ def wait_for_warm(url: str, timeout: float) -> float:
 
 def run_class(url: str, students: int, editors: int, edits_each: int, pause: tuple[float, float],
               arrive: float) -> dict:
-    from gradio_client import Client
-
     from knlab.studies.lesson import STEPS
     stats = Class()
     plans, targets = editor_plans(editors, edits_each)
@@ -186,14 +214,18 @@ def run_class(url: str, students: int, editors: int, edits_each: int, pause: tup
     for t in threads:
         t.join(3600)
     wall = time.time() - t0
-    status = Client(url, verbose=False).predict(api_name="/status")
+    status = server_status(url)
+    probe = Page(url, load_events=False)
+    probe.close()
     return {"url": url, "students": students, "editors": editors, "edits_each": edits_each, "steps": len(STEPS),
             "wall": wall, "errors": stats.errors, "violations": stats.violations,
-            "latency": {w: {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "max": max(v)}
+            "latency": {w: {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "max": max(v),
+                            "queued p95": percentile(stats.queued[w], 0.95) if stats.queued.get(w) else None}
                         for w, v in sorted(stats.latency.items())},
-            "computed": stats.computed, "cache": status.get("cache") or {}, "rendered": status.get("rendered") or {},
+            "computed": stats.computed, "shown_at_open": sorted(stats.shown_at_open), "cache": status.get("cache") or {}, "rendered": status.get("rendered") or {},
             "unchanged": bool(status["models"]) and all(m["unchanged"] for m in status["models"].values()),
-            "stuck": [t.name for t in threads if t.is_alive()]}
+            "stuck": [t.name for t in threads if t.is_alive()],
+            "load_events": sum(any(t[1] == "load" for t in d["targets"]) for d in probe.config["dependencies"])}
 
 
 def steps_ok(res: dict) -> bool:
@@ -213,12 +245,13 @@ def rows(res: dict) -> list[list]:
     for w, l in res["latency"].items():
         computed = res["computed"].get(w)
         ratio = f"{computed / l['p95']:.1f}x" if computed else "-"
-        out.append([w, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"]),
+        queued = _ms(l["queued p95"]) if l.get("queued p95") is not None else "-"
+        out.append([w, l["n"], _ms(l["p50"]), _ms(l["p95"]), _ms(l["max"]), queued,
                     f"{computed:.1f} s" if computed else "-", ratio])
     return out
 
 
-HEADER = ["request", "n", "p50", "p95", "max", "computed once in", "computed / served p95"]
+HEADER = ["request", "n", "p50", "p95", "max", "of which queued, p95", "computed once in", "computed / served p95"]
 
 
 def report(res: dict) -> str:
@@ -230,6 +263,7 @@ def report(res: dict) -> str:
     lines.append("  ".join(f"{h:>14}" for h in HEADER))
     lines += ["  ".join(f"{str(x):>14}" for x in r) for r in rows(res)]
     lines.append(f"cache: {cache_line(res)}")
+    lines.append(f"page opens: {opened_line(res)}")
     lines.append(f"base weights {'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 "
                  f"<= {STEP_TARGET:g} s: {steps_ok(res)}")
     return "\n".join(lines)
@@ -246,6 +280,14 @@ def cache_line(res: dict) -> str:
             f"coalesced, {r.get('reused', 0)} with kept outputs; {computed} computed, warm-up included)")
 
 
+def opened_line(res: dict) -> str:
+    """How many of each page's load events (the examples, the token previews) showed something as it opened."""
+    shown = res["shown_at_open"]
+    if not shown:
+        return "no page opened"
+    return f"{shown[0]}-{shown[-1]} of {res['load_events']} load events showed something ({len(shown)} pages)"
+
+
 def markdown(res: dict, warm: float | None) -> str:
     warmed = f"the app's background warm-up took {warm:.0f} s after start; " if warm is not None else ""
     return (f"{res['students']} students follow the Lesson ({res['steps']} steps, 2-5 s between clicks) while "
@@ -253,7 +295,7 @@ def markdown(res: dict, warm: float | None) -> str:
             f"HTTP against `python app.py` in hosted mode ({warmed}CPU flags: {cpu_flags()}, {os.cpu_count()} "
             f"cores): **{len(res['errors'])} errors, {len(res['violations'])} isolation violations**, base weights "
             f"{'unchanged' if res['unchanged'] else 'CHANGED'} at the end; every lesson step's p95 <= "
-            f"{STEP_TARGET:g} s: **{steps_ok(res)}**. Cache: {cache_line(res)}.\n\n"
+            f"{STEP_TARGET:g} s: **{steps_ok(res)}**. Cache: {cache_line(res)}. Page opens: {opened_line(res)}.\n\n"
             + sections.table(HEADER, rows(res)))
 
 

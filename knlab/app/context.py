@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from knlab.app import takeaway
+from knlab.app import example_record, takeaway
 from knlab.app.defaults import defaults_for
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
@@ -61,6 +61,7 @@ class Context:
         # (handler, inputs, outputs): a tab's default example, shown from the cache as the page opens and computed
         # into it by ``warm`` (``prefill``)
         self.examples: list[tuple[Callable[..., Any], list, list]] = []
+        self.recorded: dict | None = None  # the examples' outputs as recorded at release (``example_record``)
         self._warming: threading.Thread | None = None
         self._rendered: OrderedDict = OrderedDict()  # (handler, inputs, edits) -> its outputs (``reused``)
         self._rendered_lock = threading.Lock()
@@ -194,10 +195,11 @@ class Context:
         except Uncacheable:
             return None
 
-    def opened(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """``handler`` as a page-open event: every request it makes is answered from the cache only; when one is
-        not there, every output is left as it is (the page opens as before, the button computes). Its drawn
-        outputs are kept (``reused``): thirty pages opening draw each example once."""
+    def opened(self, handler: Callable[..., Any], outputs: list) -> Callable[..., Any]:
+        """``handler`` (with these ``outputs``) as a page-open event: every request it makes is answered from the
+        cache only; when one is not there, the example's recorded outputs are shown, labelled (``recorded_example``),
+        else every output is left as it is (the button computes). Its drawn outputs are kept (``reused``): thirty
+        pages opening draw each example once."""
         reused = self.reused(handler)
 
         @functools.wraps(handler)
@@ -206,7 +208,8 @@ class Context:
             try:
                 return reused(*args, **kwargs)
             except NotCached:
-                return _unchanged()
+                shown = self.recorded_example(handler, args, kwargs, outputs)
+                return _unchanged() if shown is None else shown
             except Exception:  # noqa: BLE001 - opening the page never fails for an example
                 log.exception("showing an example from the cache failed")
                 return _unchanged()
@@ -214,20 +217,37 @@ class Context:
                 _CACHE_ONLY.reset(token)
         return on_open
 
+    def recorded_example(self, handler: Callable[..., Any], args: tuple, kwargs: dict, outputs: list) -> tuple | None:
+        """The example's outputs as recorded at release, labelled with when and on what they were computed, for a
+        page opening before this server has computed them; None when there is no such record, when the session
+        has edits (the record is the base model's), or when a model it was made on has other weights here."""
+        rec = self.recorded
+        if not rec or self.edits(next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)):
+            return None
+        if any(self.worker.base_checksums.get(m, w) != w for m, w in rec["weights"].items()):
+            return None  # unloaded models are taken as shipped: the record names their weights in its label
+        values = [a for a in (*args, *kwargs.values())
+                  if not (hasattr(a, "session_hash") or isinstance(a, (gr.Progress, Progress)))]
+        found = rec["examples"].get(example_record.key(handler, values, outputs))
+        return None if found is None else example_record.labelled(found, outputs, rec)
+
+    def run_example(self, handler: Callable[..., Any], values: list, session: str) -> Any:
+        """``handler``'s last output for ``values``, run as the session ``session`` (dropped after: it keeps nothing)."""
+        request = types.SimpleNamespace(session_hash=session)
+        try:
+            kwargs = {"request": request} if "request" in inspect.signature(handler).parameters else {}
+            return _last(handler(*values, **kwargs))
+        finally:
+            self.sessions.drop(session)
+
     def warm(self) -> None:
         """Compute every registered example into the result cache (``prefill``), one after the other, as a session
         of its own with no edits; failures are logged, never raised. Run in a background thread after start."""
-        request = types.SimpleNamespace(session_hash=WARMING_SESSION)
-        try:
-            for handler, inputs, _outputs in self.examples:
-                values = [getattr(c, "value", None) for c in inputs]
-                try:
-                    kwargs = {"request": request} if "request" in inspect.signature(handler).parameters else {}
-                    _last(handler(*values, **kwargs))
-                except Exception:  # noqa: BLE001
-                    log.warning("warming %s failed", getattr(handler, "__qualname__", handler), exc_info=True)
-        finally:
-            self.sessions.drop(WARMING_SESSION)
+        for handler, inputs, _outputs in self.examples:
+            try:
+                self.run_example(handler, [getattr(c, "value", None) for c in inputs], WARMING_SESSION)
+            except Exception:  # noqa: BLE001
+                log.warning("warming %s failed", getattr(handler, "__qualname__", handler), exc_info=True)
 
     def warm_in_background(self) -> threading.Thread:
         self._warming = threading.Thread(target=self.warm, name="knlab-warm", daemon=True)

@@ -12,6 +12,7 @@ from typing import Callable
 
 import gradio as gr
 
+from knlab.app import example_record
 from knlab.app.context import Context
 from knlab.app.tabs.attribute import build_attribute_tab
 from knlab.app.tabs.edit import build_edit_tab
@@ -56,6 +57,14 @@ def warm_wanted(choice: bool | None = None) -> bool:
     return (examples_wanted() if choice is None else choice) and not zero_gpu()
 
 
+def recorded_examples(start: str) -> dict | None:
+    """The examples' outputs recorded at release for a page opening on ``start`` (``knlab.app.example_record``),
+    when they were made on the models this app's examples run on (the Lesson's model and ``start``)."""
+    from knlab.studies.lesson import lesson_model
+    rec = example_record.read(example_record.path_for(start))
+    return rec if rec and rec.get("models") == sorted({start, lesson_model()}) else None
+
+
 def build_app(worker: ModelWorker | None = None, warm: bool | None = False, examples: bool | None = None) -> gr.Blocks:
     """The app on ``worker`` (default: the default worker, with its result cache). ``examples``: pages open with
     every tab's and the Lesson's default example shown when the cache holds it (None: ``examples_wanted``).
@@ -91,8 +100,10 @@ def build_app(worker: ModelWorker | None = None, warm: bool | None = False, exam
         for fn, inputs, outputs in ctx.on_load:
             app.load(fn, inputs, outputs, api_visibility="private")
         shown = examples_wanted() if examples is None else examples
-        for handler, inputs, outputs in ctx.examples if shown else ():  # each example's result, if the cache holds it
-            app.load(ctx.opened(handler), inputs, outputs, api_visibility="private", show_progress="hidden")
+        if shown:  # each example's result: from the cache, else as recorded at release
+            ctx.recorded = recorded_examples(start)
+        for handler, inputs, outputs in ctx.examples if shown else ():
+            app.load(ctx.opened(handler, outputs), inputs, outputs, api_visibility="private", show_progress="hidden")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
         status_btn.click(lambda: {**worker.status(), "warming": ctx.warming(), "rendered": ctx.rendered_report()}, None,
                          status_out, api_name="status")
