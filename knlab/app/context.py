@@ -195,8 +195,8 @@ class Context:
         except Uncacheable:
             return None
 
-    def opened(self, handler: Callable[..., Any], outputs: list) -> Callable[..., Any]:
-        """``handler`` (with these ``outputs``) as a page-open event: every request it makes is answered from the
+    def opened(self, handler: Callable[..., Any], inputs: list, outputs: list) -> Callable[..., Any]:
+        """``handler`` (with these ``inputs`` and ``outputs``) as a page-open event: every request it makes is answered from the
         cache only; when one is not there, the example's recorded outputs are shown, labelled (``recorded_example``),
         else every output is left as it is (the button computes). Its drawn outputs are kept (``reused``): thirty
         pages opening draw each example once."""
@@ -208,7 +208,8 @@ class Context:
             try:
                 return reused(*args, **kwargs)
             except NotCached:
-                shown = self.recorded_example(handler, args, kwargs, outputs)
+                request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
+                shown = self.recorded_example(handler, list(args[:len(inputs)]), request, outputs)
                 return _unchanged() if shown is None else shown
             except Exception:  # noqa: BLE001 - opening the page never fails for an example
                 log.exception("showing an example from the cache failed")
@@ -217,17 +218,17 @@ class Context:
                 _CACHE_ONLY.reset(token)
         return on_open
 
-    def recorded_example(self, handler: Callable[..., Any], args: tuple, kwargs: dict, outputs: list) -> tuple | None:
-        """The example's outputs as recorded at release, labelled with when and on what they were computed, for a
-        page opening before this server has computed them; None when there is no such record, when the session
-        has edits (the record is the base model's), or when a model it was made on has other weights here."""
+    def recorded_example(self, handler: Callable[..., Any], values: list, request: gr.Request | None,
+                         outputs: list) -> tuple | None:
+        """The example's outputs (for its inputs' ``values``) as recorded at release, labelled with when and on what
+        they were computed, for a page opening before this server has computed them; None when there is no such
+        record, when the session has edits (the record is the base model's), or when a model it was made on has
+        other weights here."""
         rec = self.recorded
-        if not rec or self.edits(next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)):
+        if not rec or self.edits(request):
             return None
         if any(self.worker.base_checksums.get(m, w) != w for m, w in rec["weights"].items()):
             return None  # unloaded models are taken as shipped: the record names their weights in its label
-        values = [a for a in (*args, *kwargs.values())
-                  if not (hasattr(a, "session_hash") or isinstance(a, (gr.Progress, Progress)))]
         found = rec["examples"].get(example_record.key(handler, values, outputs))
         return None if found is None else example_record.labelled(found, outputs, rec)
 

@@ -103,7 +103,7 @@ def build_app(worker: ModelWorker | None = None, warm: bool | None = False, exam
         if shown:  # each example's result: from the cache, else as recorded at release
             ctx.recorded = recorded_examples(start)
         for handler, inputs, outputs in ctx.examples if shown else ():
-            app.load(ctx.opened(handler, outputs), inputs, outputs, api_visibility="private", show_progress="hidden")
+            app.load(ctx.opened(handler, inputs, outputs), inputs, outputs, api_visibility="private", show_progress="hidden")
         status_btn, status_out = gr.Button(visible=False), gr.JSON(visible=False)
         status_btn.click(lambda: {**worker.status(), "warming": ctx.warming(), "rendered": ctx.rendered_report()}, None,
                          status_out, api_name="status")

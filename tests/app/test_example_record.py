@@ -10,6 +10,8 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from gradio.helpers import special_args
+
 from knlab.app import example_record
 from knlab.serve.result_cache import ResultCache
 from knlab.serve.worker import ModelWorker
@@ -33,7 +35,14 @@ def _quick(handler) -> bool:
 
 
 def _open(ctx, request):
-    return [ctx.opened(h, o)(*[c.value for c in i], request=request) for h, i, o in ctx.examples]
+    """Every example as a page opening shows it, called as Gradio calls an event's function (``special_args``: the
+    request, a progress bar, and every other parameter's default, positionally)."""
+    out = []
+    for h, i, o in ctx.examples:
+        fn = ctx.opened(h, i, o)
+        args, *_ = special_args(fn, [c.value for c in i], gr.Request(session_hash=request.session_hash))
+        out.append(fn(*args))
+    return out
 
 
 def _data(fig) -> list:

@@ -28,7 +28,7 @@ def _cheap(handler) -> bool:
 
 def _open(ctx, request):
     """Every example as a page opening shows it."""
-    return [ctx.opened(handler, outputs)(*[c.value for c in inputs], request=request)
+    return [ctx.opened(handler, inputs, outputs)(*[c.value for c in inputs], request=request)
             for handler, inputs, outputs in ctx.examples]
 
 
@@ -68,4 +68,4 @@ def test_examples_open_from_the_cache_once_warm_and_never_compute(gpt, monkeypat
     # with the edit kept, the student's own examples are no longer the base model's: nothing stale is shown
     predict_example = next(h for h, _, _ in ctx.examples if h.__qualname__.startswith("build_predict_tab"))
     predict_inputs, predict_outputs = next((i, o) for h, i, o in ctx.examples if h is predict_example)
-    assert ctx.opened(predict_example, predict_outputs)(*[c.value for c in predict_inputs], request=student) == gr.skip()
+    assert ctx.opened(predict_example, predict_inputs, predict_outputs)(*[c.value for c in predict_inputs], request=student) == gr.skip()
