@@ -61,11 +61,20 @@ class Context:
         # (handler, inputs, outputs): a tab's default example, shown from the cache as the page opens and computed
         # into it by ``warm`` (``prefill``)
         self.examples: list[tuple[Callable[..., Any], list, list]] = []
-        self.recorded: dict | None = None  # the examples' outputs as recorded at release (``example_record``)
+        self.recorded = None  # the examples' outputs as recorded at release (``example_record``)
         self._warming: threading.Thread | None = None
         self._rendered: OrderedDict = OrderedDict()  # (handler, inputs, edits) -> its outputs (``reused``)
         self._rendered_lock = threading.Lock()
         self.rendered_reused = 0  # requests answered with kept outputs (``reused``), for /status
+
+    @property
+    def recorded(self) -> dict | None:
+        return self._recorded
+
+    @recorded.setter
+    def recorded(self, rec: dict | None) -> None:
+        self._recorded = rec
+        self._recorded_shown: dict[str, tuple | None] = {}  # example key -> its outputs, decoded and labelled
 
     def on_model_choice(self, fn: Callable[[str], Any], outputs: list) -> None:
         """When the user picks a model, ``fn(model)`` fills ``outputs`` with inputs that model answers. Only a
@@ -229,8 +238,11 @@ class Context:
             return None
         if any(self.worker.base_checksums.get(m, w) != w for m, w in rec["weights"].items()):
             return None  # unloaded models are taken as shipped: the record names their weights in its label
-        found = rec["examples"].get(example_record.key(handler, values, outputs))
-        return None if found is None else example_record.labelled(found, outputs, rec)
+        key = example_record.key(handler, values, outputs)
+        if key not in self._recorded_shown:  # decoded once: thirty pages opening share the figures (never changed)
+            found = rec["examples"].get(key)
+            self._recorded_shown[key] = None if found is None else example_record.labelled(found, outputs, rec)
+        return self._recorded_shown[key]
 
     def run_example(self, handler: Callable[..., Any], values: list, session: str) -> Any:
         """``handler``'s last output for ``values``, run as the session ``session`` (dropped after: it keeps nothing)."""
