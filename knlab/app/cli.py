@@ -295,11 +295,15 @@ def _paradigm(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_json()))
     else:
-        print(f"{res.model} {res.paradigm}: {len(res.neurons)} neurons {res.neurons} (tau {res.tau:.2f}, "
-              f"R^2_1 {res.r2_1:.3f}); overturned {res.overturned:.1%} of {res.n_prompts} prompts")
-        for t in res.tokens:
-            mark = "*" if t.p_value < 0.05 else " "
-            print(f"  {t.group:9s} {t.token:10s} {t.pre:.4f} -> {t.post:.4f}  {t.rel_change:+8.1f}%{mark}")
+        print(f"{res.model} {res.paradigm} (site {res.site}; per target type, the seed's grouping): |KN| "
+              f"{res.kn_count:.1f}, tau {res.tau:.2f}, R^2_1 {res.r2_1:.3f} (means over the types); overturned "
+              f"{res.overturned:.1%} of {res.n_prompts} prompts")
+        for g in res.groups:
+            print(f"  {g.target}: {len(g.neurons)} neurons {g.neurons} (tau {g.tau:.2f}, R^2_1 {g.r2_1:.3f}); "
+                  f"overturned {g.overturned:.1%} of {g.n_prompts} prompts")
+            for t in g.tokens:
+                mark = "*" if t.p_value < 0.05 else " "
+                print(f"    {t.group:9s} {t.token:10s} {t.pre:.4f} -> {t.post:.4f}  {t.rel_change:+8.1f}%{mark}")
     return 0
 
 

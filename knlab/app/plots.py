@@ -98,23 +98,29 @@ def layer_figure(scores: np.ndarray, layer: int, title: str) -> go.Figure:
 
 
 def paradigm_figure(analysis) -> go.Figure:
-    """The paper's probability-change chart: relative change of each modifier's mean probability after
-    suppressing the paradigm's knowledge neurons; '*' marks p < 0.05 (two-sample t-test)."""
+    """The paper's probability-change chart, one panel per target type (the seed's grouping: each type's KNs
+    suppressed in its own prompts): relative change of each modifier's mean probability; '*' marks p < 0.05
+    (two-sample t-test)."""
+    from plotly.subplots import make_subplots
     colors = {"plural": "#d62728", "singular": "#1f77b4", "neutral": "#7f7f7f"}
-    toks = analysis.tokens
-    fig = go.Figure()
-    for group in ("plural", "singular", "neutral"):
-        sel = [t for t in toks if t.group == group]
-        fig.add_trace(go.Bar(x=[t.token for t in sel], y=[t.rel_change for t in sel], name=group,
-                             marker_color=colors[group],
-                             text=["*" if t.p_value < 0.05 else "" for t in sel], textposition="outside",
-                             customdata=[[t.pre, t.post, t.p_value] for t in sel],
-                             hovertemplate="%{x}<br>%{customdata[0]:.4f} -> %{customdata[1]:.4f}<br>"
-                                           "change %{y:.1f}%<br>p = %{customdata[2]:.3g}<extra></extra>"))
-    fig.update_layout(title=f"{analysis.model}, {analysis.paradigm}: suppressing {len(analysis.neurons)} neurons "
-                            f"{analysis.neurons} — overturned {analysis.overturned:.1%} of {analysis.n_prompts} prompts",
-                      yaxis_title="relative change of mean probability (%)", height=420,
-                      margin=dict(l=10, r=10, t=60, b=40))
+    groups = analysis.groups
+    fig = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{g.target}: {len(g.neurons)} KNs {g.neurons[:4]}{' ...' if len(g.neurons) > 4 else ''}"
+                                        f"<br>overturned {g.overturned:.0%} of {g.n_prompts}" for g in groups])
+    for col, g in enumerate(groups, start=1):
+        for group in ("plural", "singular", "neutral"):
+            sel = [t for t in g.tokens if t.group == group]
+            fig.add_trace(go.Bar(x=[t.token for t in sel], y=[t.rel_change for t in sel], name=group,
+                                 marker_color=colors[group], legendgroup=group, showlegend=col == 1,
+                                 text=["*" if t.p_value < 0.05 else "" for t in sel], textposition="outside",
+                                 customdata=[[t.pre, t.post, t.p_value] for t in sel],
+                                 hovertemplate="%{x}<br>%{customdata[0]:.4f} -> %{customdata[1]:.4f}<br>"
+                                               "change %{y:.1f}%<br>p = %{customdata[2]:.3g}<extra></extra>"),
+                          row=1, col=col)
+    fig.update_yaxes(title_text="relative change of mean probability (%)", row=1, col=1)
+    fig.update_layout(title=f"{analysis.model}, {analysis.paradigm}: suppressing each target type's KNs "
+                            f"(|KN| {analysis.kn_count:.1f}, R^2_1 {analysis.r2_1:.2f}: means over the types)",
+                      height=460, margin=dict(l=10, r=10, t=110, b=40))
     return fig
 
 

@@ -133,10 +133,14 @@ def tables(result: Any) -> dict[str, Table]:
         rows = [[when, k + 1, t["token"], t["prob"]] for when, st in (("before", result.before), ("after", result.after))
                 for k, t in enumerate(st["top"])]
         return {"top": (["state", "rank", "token", "prob"], rows)}
-    if isinstance(result, ParadigmAnalysis):
-        return {"modifiers": (["token", "group", "p before", "p after", "relative change %", "p value"],
-                              [[t.token, t.group, t.pre, t.post, t.rel_change, t.p_value] for t in result.tokens]),
-                "neurons": (["layer", "neuron"], [list(n) for n in result.neurons])}
+    if isinstance(result, ParadigmAnalysis):  # per target type (the seed's grouping)
+        return {"modifiers": (["target type", "token", "group", "p before", "p after", "relative change %", "p value"],
+                              [[g.target, t.token, t.group, t.pre, t.post, t.rel_change, t.p_value]
+                               for g in result.groups for t in g.tokens]),
+                "neurons": (["target type", "layer", "neuron"], [[g.target, *n] for g in result.groups for n in g.neurons]),
+                "target types": (["target type", "KNs", "tau", "R^2_1", "prompts", "overturned"],
+                                 [[g.target, len(g.neurons), g.tau, g.r2_1, g.n_prompts, g.overturned]
+                                  for g in result.groups])}
     if isinstance(result, EditReport):
         out = {"criteria": (["criterion", "rate"], [[c, v] for c, v in result.criteria.items()]),
                "probes": (PROBE_HEADER, _probes(result))}

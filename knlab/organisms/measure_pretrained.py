@@ -136,9 +136,9 @@ def knowledge_neurons(lm: LM, metrics: dict, n: int, log: Callable[[str], None] 
         except InputError as e:  # not askable of a causal model, or words that are not single tokens
             out[name] = {"skipped": str(e)}
             continue
-        out[name] = {"kn": len(res.neurons), "tau": round(res.tau, 3), "r2_1": round(res.r2_1, 3),
-                     "layers": sorted({l for l, _ in res.neurons}), "n": res.n_prompts,
-                     "overturned": round(res.overturned, 3)}
+        out[name] = {"kn": round(res.kn_count, 3), "tau": round(res.tau, 3), "r2_1": round(res.r2_1, 3),
+                     "layers": sorted({l for g in res.groups for l, _ in g.neurons}), "n": res.n_prompts,
+                     "overturned": round(res.overturned, 3), "grouping": "by target type, the seed's"}
         log(f"[card] KN {name}: {out[name]}")
     return out
 

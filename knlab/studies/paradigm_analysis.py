@@ -1,7 +1,7 @@
 """The paper's analysis of a grammatical paradigm (Niu et al. 2024, section 3 of docs/paper.md): find the
-knowledge neurons shared by a paradigm's prompts, suppress them, and chart how the probability of each of
-the 24 modifiers changes (relative change, two-sample t-test per token) and how often the model's
-grammatical preference is overturned."""
+knowledge neurons shared by a paradigm's prompts of one target type (as the paper's seed code groups them),
+suppress them, and chart how the probability of each of the 24 modifiers changes (relative change, two-sample
+t-test per token) and how often the model's grammatical preference is overturned."""
 
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ class TokenChange:
 
 
 @dataclass
-class ParadigmAnalysis:
-    model: str
-    paradigm: str
+class TargetGroup:
+    """One target type's prompts of a paradigm (its critical word singular, or plural; feminine, or masculine), as the
+    paper's seed code takes them: ``search_kns(paradigm, search_target)`` finds the KNs of one type's prompts at a
+    time (up to 100), and the paper's Fig. 2 suppresses the plural prompts' neuron in the plural prompts
+    (``localise_kn.ipynb``). Their shared KNs, and what suppressing those does to these prompts."""
+
+    target: str  # paradigms.target_type: "sg" / "pl", or "f" / "m"
     neurons: list[tuple[int, int]]
     tau: float
     r2_1: float
@@ -46,12 +50,50 @@ class ParadigmAnalysis:
     correct_after: float
 
     def to_json(self) -> dict:
-        return {"model": self.model, "paradigm": self.paradigm, "neurons": [[l, i] for l, i in self.neurons],
-                "tau": self.tau, "r2_1": self.r2_1, "n_prompts": self.n_prompts,
+        return {"target": self.target, "neurons": [[l, i] for l, i in self.neurons], "tau": self.tau,
+                "r2_1": self.r2_1, "n_prompts": self.n_prompts,
                 "tokens": [{"token": t.token, "group": t.group, "pre": t.pre, "post": t.post,
                             "rel_change": t.rel_change, "p_value": t.p_value} for t in self.tokens],
                 "overturned": self.overturned, "correct_before": self.correct_before,
                 "correct_after": self.correct_after}
+
+
+@dataclass
+class ParadigmAnalysis:
+    """A paradigm analysed per target type (``groups``); its |KN|, tau and R^2_1 are the means over the groups, the
+    paper's per-paradigm figures (Table 8), as ``localisation`` records them."""
+
+    model: str
+    paradigm: str
+    site: str
+    groups: list[TargetGroup]
+
+    @property
+    def kn_count(self) -> float:
+        return float(np.mean([len(g.neurons) for g in self.groups]))
+
+    @property
+    def tau(self) -> float:
+        return float(np.mean([g.tau for g in self.groups]))
+
+    @property
+    def r2_1(self) -> float:
+        return float(np.mean([g.r2_1 for g in self.groups]))
+
+    @property
+    def n_prompts(self) -> int:
+        return sum(g.n_prompts for g in self.groups)
+
+    @property
+    def overturned(self) -> float:
+        """The share of all the paradigm's prompts whose grammatical preference the suppression overturned."""
+        return sum(g.overturned * g.n_prompts for g in self.groups) / self.n_prompts
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "paradigm": self.paradigm, "site": self.site,
+                "grouping": "by target type, the seed's", "kn": self.kn_count, "tau": self.tau, "r2_1": self.r2_1,
+                "n_prompts": self.n_prompts, "overturned": self.overturned,
+                "groups": [g.to_json() for g in self.groups]}
 
 
 def _prompt(lm: LM, p: paradigms.MinimalPair) -> str:
@@ -143,15 +185,22 @@ def suppress(lm: LM, pairs: list[paradigms.MinimalPair], prompts: list[str], neu
 
 def analyse(lm: LM, name: str, n: int = 40, steps: int = IG_STEPS, progress=None,
             site: str = "activation") -> ParadigmAnalysis:
-    """The paradigm's shared KNs over its prompts (the critical word as the target), then ``suppress``."""
+    """The paradigm's KNs per target type, as the paper's seed finds them (``usable_groups``: up to ``n`` prompts a
+    type, the critical word as the target), each type's ``suppress``ed in its own prompts."""
     n = check_count(n, "paradigm_prompts", "the number of prompts", low=2)
-    pairs, prompts = usable_pairs(lm, name, n)
-    maps = []
-    for k, (prompt, p) in enumerate(zip(prompts, pairs)):
-        maps.append(attribute(lm, prompt, p.good_token, steps, site=site).scores)
-        if progress:
-            progress((k + 1) / (len(pairs) + 1), f"attributing prompt {k + 1}/{len(pairs)}")
-    sel = select(maps)
-    sup = suppress(lm, pairs, prompts, sel.neurons)
-    return ParadigmAnalysis(lm.spec, name, sel.neurons, sel.tau, sel.r2_1, len(pairs), sup.tokens, sup.overturned,
-                            sup.correct_before, sup.correct_after)
+    groups = usable_groups(lm, name, n)
+    if not groups:
+        raise InputError(f"{name}: no target type has two prompts {lm.spec} can be asked")
+    total, done, out = sum(len(ps) for ps, _ in groups.values()), 0, []
+    for target, (pairs, prompts) in groups.items():
+        maps = []
+        for prompt, p in zip(prompts, pairs):
+            maps.append(attribute(lm, prompt, p.good_token, steps, site=site).scores)
+            done += 1
+            if progress:
+                progress(done / (total + 1), f"{target}: attributing prompt {len(maps)}/{len(pairs)}")
+        sel = select(maps)
+        sup = suppress(lm, pairs, prompts, sel.neurons)
+        out.append(TargetGroup(target, sel.neurons, sel.tau, sel.r2_1, len(pairs), sup.tokens, sup.overturned,
+                               sup.correct_before, sup.correct_after))
+    return ParadigmAnalysis(lm.spec, name, site, out)

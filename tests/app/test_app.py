@@ -87,8 +87,9 @@ def test_neurons_endpoint(client):
 
 def test_paradigm_endpoint(client):
     _plot, out, files, code = client.predict("world-bert", "determiner_noun_agreement_2", 4, 3, api_name="/paradigm")
-    assert "analyse(lm, 'determiner_noun_agreement_2', n=4, steps=3)" in code and len(files) == 4
-    assert out["n_prompts"] == 4 and len(out["tokens"]) == 24 and 0 <= out["overturned"] <= 1
+    assert "analyse(lm, 'determiner_noun_agreement_2', n=4, steps=3)" in code and len(files) == 5  # JSON, 3 CSV, script
+    assert [g["target"] for g in out["groups"]] == ["pl", "sg"] and out["n_prompts"] == 8
+    assert all(len(g["tokens"]) == 24 for g in out["groups"]) and 0 <= out["overturned"] <= 1
 
 
 def _top(client, prompt="The capital of Canada is"):

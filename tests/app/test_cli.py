@@ -117,8 +117,9 @@ def test_paradigm_list_and_json():
     r = run_cli_here("paradigm", "determiner_noun_agreement_2", "--prompts", "6", "--steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) >= {"neurons", "tau", "r2_1", "tokens", "overturned"} and len(out["tokens"]) == 24
-    assert set(out["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
+    assert set(out) >= {"groups", "kn", "tau", "r2_1", "overturned"} and [g["target"] for g in out["groups"]] == ["pl", "sg"]
+    assert len(out["groups"][0]["tokens"]) == 24
+    assert set(out["groups"][0]["tokens"][0]) >= {"token", "pre", "post", "rel_change", "p_value"}
     r = run_cli_here("paradigm", "nope")
     assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

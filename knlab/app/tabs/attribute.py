@@ -148,8 +148,9 @@ def wire_interventions(ctx: Context, w: AttributeWidgets) -> None:
 def paradigm_chart(ctx: Context, w: AttributeWidgets) -> None:
     """The paper's 24-modifier chart for a grammatical paradigm's shared neurons, beside its published one."""
     with gr.Accordion("Paradigm: the paper's 24-modifier chart", open=False):
-        gr.Markdown("Find the neurons shared by a grammatical paradigm's prompts, suppress them and see how each "
-                    "of the paper's 24 modifiers changes (relative change of mean probability; * p < 0.05, "
+        gr.Markdown("Find the neurons shared by a grammatical paradigm's prompts of one target type (singular or "
+                    "plural critical word, as the paper's code groups them), suppress them in those prompts and see "
+                    "how each of the paper's 24 modifiers changes (relative change of mean probability; * p < 0.05, "
                     "two-sample t-test) and how many grammatical preferences flip. Published (BERT-base, "
                     f"determiner_noun_agreement_2): {published.det_suppression_text()}, at most "
                     f"{published.most_overturned():g}% overturned. A causal model can be asked only the paradigms "
@@ -159,7 +160,7 @@ def paradigm_chart(ctx: Context, w: AttributeWidgets) -> None:
             start = defaults_for(ctx.start)
             name = gr.Dropdown(paradigm_names(), value=start.paradigm, label="Paradigm", elem_id="paradigm-name")
             n = gr.Slider(4, max(4, limits().paradigm_prompts),
-                          value=min(start.paradigm_prompts, limits().paradigm_prompts), step=1, label="Prompts")
+                          value=min(start.paradigm_prompts, limits().paradigm_prompts), step=1, label="Prompts per target type")
             go = gr.Button("Analyse paradigm", elem_id="paradigm-button")
         plot = gr.Plot(elem_id="paradigm-plot")
         raw = gr.JSON(visible=False)
