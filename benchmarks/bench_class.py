@@ -181,10 +181,11 @@ def editor_plans(editors: int, each: int) -> tuple[list[list[tuple[str, str, str
     return plans, targets
 
 
-def server_status(url: str) -> dict:
+def server_status(url: str) -> tuple[dict, int]:
+    """/status, and how many load events a page of the app runs as it opens."""
     page = Page(url, load_events=False)
     try:
-        return page.click("/status").data[0]
+        return page.click("/status").data[0], len(page.load_dependencies())
     finally:
         page.close()
 
@@ -192,7 +193,7 @@ def server_status(url: str) -> dict:
 def wait_for_warm(url: str, timeout: float) -> float:
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if not server_status(url).get("warming"):
+        if not server_status(url)[0].get("warming"):
             return time.time() - t0
         time.sleep(2)
     raise RuntimeError(f"the app was still warming after {timeout:.0f} s")
@@ -214,9 +215,7 @@ def run_class(url: str, students: int, editors: int, edits_each: int, pause: tup
     for t in threads:
         t.join(3600)
     wall = time.time() - t0
-    status = server_status(url)
-    probe = Page(url, load_events=False)
-    probe.close()
+    status, load_events = server_status(url)
     return {"url": url, "students": students, "editors": editors, "edits_each": edits_each, "steps": len(STEPS),
             "wall": wall, "errors": stats.errors, "violations": stats.violations,
             "latency": {w: {"n": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95), "max": max(v),
@@ -225,7 +224,7 @@ def run_class(url: str, students: int, editors: int, edits_each: int, pause: tup
             "computed": stats.computed, "shown_at_open": sorted(stats.shown_at_open), "cache": status.get("cache") or {}, "rendered": status.get("rendered") or {},
             "unchanged": bool(status["models"]) and all(m["unchanged"] for m in status["models"].values()),
             "stuck": [t.name for t in threads if t.is_alive()],
-            "load_events": sum(any(t[1] == "load" for t in d["targets"]) for d in probe.config["dependencies"])}
+            "load_events": load_events}
 
 
 def steps_ok(res: dict) -> bool:

@@ -99,13 +99,17 @@ class Page:
         """Send every ``load`` event with its inputs' initial values, at once, and wait for them all: their answers
         (the seconds until the last completed are kept as ``loaded_in``)."""
         t0 = time.perf_counter()
-        loads = [d for d in self.config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
+        loads = self.load_dependencies()
         with ThreadPoolExecutor(len(loads) or 1) as pool:  # a page's fetches go out together, not one by one
             sent = list(pool.map(lambda d: self._send(d["id"], [self._values.get(i) for i in d["inputs"]],
                                                       d["targets"][0][0]), loads))
         answers = [self._wait(event, t0) for event in sent]
         self.loaded_in = time.perf_counter() - t0
         return answers
+
+    def load_dependencies(self) -> list[dict]:
+        """The page's events that run when it opens (``app.load``), from its config."""
+        return [d for d in self.config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
 
     @staticmethod
     def shown(answer: Answer) -> bool:

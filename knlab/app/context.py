@@ -20,6 +20,7 @@ import gradio as gr
 
 from knlab.app import example_record, takeaway
 from knlab.app.defaults import defaults_for
+from knlab.app.plots import note_under_title
 from knlab.core.errors import KnlabError
 from knlab.core.limits import hosted
 from knlab.methods.tokenization import tokenization
@@ -195,7 +196,7 @@ class Context:
     def _rendered_key(self, handler: Callable[..., Any], args: tuple, kwargs: dict) -> str | None:
         """The handler, its widget values and the session's edits (every model's), or None when a value has no
         canonical form; the request and the progress bar are not inputs."""
-        request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
+        request = _request_in(args, kwargs)
         values = [a for a in (*args, *kwargs.values())
                   if not (hasattr(a, "session_hash") or isinstance(a, (gr.Progress, Progress)))]
         edits = [(e.get("model"), e["spec"]) for e in self.edits(request)]
@@ -217,8 +218,7 @@ class Context:
             try:
                 return reused(*args, **kwargs)
             except NotCached:
-                request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
-                shown = self.recorded_example(handler, list(args[:len(inputs)]), request, outputs)
+                shown = self.recorded_example(handler, list(args[:len(inputs)]), _request_in(args, kwargs), outputs)
                 return _unchanged() if shown is None else shown
             except Exception:  # noqa: BLE001 - opening the page never fails for an example
                 log.exception("showing an example from the cache failed")
@@ -325,6 +325,11 @@ def _note_served(served: Served) -> Served:
     return served
 
 
+def _request_in(args: tuple, kwargs: dict) -> Any:
+    """The Gradio request among a handler's arguments (Gradio passes it where the handler's signature asks), or None."""
+    return next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
+
+
 def _last(result: Any) -> Any:
     """A handler's result; for a generator (a handler that shows a preview first), its last."""
     if inspect.isgenerator(result):
@@ -361,10 +366,7 @@ def with_figure_note(figure: Any, *served: Served) -> Any:
     """``figure`` (plotly) with ``cache_note`` under its title, for a tab whose result shows only as a figure (its
     HTTP outputs stay as they are)."""
     note = cache_note(*served)
-    if note and figure is not None:
-        title = figure.layout.title.text or ""
-        figure.update_layout(title_text=f"{title}<br><sup>{note.strip('*')}</sup>")
-    return figure
+    return note_under_title(figure, note) if note and figure is not None else figure
 
 
 def takeaway_panel(name: str) -> tuple[gr.File, gr.Code]:

@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.utils import PlotlyJSONEncoder
 
+from knlab.app.plots import note_under_title
 from knlab.core.models import kernels
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -90,8 +91,7 @@ def labelled(values: list, outputs: list, meta: dict) -> tuple:
             return tuple(out)
     for v in out:
         if isinstance(v, go.Figure):
-            title = v.layout.title.text or ""
-            v.update_layout(title_text=f"{title}<br><sup>{note.strip('*')}</sup>")
+            note_under_title(v, note)
             break
     return tuple(out)
 

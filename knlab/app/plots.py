@@ -97,6 +97,14 @@ def layer_figure(scores: np.ndarray, layer: int, title: str) -> go.Figure:
     return fig
 
 
+def note_under_title(figure: go.Figure, note: str) -> go.Figure:
+    """``figure`` with ``note`` (Markdown emphasis dropped) in small type under its title: where a tab shows its
+    result only as a figure, that is where a line about how it was computed goes."""
+    title = figure.layout.title.text or ""
+    figure.update_layout(title_text=f"{title}<br><sup>{note.strip('*')}</sup>")
+    return figure
+
+
 def paradigm_figure(analysis) -> go.Figure:
     """The paper's probability-change chart, one panel per target type (the seed's grouping: each type's KNs
     suppressed in its own prompts): relative change of each modifier's mean probability; '*' marks p < 0.05
