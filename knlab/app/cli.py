@@ -602,6 +602,8 @@ def _examples(args: argparse.Namespace) -> int:
     for model in args.model or [ui.start_model()]:
         os.environ["KNLAB_DEFAULT_MODEL"] = model
         worker = ModelWorker(device="cpu", second_copy=False, cache=ResultCache(256 << 20, 0))
+        for m in sorted({model, lesson_model()}):  # loaded first: a model that cannot load is one line, not a page
+            worker.identity(m)
         app = ui.build_app(worker, warm=False, examples=False)  # nothing shown from an earlier record
         rec = example_record.record(app.knlab_context, sorted({model, lesson_model()}))
         path = example_record.path_for(model)

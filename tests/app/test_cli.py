@@ -124,6 +124,11 @@ def test_paradigm_list_and_json():
     assert r.returncode != 0 and "unknown paradigm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_examples_refuses_a_model_that_cannot_load_in_one_line():
+    r = run_cli_here("examples", "--model", "nope")
+    assert r.returncode != 0 and "cannot load model 'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_neurons_for_a_fact_and_a_relation():
     r = run_cli_here("neurons", "--fact", "P36:Canada", "--steps", "3", "--model", "world-bert", "--json")
     assert r.returncode == 0, r.stderr
